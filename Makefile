@@ -1,0 +1,32 @@
+# Two commands: `make run` (main job) and `make test` (test suite). Both create the
+# virtual environment on first use. PYTHON must be Python 3.11 or newer.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= runs/latest
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench-ablation clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "osrkit needs Python 3.11+")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/osrkit run --out $(OUT) --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench-ablation: $(STAMP)
+	$(BIN)/python benchmarks/ablation.py
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

@@ -1,0 +1,425 @@
+"""Command-line interface: a thin layer over ``osrkit.pipeline`` and ``OpenSetRecognizer``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+from .errors import OsrkitError
+from .pipeline import DataSpec, ReportOptions, check_output_dir, evaluate_to_folder, run, train
+from .recognizer import UNKNOWN, OpenSetRecognizer
+from .report import METRIC_COLUMNS, metrics_table_rows
+from .scorers import SCORERS
+from .training import TrainConfig
+
+log = logging.getLogger("osrkit")
+DEFAULTS = TrainConfig()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _float_in(lo: float, hi: float, lo_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
+            bracket = "(" if lo_open else "["
+            raise argparse.ArgumentTypeError(f"must be in {bracket}{lo:g}, {hi:g}], got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = _float_in(0.0, math.inf, lo_open=True)
+
+
+def _add_data_args(p: argparse.ArgumentParser, train: bool, test: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data-root",
+        help="folder holding the datasets (default: $OSRKIT_DATA, else ./data, else ../shared/data)",
+    )
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing datasets from their official URLs (md5-verified)",
+    )
+    if train:
+        g.add_argument(
+            "--train",
+            default="mnist:train",
+            metavar="DATA",
+            help="known-class training data: a dataset name (mnist:train, "
+            "fashion-mnist:train, kmnist:train) or an image folder <class>/<image> "
+            "(default: %(default)s)",
+        )
+        g.add_argument(
+            "--max-train",
+            type=_positive_int,
+            metavar="N",
+            help="use a seeded random sample of N training images",
+        )
+    if test:
+        g.add_argument(
+            "--known",
+            default="mnist:test",
+            metavar="DATA",
+            help="known-class test data, same classes as training (default: %(default)s)",
+        )
+        g.add_argument(
+            "--unknown",
+            default="cifar10",
+            metavar="DATA",
+            help="unknown test data: cifar10, fashion-mnist, kmnist, notmnist, or an "
+            "image folder (default: %(default)s)",
+        )
+        g.add_argument(
+            "--max-known",
+            type=_positive_int,
+            metavar="N",
+            help="use a seeded random sample of N known test images",
+        )
+        g.add_argument(
+            "--max-unknown",
+            type=_positive_int,
+            metavar="N",
+            help="use a seeded random sample of N unknown test images",
+        )
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=DEFAULTS.epochs,
+        help="classifier epochs (default: %(default)s)",
+    )
+    g.add_argument(
+        "--ae-epochs",
+        type=_positive_int,
+        default=DEFAULTS.ae_epochs,
+        help="autoencoder epochs (default: %(default)s)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULTS.batch_size,
+        help="images per training step (default: %(default)s)",
+    )
+    g.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=DEFAULTS.lr,
+        help="classifier peak learning rate, one-cycle schedule (default: %(default)s)",
+    )
+    g.add_argument(
+        "--ae-lr",
+        type=_positive_float,
+        default=DEFAULTS.ae_lr,
+        help="autoencoder peak learning rate (default: %(default)s)",
+    )
+    g.add_argument(
+        "--val-size",
+        type=_positive_int,
+        default=DEFAULTS.val_size,
+        help="known training images held out (stratified, seeded) for early stopping "
+        "and threshold calibration (default: %(default)s)",
+    )
+    g.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=DEFAULTS.patience,
+        help="stop after this many epochs without validation improvement (default: %(default)s)",
+    )
+    g.add_argument(
+        "--seed",
+        type=_nonneg_int,
+        default=DEFAULTS.seed,
+        help="seed for the split, initialisation, shuffling and augmentation (default: %(default)s)",
+    )
+    g.add_argument(
+        "--rotation",
+        type=_float_in(0, 180),
+        default=DEFAULTS.rotation_degrees,
+        metavar="DEGREES",
+        help="random rotation of training images by up to this many "
+        "degrees; 0 turns it off (default: %(default)s)",
+    )
+    g.add_argument(
+        "--hflip",
+        type=_float_in(0, 1),
+        default=DEFAULTS.hflip_prob,
+        metavar="P",
+        help="probability of a random horizontal flip of a training image; 0 turns it off "
+        "(default: %(default)s: flips change what digits look like, see BENCHMARKS.md)",
+    )
+    g.add_argument(
+        "--no-channels-last",
+        action="store_true",
+        help="train in the default NCHW memory layout instead of channels-last",
+    )
+    g.add_argument(
+        "--accept-rate",
+        type=_float_in(0, 1, lo_open=True),
+        default=0.95,
+        help="fraction of known validation images each threshold accepts (default: %(default)s)",
+    )
+
+
+def _add_output_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument(
+        "--out",
+        default=default,
+        required=default is None,
+        metavar="DIR",
+        help="output folder" + (" (default: %(default)s)" if default else ""),
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
+
+
+def _add_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--embed-samples",
+        type=_positive_int,
+        default=2000,
+        metavar="N",
+        help="test images in the t-SNE/PCA plot, 2/3 known and 1/3 unknown (default: %(default)s)",
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="osrkit", description="Open-set recognition: classify known classes, reject unknown inputs."
+    )
+    parser.add_argument("--version", action="version", version=f"osrkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run",
+        help="train and evaluate, writing model, metrics, plots and report",
+        description="Train on known classes, evaluate against unknowns and write "
+        "DIR/model/, DIR/metrics.json, DIR/plots/*.png and DIR/report.html.",
+    )
+    _add_output_args(p, "runs/latest")
+    _add_data_args(p, train=True, test=True)
+    _add_train_args(p)
+    _add_report_args(p)
+
+    p = sub.add_parser(
+        "train",
+        help="train a recognizer and save its model folder",
+        description="Train the classifier and autoencoder on known classes, calibrate "
+        "thresholds on held-out known images, and save the model folder.",
+    )
+    _add_output_args(p, None)
+    _add_data_args(p, train=True, test=False)
+    _add_train_args(p)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved model on known vs unknown test data",
+        description="Score known and unknown test images with a saved model and "
+        "write DIR/metrics.json, DIR/plots/*.png and DIR/report.html.",
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `osrkit train`")
+    _add_output_args(p, None)
+    _add_data_args(p, train=False, test=True)
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for test subsampling and plots")
+    _add_report_args(p)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify image files; one JSON line per image",
+        description="Print one JSON line per image: {path, label, class_index, "
+        'known, scores}. label is the class name or "unknown".',
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `osrkit train`")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, any size, gray or RGB")
+    p.add_argument(
+        "--scorer",
+        choices=sorted(SCORERS),
+        default=None,
+        help="scorer that decides known vs unknown (default: the model's, combined)",
+    )
+    p.add_argument(
+        "--invert", action="store_true", help="invert images first (for dark strokes on a light background)"
+    )
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs,
+        ae_epochs=args.ae_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        ae_lr=args.ae_lr,
+        val_size=args.val_size,
+        patience=args.patience,
+        seed=args.seed,
+        rotation_degrees=args.rotation,
+        hflip_prob=args.hflip,
+        channels_last=not args.no_channels_last,
+    )
+
+
+def _data_spec(args: argparse.Namespace) -> DataSpec:
+    return DataSpec(
+        train=getattr(args, "train", "mnist:train"),
+        known=getattr(args, "known", "mnist:test"),
+        unknown=getattr(args, "unknown", "cifar10"),
+        root=args.data_root,
+        download=args.download,
+        max_train=getattr(args, "max_train", None),
+        max_known=getattr(args, "max_known", None),
+        max_unknown=getattr(args, "max_unknown", None),
+        seed=args.seed,
+    )
+
+
+def format_summary(metrics: dict) -> str:
+    """Plain-text table of the per-scorer metrics, for the end of a run."""
+    header = ["scorer"] + [label for _, label in METRIC_COLUMNS]
+    rows = [header] + metrics_table_rows(metrics)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    c = metrics["counts"]
+    lines.insert(
+        0,
+        f"closed-set accuracy {metrics['closed_set_accuracy']:.4f} on {c['known']} known "
+        f"images; {c['unknown']} unknown images",
+    )
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace, progress: bool) -> int:
+    metrics = run(
+        args.out,
+        _data_spec(args),
+        _train_config(args),
+        args.accept_rate,
+        args.overwrite,
+        progress,
+        ReportOptions(args.embed_samples, seed=args.seed),
+    )
+    print(format_summary(metrics))
+    print(f"wrote {Path(args.out) / 'report.html'}, metrics.json, plots/ and model/")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise OsrkitError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    ckpt = out.with_name(out.name + ".checkpoints")
+    model = train(_data_spec(args), _train_config(args), args.accept_rate, ckpt, progress)
+    model.save_pretrained(out, overwrite=True)
+    import shutil
+
+    shutil.rmtree(ckpt, ignore_errors=True)
+    print(f"saved model to {out}; thresholds: {json.dumps(model.thresholds_)}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
+    model = OpenSetRecognizer.from_pretrained(args.model)
+    out = check_output_dir(args.out, args.overwrite)
+    spec = _data_spec(args)
+    known, unknown = spec.load("known", progress), spec.load("unknown", progress)
+    metrics = evaluate_to_folder(
+        model, known, unknown, out, ReportOptions(args.embed_samples, seed=args.seed)
+    )
+    print(format_summary(metrics))
+    print(f"wrote {out / 'report.html'}, metrics.json and plots/")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
+    model = OpenSetRecognizer.from_pretrained(args.model)
+    import torch
+
+    from .data.preprocess import preprocess_image
+
+    x = torch.stack([preprocess_image(p, invert=args.invert) for p in args.images])
+    outputs = model.outputs(x)
+    scores = model.scores_from_outputs(outputs)
+    labels = model.decide(outputs, args.scorer)
+    for i, path in enumerate(args.images):
+        idx = int(labels[i])
+        print(
+            json.dumps(
+                {
+                    "path": str(path),
+                    "label": "unknown" if idx == UNKNOWN else model.class_names[idx],
+                    "class_index": idx,
+                    "known": idx != UNKNOWN,
+                    "scores": {name: float(s[i]) for name, s in scores.items()},
+                }
+            )
+        )
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    progress = not args.quiet and sys.stderr.isatty()
+    try:
+        return COMMANDS[args.command](args, progress)
+    except OsrkitError as exc:
+        print(f"osrkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        resumable = args.command in ("run", "train")
+        hint = "; training state is checkpointed: rerun the same command to resume" if resumable else ""
+        print(f"osrkit: interrupted; nothing half-written was left behind{hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The jobs behind the CLI, usable from Python as well: train, evaluate, run.
+
+data -> model -> scores -> decision -> metrics -> report; each step is a call below.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.catalog import load_dataset
+from .data.imageset import ImageSet
+from .errors import ConfigError, OutputExistsError
+from .evaluation import Evaluation, evaluate
+from .io import atomic_write_json
+from .plots import (
+    plot_confusion,
+    plot_embeddings,
+    plot_reconstructions,
+    plot_roc,
+    plot_score_histograms,
+)
+from .recognizer import OpenSetRecognizer
+from .report import write_report
+from .training import TrainConfig
+
+log = logging.getLogger(__name__)
+
+RUN_OUTPUTS = ("model", "metrics.json", "report.html", "plots")
+
+
+@dataclass
+class DataSpec:
+    """Which datasets a job uses: names like ``mnist:train`` or image-folder paths."""
+
+    train: str = "mnist:train"
+    known: str = "mnist:test"
+    unknown: str = "cifar10"
+    root: str | None = None
+    download: bool = False
+    max_train: int | None = None
+    max_known: int | None = None
+    max_unknown: int | None = None
+    seed: int = 0
+
+    def load(self, which: str, progress: bool = False) -> ImageSet:
+        """Load ``train``, ``known`` or ``unknown``, subsampled to its ``max_*`` size."""
+        limit = getattr(self, f"max_{which}")
+        if limit is not None and limit <= 0:
+            raise ConfigError(f"--max-{which} must be a positive number of images, got {limit}")
+        data = load_dataset(getattr(self, which), self.root, self.download, progress)
+        return data.take(limit, seed=self.seed)
+
+
+@dataclass
+class ReportOptions:
+    """How many points the embeddings plot and how many reconstructions are shown."""
+
+    embed_samples: int = 2000
+    reconstructions: int = 10
+    seed: int = 0
+    figures: dict[str, Path] = field(default_factory=dict)
+
+
+def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse a folder that already holds a run unless ``overwrite``; then clear old outputs."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path {out} is a file; choose a folder with --out")
+    existing = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{out} already holds a run ({', '.join(existing)}); "
+            "pass --overwrite to replace it or choose another --out"
+        )
+    for name in existing:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return out
+
+
+def train(
+    data: DataSpec,
+    config: TrainConfig = TrainConfig(),
+    accept_rate: float = 0.95,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> OpenSetRecognizer:
+    """Load the training set and fit a recognizer on it."""
+    train_set = data.load("train", progress)
+    model = OpenSetRecognizer(train_set.class_names, accept_rate=accept_rate)
+    return model.fit(train_set, config, checkpoint_dir=checkpoint_dir, progress=progress)
+
+
+def write_figures(
+    ev: Evaluation,
+    recognizer: OpenSetRecognizer,
+    folder: str | os.PathLike,
+    options: ReportOptions = ReportOptions(),
+) -> dict[str, Path]:
+    """Write every figure of an evaluation into ``folder``; returns name -> path."""
+    folder = Path(folder)
+    rng = np.random.default_rng(options.seed)
+    n_known = min(len(ev.known), max(1, options.embed_samples * 2 // 3))
+    n_unknown = min(len(ev.unknown), max(1, options.embed_samples - n_known))
+    ki = np.sort(rng.choice(len(ev.known), n_known, replace=False))
+    ui = np.sort(rng.choice(len(ev.unknown), n_unknown, replace=False))
+    features = np.concatenate([ev.known_outputs.features[ki], ev.unknown_outputs.features[ui]])
+    labels = np.r_[ev.known.labels.numpy()[ki], np.full(n_unknown, -1)]
+    m = ev.metrics
+    figures: dict[str, Path] = {}
+    figures["t-SNE and PCA of penultimate features"] = plot_embeddings(
+        features, labels, recognizer.class_names, folder / "embeddings.png", options.seed
+    )
+    figures["ROC curves"] = plot_roc(
+        ev.known_scores,
+        ev.unknown_scores,
+        {k: v["auroc"] for k, v in m["scorers"].items()},
+        folder / "roc.png",
+    )
+    figures["score histograms"] = plot_score_histograms(
+        ev.known_scores,
+        ev.unknown_scores,
+        recognizer.thresholds_,
+        folder / "score_histograms.png",
+        ev.known.name,
+        ev.unknown.name,
+    )
+    n_rec = options.reconstructions
+    # shown in random order, so every class has a chance to appear
+    kr = ev.known.subset(rng.permutation(ki)[:n_rec]).as_float()
+    ur = ev.unknown.subset(rng.permutation(ui)[:n_rec]).as_float()
+    figures["reconstructions"] = plot_reconstructions(
+        kr.numpy(),
+        recognizer.reconstruct(kr).numpy(),
+        ur.numpy(),
+        recognizer.reconstruct(ur).numpy(),
+        folder / "reconstructions.png",
+    )
+    name = recognizer.decision_scorer
+    figures[f"confusion matrix ({name} scorer)"] = plot_confusion(
+        np.asarray(m["scorers"][name]["confusion_matrix"]),
+        recognizer.class_names,
+        folder / "confusion_matrix.png",
+        f"open-set confusion matrix, {name} scorer",
+    )
+    return figures
+
+
+def evaluate_to_folder(
+    recognizer: OpenSetRecognizer,
+    known: ImageSet,
+    unknown: ImageSet,
+    out: str | os.PathLike,
+    options: ReportOptions = ReportOptions(),
+    extra: dict | None = None,
+) -> dict:
+    """Evaluate, then write ``metrics.json``, ``plots/*.png`` and ``report.html`` into ``out``."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    ev = evaluate(recognizer, known, unknown)
+    metrics = ev.metrics | (extra or {})
+    metrics.setdefault("timing_s", {})["evaluate"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    figures = write_figures(ev, recognizer, out / "plots", options)
+    metrics["timing_s"]["plots"] = round(time.perf_counter() - t0, 2)
+    atomic_write_json(out / "metrics.json", metrics)
+    write_report(out / "report.html", metrics, figures, recognizer.config_dict())
+    return metrics
+
+
+def run(
+    out: str | os.PathLike,
+    data: DataSpec = DataSpec(),
+    config: TrainConfig = TrainConfig(),
+    accept_rate: float = 0.95,
+    overwrite: bool = False,
+    progress: bool = False,
+    options: ReportOptions = ReportOptions(),
+) -> dict:
+    """Train on ``data.train``, evaluate on ``data.known`` vs ``data.unknown``, write everything.
+
+    Writes ``out/model/``, ``out/metrics.json``, ``out/plots/*.png`` and ``out/report.html``.
+    Training state is checkpointed in ``out/checkpoints/`` so an interrupted run resumes.
+    """
+    out = check_output_dir(out, overwrite)
+    torch.manual_seed(config.seed)
+    # Load test data first: a missing dataset should fail before minutes of training.
+    known, unknown = data.load("known", progress), data.load("unknown", progress)
+    t0 = time.perf_counter()
+    ckpt = out / "checkpoints"
+    recognizer = train(data, config, accept_rate, ckpt, progress)
+    train_s = time.perf_counter() - t0
+    if known.class_names != recognizer.class_names:
+        raise ConfigError(
+            f"known test classes {known.class_names} differ from the training "
+            f"classes {recognizer.class_names}"
+        )
+    recognizer.save_pretrained(out / "model", overwrite=True)
+    fit = recognizer.fit_report_
+    extra = {
+        "timing_s": {"train": round(train_s, 2)},
+        "training": {
+            "train_size": fit.train_size,
+            "val_size": fit.val_size,
+            "classifier_best_epoch": fit.classifier["best_epoch"],
+            "autoencoder_best_epoch": fit.autoencoder["best_epoch"],
+        },
+    }
+    metrics = evaluate_to_folder(recognizer, known, unknown, out, options, extra)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return metrics

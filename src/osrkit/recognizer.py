@@ -1,0 +1,314 @@
+"""``OpenSetRecognizer``: classifier + autoencoder + calibrated scorers, in one object.
+
+Follows scikit-learn's habits (``fit`` returns self, fitted attributes end in ``_``,
+``predict`` returns a class index or -1 for unknown) and Hugging Face's
+``save_pretrained``/``from_pretrained`` folder layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from PIL import Image
+
+from . import __version__
+from .calibration import check_accept_rate, threshold_at_accept_rate
+from .data.imageset import ImageSet
+from .data.preprocess import preprocess_image
+from .errors import ConfigError, DataError, ModelFormatError
+from .io import atomic_directory, atomic_write_json
+from .models import AutoencoderConfig, Classifier, ClassifierConfig, ConvAutoencoder
+from .scorers import SCORERS, CombinedScorer, ModelOutputs, Scorer, make_scorer
+from .training import (
+    Checkpointer,
+    TrainConfig,
+    stratified_split,
+    train_autoencoder,
+    train_classifier,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT = "osrkit-recognizer"
+FORMAT_VERSION = 1
+UNKNOWN = -1
+PREPROCESSING = {
+    "size": [28, 28],
+    "channels": 1,
+    "grayscale": "ITU-R 601-2 luma (Pillow convert('L'))",
+    "resize": "bilinear, antialiased (Pillow resize)",
+    "scale": "uint8 / 255 -> [0, 1]",
+    "invert": False,
+}
+
+ImagesLike = torch.Tensor | np.ndarray | ImageSet | Image.Image | Sequence[Image.Image | str | os.PathLike]
+
+
+def as_input_tensor(x: ImagesLike, invert: bool = False) -> torch.Tensor:
+    """Coerce images to a float tensor ``(N, 1, 28, 28)`` in [0, 1], checking shape and values.
+
+    Accepts an ``ImageSet``; a uint8 array/tensor (values 0..255) or a float one (values in
+    [0, 1]) of shape ``(28, 28)``, ``(N, 28, 28)`` or ``(N, 1, 28, 28)``; a PIL image; or a
+    list of PIL images or file paths (any size, grayscale or RGB; preprocessed).
+    """
+    if isinstance(x, ImageSet):
+        return x.as_float()
+    if isinstance(x, Image.Image):
+        return preprocess_image(x, invert=invert).unsqueeze(0)
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise DataError("no images given")
+        return torch.stack([preprocess_image(item, invert=invert) for item in x])
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise DataError(
+            f"cannot read images from a {type(x).__name__}; pass a tensor, array, "
+            "ImageSet, PIL image or list of paths"
+        )
+    if x.ndim == 2:
+        x = x.unsqueeze(0)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+        raise DataError(
+            f"images must have shape (N, 1, 28, 28) or (N, 28, 28), got {tuple(x.shape)}; "
+            "use osrkit.preprocess_image for other sizes or RGB"
+        )
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    if not x.is_floating_point():
+        raise DataError(f"images must be uint8 (0..255) or float (0..1), got {x.dtype}")
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise DataError("images contain NaN or infinite values")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise DataError(f"float images must lie in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]")
+    return x
+
+
+@dataclass
+class FitReport:
+    """What ``fit`` did: split sizes and each network's training history."""
+
+    train_size: int
+    val_size: int
+    classifier: dict
+    autoencoder: dict
+
+
+class OpenSetRecognizer:
+    """Classifies known classes and rejects unknown inputs.
+
+    Parameters
+    ----------
+    class_names: names of the known classes.
+    accept_rate: fraction of known validation inputs each threshold accepts.
+    decision_scorer: which scorer ``predict`` uses (``combined`` by default).
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str] | None = None,
+        accept_rate: float = 0.95,
+        decision_scorer: str = "combined",
+        classifier_config: ClassifierConfig | None = None,
+        autoencoder_config: AutoencoderConfig | None = None,
+    ) -> None:
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(10)]
+        self.accept_rate = check_accept_rate(accept_rate)
+        if decision_scorer not in SCORERS:
+            raise ConfigError(f"unknown scorer {decision_scorer!r}; choose from {', '.join(SCORERS)}")
+        self.decision_scorer = decision_scorer
+        self.classifier_config = classifier_config or ClassifierConfig(num_classes=len(self.class_names))
+        if self.classifier_config.num_classes != len(self.class_names):
+            raise ConfigError("classifier num_classes differs from the number of class names")
+        self.autoencoder_config = autoencoder_config or AutoencoderConfig()
+        self.classifier_ = Classifier(self.classifier_config).eval()
+        self.autoencoder_ = ConvAutoencoder(self.autoencoder_config).eval()
+        self.scorers_: dict[str, Scorer] = {}
+        self.thresholds_: dict[str, float] = {}
+        self.train_config_: TrainConfig | None = None
+        self.fit_report_: FitReport | None = None
+
+    # ---------------------------------------------------------------- fitting
+    def fit(
+        self,
+        train: ImageSet,
+        config: TrainConfig = TrainConfig(),
+        checkpoint_dir: str | os.PathLike | None = None,
+        progress: bool = False,
+    ) -> OpenSetRecognizer:
+        """Train both networks on ``train`` (known classes only) and calibrate thresholds
+        on a seeded, stratified validation split of it. Returns self."""
+        if train.class_names != self.class_names:
+            raise ConfigError(
+                f"training classes {train.class_names} differ from the recognizer's {self.class_names}"
+            )
+        torch.manual_seed(config.seed)
+        tr, va = stratified_split(train.labels, config.val_size, config.seed)
+        images, labels = train.images[tr], train.labels[tr]
+        val_images, val_labels = train.images[va], train.labels[va]
+        ckpt = Checkpointer(checkpoint_dir, config.to_dict()) if checkpoint_dir else None
+        clf_info = train_classifier(
+            self.classifier_, images, labels, val_images, val_labels, config, ckpt, progress
+        )
+        ae_info = train_autoencoder(self.autoencoder_, images, val_images, config, ckpt, progress)
+        self.train_config_ = config
+        self.fit_report_ = FitReport(len(tr), len(va), clf_info, ae_info)
+        self.calibrate(val_images)
+        return self
+
+    def calibrate(self, known: ImagesLike, accept_rate: float | None = None) -> OpenSetRecognizer:
+        """Fit the scorers and set every threshold on known-class images only."""
+        if accept_rate is not None:
+            self.accept_rate = check_accept_rate(accept_rate)
+        outputs = self.outputs(known)
+        self.scorers_ = {name: cls().fit(outputs, self.accept_rate) for name, cls in SCORERS.items()}
+        self.thresholds_ = {}
+        for name, scorer in self.scorers_.items():
+            if isinstance(scorer, CombinedScorer):
+                self.thresholds_[name] = 1.0  # the OR rule, by construction of its scale
+            else:
+                self.thresholds_[name] = threshold_at_accept_rate(scorer.score(outputs), self.accept_rate)
+        log.info("calibrated on %d known images: %s", len(outputs), self.thresholds_)
+        return self
+
+    # ---------------------------------------------------------------- inference
+    def _check_fitted(self) -> None:
+        if not self.scorers_:
+            raise ConfigError("the recognizer is not fitted: call fit() or from_pretrained() first")
+
+    @torch.inference_mode()
+    def outputs(self, x: ImagesLike, batch_size: int = 1024) -> ModelOutputs:
+        """Logits, penultimate features and reconstruction errors for images ``x``."""
+        x = as_input_tensor(x)
+        parts = []
+        for chunk in x.split(batch_size):
+            logits, feats = self.classifier_.forward_with_features(chunk)
+            err = self.autoencoder_.reconstruction_error(chunk)
+            parts.append(ModelOutputs(logits.numpy(), feats.numpy(), err.numpy()))
+        if not parts:
+            raise DataError("no images given")
+        return ModelOutputs.concat(parts)
+
+    def scores_from_outputs(self, outputs: ModelOutputs) -> dict[str, np.ndarray]:
+        """Every scorer's score (larger = more likely unknown) for precomputed outputs."""
+        self._check_fitted()
+        return {name: scorer.score(outputs) for name, scorer in self.scorers_.items()}
+
+    def score_all(self, x: ImagesLike) -> dict[str, np.ndarray]:
+        """Every scorer's score for images ``x``."""
+        return self.scores_from_outputs(self.outputs(x))
+
+    def score_samples(self, x: ImagesLike, scorer: str | None = None) -> np.ndarray:
+        """Unknown-ness score of ``scorer`` (default: the decision scorer); larger = more
+        likely unknown. Note: the opposite sign of scikit-learn's outlier detectors."""
+        return self.score_all(x)[scorer or self.decision_scorer]
+
+    def decide(self, outputs: ModelOutputs, scorer: str | None = None) -> np.ndarray:
+        """Class index per input, or -1 where ``scorer``'s score exceeds its threshold."""
+        name = scorer or self.decision_scorer
+        self._check_fitted()
+        s = self.scorers_[name].score(outputs)
+        return np.where(s > self.thresholds_[name], UNKNOWN, outputs.predictions)
+
+    def predict(self, x: ImagesLike, scorer: str | None = None) -> np.ndarray:
+        """Class index per image, or -1 for unknown."""
+        return self.decide(self.outputs(x), scorer)
+
+    def reconstruct(self, x: ImagesLike) -> torch.Tensor:
+        """The autoencoder's reconstructions ``(N, 1, 28, 28)``."""
+        with torch.inference_mode():
+            return self.autoencoder_(as_input_tensor(x))
+
+    # ---------------------------------------------------------------- persistence
+    def config_dict(self) -> dict[str, Any]:
+        """The JSON config saved beside the weights."""
+        self._check_fitted()
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "class_names": self.class_names,
+            "accept_rate": self.accept_rate,
+            "decision_scorer": self.decision_scorer,
+            "thresholds": self.thresholds_,
+            "scorers": {name: s.get_state() for name, s in self.scorers_.items()},
+            "classifier": self.classifier_config.to_dict(),
+            "autoencoder": self.autoencoder_config.to_dict(),
+            "preprocessing": PREPROCESSING,
+            "training": self.train_config_.to_dict() if self.train_config_ else None,
+            "versions": {
+                "osrkit": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        }
+
+    def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``config.json`` and safetensors weights to folder ``path``, atomically."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise ConfigError(f"model folder {path} already exists; pass overwrite=True (--overwrite)")
+        with atomic_directory(path, overwrite=True) as tmp:
+            safetensors.torch.save_file(
+                _contiguous(self.classifier_.state_dict()), str(tmp / "classifier.safetensors")
+            )
+            safetensors.torch.save_file(
+                _contiguous(self.autoencoder_.state_dict()), str(tmp / "autoencoder.safetensors")
+            )
+            atomic_write_json(tmp / "config.json", self.config_dict())
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> OpenSetRecognizer:
+        """Load a folder written by ``save_pretrained`` (no pickle involved)."""
+        path = Path(path)
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            raise ModelFormatError(
+                f"{path} is not an osrkit model folder (no config.json); train one with `osrkit train`"
+            )
+        try:
+            cfg = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelFormatError(f"{config_path} is not valid JSON ({exc})") from None
+        if cfg.get("format") != FORMAT or cfg.get("format_version") != FORMAT_VERSION:
+            raise ModelFormatError(f"{config_path}: not an osrkit model of format version {FORMAT_VERSION}")
+        try:
+            clf_cfg = ClassifierConfig(
+                **(cfg["classifier"] | {"channels": tuple(cfg["classifier"]["channels"])})
+            )
+            ae_cfg = AutoencoderConfig(
+                **(cfg["autoencoder"] | {"channels": tuple(cfg["autoencoder"]["channels"])})
+            )
+            model = cls(cfg["class_names"], cfg["accept_rate"], cfg["decision_scorer"], clf_cfg, ae_cfg)
+            for module, fname in ((model.classifier_, "classifier"), (model.autoencoder_, "autoencoder")):
+                weights = path / f"{fname}.safetensors"
+                if not weights.is_file():
+                    raise ModelFormatError(f"model folder {path} lacks {weights.name}")
+                module.load_state_dict(safetensors.torch.load_file(str(weights)))
+                module.eval()
+            model.scorers_ = {
+                name: make_scorer(name).set_state(state) for name, state in cfg["scorers"].items()
+            }
+            model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
+            if cfg.get("training"):
+                model.train_config_ = TrainConfig.from_dict(cfg["training"])
+        except (KeyError, TypeError, RuntimeError, safetensors.SafetensorError) as exc:
+            raise ModelFormatError(f"model folder {path} is damaged or incompatible: {exc}") from None
+        return model
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.contiguous() for k, v in state.items()}

@@ -1,0 +1,95 @@
+"""A self-contained HTML report: metrics table and every figure embedded (opens offline)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+from .io import atomic_write_text
+
+METRIC_COLUMNS = [
+    ("auroc", "AUROC"),
+    ("aupr_in", "AUPR-in"),
+    ("aupr_out", "AUPR-out"),
+    ("fpr_at_95_tpr", "FPR@95%TPR"),
+    ("oscr", "OSCR"),
+    ("macro_f1", "macro-F1 (K+1)"),
+    ("known_accept_rate", "known accepted"),
+    ("unknown_reject_rate", "unknown rejected"),
+    ("threshold", "threshold"),
+]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;
+color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
+text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+figure{margin:1.5em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#555}
+code,pre{background:#f6f6f6;padding:2px 4px}pre{padding:8px;overflow:auto}
+"""
+
+
+def metrics_table_rows(metrics: dict) -> list[list[str]]:
+    """Rows ``[scorer, value, ...]`` of the per-scorer metrics, formatted for display."""
+    rows = []
+    for name, m in metrics["scorers"].items():
+        rows.append(
+            [name] + [f"{m[key]:.4f}" if key != "threshold" else f"{m[key]:.4g}" for key, _ in METRIC_COLUMNS]
+        )
+    return rows
+
+
+def _img(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_report(
+    metrics: dict,
+    figures: dict[str, Path],
+    config: dict | None = None,
+    title: str = "osrkit open-set recognition report",
+) -> str:
+    """The report as one HTML string with the figures inlined as data URIs."""
+    e = html.escape
+    head = "".join(f"<th>{e(label)}</th>" for _, label in METRIC_COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in metrics_table_rows(metrics)
+    )
+    counts, datasets = metrics["counts"], metrics.get("datasets", {})
+    summary = (
+        f"<p>Known test images: <b>{counts['known']}</b> ({e(str(datasets.get('known', '')))}); "
+        f"unknown test images: <b>{counts['unknown']}</b> ({e(str(datasets.get('unknown', '')))}). "
+        f"Closed-set accuracy on knowns: <b>{metrics['closed_set_accuracy']:.4f}</b>. "
+        f"Thresholds were calibrated on known validation images only, to accept "
+        f"{metrics['accept_rate_target']:.0%} of them; decisions use the "
+        f"<code>{e(metrics['decision_scorer'])}</code> scorer.</p>"
+    )
+    figs = "".join(
+        f'<figure><img alt="{e(name)}" src="{_img(path)}"><figcaption>{e(name)}</figcaption></figure>'
+        for name, path in figures.items()
+    )
+    cfg = f"<h2>Configuration</h2><pre>{e(_pretty(config))}</pre>" if config else ""
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>{summary}"
+        f"<h2>Metrics per scorer</h2><table><tr><th>scorer</th>{head}</tr>{body}</table>"
+        f"<p>Scores: larger means more likely unknown. AUROC, AUPR-out: unknowns positive; "
+        f"AUPR-in: knowns positive; FPR@95%TPR: unknowns accepted when 95% of knowns are; "
+        f"OSCR: area under correct-classification rate vs false-positive rate.</p>"
+        f"<h2>Figures</h2>{figs}{cfg}</body></html>\n"
+    )
+
+
+def _pretty(obj: object) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, default=str)
+
+
+def write_report(
+    path: str | os.PathLike, metrics: dict, figures: dict[str, Path], config: dict | None = None
+) -> Path:
+    """Write ``report.html`` atomically."""
+    return atomic_write_text(path, render_report(metrics, figures, config))

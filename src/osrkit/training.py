@@ -1,0 +1,296 @@
+"""Training loops for the classifier and the autoencoder, with resumable checkpoints.
+
+Datasets stay in memory as uint8 tensors; every step slices a whole batch, converts
+it to float and augments it with batched tensor operations (no per-sample Python).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+from torch import nn
+from tqdm.auto import tqdm
+
+from .augment import Augmentation
+from .errors import ConfigError
+from .io import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how the models are trained."""
+
+    epochs: int = 6
+    ae_epochs: int = 8
+    batch_size: int = 128
+    lr: float = 3e-3
+    ae_lr: float = 3e-3
+    weight_decay: float = 1e-4
+    val_size: int = 5000
+    patience: int = 3
+    seed: int = 0
+    rotation_degrees: float = 10.0
+    hflip_prob: float = 0.0
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "ae_epochs", "batch_size", "val_size", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("lr", "ae_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight-decay must be >= 0, got {self.weight_decay!r}")
+        self.augmentation  # validates rotation and flip  # noqa: B018
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.rotation_degrees, self.hflip_prob)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of indices into (train, validation), each class kept in proportion."""
+    n = len(labels)
+    if val_size >= n:
+        raise ConfigError(f"val-size {val_size} must be smaller than the {n} training images")
+    idx = np.arange(n)
+    y = labels.numpy()
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 and val_size >= len(counts[counts > 0]) else None
+    train, val = train_test_split(idx, test_size=val_size, random_state=seed, stratify=stratify)
+    return np.sort(train), np.sort(val)
+
+
+def to_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 ``(B, 28, 28)`` -> float ``(B, 1, 28, 28)`` in [0, 1]."""
+    x = images.unsqueeze(1).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class Checkpointer:
+    """Saves training state after every epoch so an interrupted run resumes where it stopped.
+
+    Files are written atomically with ``torch.save`` and read back with
+    ``torch.load(weights_only=True)`` (no arbitrary unpickling).
+    """
+
+    def __init__(self, folder: str | Path, config: dict) -> None:
+        self.folder = Path(folder)
+        self.config = config
+
+    def path(self, stage: str) -> Path:
+        return self.folder / f"{stage}.pt"
+
+    def load(self, stage: str) -> dict | None:
+        path = self.path(stage)
+        if not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt checkpoint: say so, do not crash deep inside
+            raise ConfigError(
+                f"checkpoint {path} is unreadable ({exc.__class__.__name__}); delete it to start over"
+            ) from None
+        if state.get("config") != self.config:
+            raise ConfigError(
+                f"checkpoint {path} was written with other training options; "
+                "rerun with the same options or delete the folder to start over"
+            )
+        return state
+
+    def save(self, stage: str, state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(state | {"config": self.config}, buf)
+        atomic_write_bytes(self.path(stage), buf.getvalue())
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
+def _fit(
+    model: nn.Module,
+    stage: str,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    validate: Callable[[nn.Module], float],
+    epochs: int,
+    lr: float,
+    cfg: TrainConfig,
+    checkpoint: Checkpointer | None,
+    progress: bool,
+) -> dict:
+    """Generic loop: AdamW + one-cycle LR, best-on-validation weights, early stopping."""
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    steps = math.ceil(len(images) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
+    gen = torch.Generator().manual_seed(cfg.seed + (0 if stage == "classifier" else 1))
+    aug = cfg.augmentation
+    history: list[dict] = []
+    best = {"metric": math.inf, "epoch": -1, "state": copy.deepcopy(model.state_dict())}
+    start, bad = 0, 0
+    saved = checkpoint.load(stage) if checkpoint else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])  # dropout draws from the global generator
+        best = {"metric": saved["best_metric"], "epoch": saved["best_epoch"], "state": saved["best_state"]}
+        start, bad, history = saved["epoch"] + 1, saved["bad_epochs"], list(saved["history"])
+        log.info("%s: resuming from checkpoint after epoch %d", stage, start)
+        if saved.get("done"):
+            start = epochs
+    for epoch in range(start, epochs):
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(
+            _batches(len(images), cfg.batch_size, gen),
+            desc=f"{stage} {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+            unit="batch",
+        )
+        for idx in bar:
+            x = aug(to_input(images[idx]), gen).contiguous(memory_format=memory_format)
+            y = labels[idx] if labels is not None else None
+            loss = loss_fn(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        metric = validate(model)
+        history.append({"epoch": epoch + 1, "train_loss": total / count, "val_metric": metric})
+        log.info(
+            "%s epoch %d/%d: train loss %.4f, validation %.5f",
+            stage,
+            epoch + 1,
+            epochs,
+            total / count,
+            metric,
+        )
+        if metric < best["metric"]:
+            best, bad = {"metric": metric, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}, 0
+        else:
+            bad += 1
+        stop = bad >= cfg.patience or epoch + 1 == epochs
+        if checkpoint:
+            checkpoint.save(
+                stage,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch,
+                    "bad_epochs": bad,
+                    "best_metric": best["metric"],
+                    "best_epoch": best["epoch"],
+                    "best_state": best["state"],
+                    "history": history,
+                    "done": stop,
+                },
+            )
+        if stop:
+            if bad >= cfg.patience:
+                log.info("%s: early stop after epoch %d", stage, epoch + 1)
+            break
+    model.load_state_dict(best["state"])
+    model.to(memory_format=torch.contiguous_format).eval()
+    return {"best_epoch": best["epoch"] + 1, "best_val_metric": best["metric"], "history": history}
+
+
+@torch.inference_mode()
+def _predict_batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 1024
+) -> torch.Tensor:
+    return torch.cat([fn(to_input(chunk)) for chunk in images.split(batch_size)])
+
+
+def train_classifier(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    cfg: TrainConfig,
+    checkpoint: Checkpointer | None = None,
+    progress: bool = False,
+) -> dict:
+    """Train with cross-entropy; keep the weights with the lowest validation error."""
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return F.cross_entropy(m(x), y)
+
+    def validate(m: nn.Module) -> float:
+        m.eval()
+        logits = _predict_batched(m, val_images)
+        err = (logits.argmax(1) != val_labels).float().mean().item()
+        # Ties in error are broken by the validation loss (scaled far below one error).
+        return err + 1e-6 * F.cross_entropy(logits, val_labels).item()
+
+    return _fit(
+        model, "classifier", images, labels, loss_fn, validate, cfg.epochs, cfg.lr, cfg, checkpoint, progress
+    )
+
+
+def train_autoencoder(
+    model: nn.Module,
+    images: torch.Tensor,
+    val_images: torch.Tensor,
+    cfg: TrainConfig,
+    checkpoint: Checkpointer | None = None,
+    progress: bool = False,
+) -> dict:
+    """Train to reconstruct the known training images; keep the lowest validation MSE."""
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return F.mse_loss(m(x), x)
+
+    def validate(m: nn.Module) -> float:
+        m.eval()
+        return _predict_batched(m.reconstruction_error, val_images).mean().item()
+
+    return _fit(
+        model,
+        "autoencoder",
+        images,
+        None,
+        loss_fn,
+        validate,
+        cfg.ae_epochs,
+        cfg.ae_lr,
+        cfg,
+        checkpoint,
+        progress,
+    )

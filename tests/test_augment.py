@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from osrkit.augment import Augmentation
+from osrkit.errors import ConfigError
+
+
+def batch(n=16):
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, :, 4:10, 2:8] = 1.0  # off-centre block: flips and rotations move it
+    return x
+
+
+def test_off_is_identity():
+    x = batch()
+    assert Augmentation(0, 0)(x) is x
+
+
+def test_flip_always_mirrors():
+    x = batch()
+    torch.testing.assert_close(Augmentation(0, 1.0)(x), x.flip(-1))
+
+
+def test_flip_probability_is_respected():
+    x = batch(4000)
+    flipped = (Augmentation(0, 0.3)(x, torch.Generator().manual_seed(0)) != x).flatten(1).any(1)
+    assert abs(flipped.float().mean().item() - 0.3) < 0.03
+
+
+def test_rotation_changes_images_but_keeps_mass_and_shape():
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 10:18, 12:16] = 1.0
+    y = Augmentation(30, 0)(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    assert not torch.equal(x, y)
+    torch.testing.assert_close(y.sum((1, 2, 3)), x.sum((1, 2, 3)), rtol=0.08, atol=0)
+
+
+def test_rotation_angle_is_bounded():
+    # a tiny maximum angle barely moves a centred block
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 12:16, 12:16] = 1.0
+    y = Augmentation(0.5, 0)(x, torch.Generator().manual_seed(0))
+    assert (y - x).abs().max() < 0.1
+
+
+def test_seeded_generator_is_reproducible():
+    x = batch()
+    a = Augmentation(20, 0.5)(x, torch.Generator().manual_seed(3))
+    b = Augmentation(20, 0.5)(x, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("rot,flip", [(-1, 0), (181, 0), (0, -0.1), (0, 1.5)])
+def test_bad_values(rot, flip):
+    with pytest.raises(ConfigError):
+        Augmentation(rot, flip)
