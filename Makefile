@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 OUT    ?= runs/latest
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench-ablation clean
+.PHONY: run test test-slow lint bench bench-ablation clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "osrkit needs Python 3.11+")'
@@ -19,11 +19,19 @@ run: $(STAMP)
 	$(BIN)/osrkit run --out $(OUT) --overwrite
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/seed_run.py
 
 bench-ablation: $(STAMP)
 	$(BIN)/python benchmarks/ablation.py

@@ -152,3 +152,17 @@ def test_class_counts():
     zeros = ImageSet(torch.zeros(2, 28, 28, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), CLASSES)
     assert zeros.class_counts() == {"a": 2, "b": 0, "c": 0}  # absent classes count 0
     assert list(zeros.class_counts()) == CLASSES
+
+
+def test_subset_boolean_mask_selects_positions_and_paths():
+    s = make_set(6)
+    mask = torch.tensor([True, False, True, False, False, True])
+    sub = s.subset(mask)
+    assert sub.labels.tolist() == s.labels[[0, 2, 5]].tolist()
+    assert sub.paths == [s.paths[0], s.paths[2], s.paths[5]]
+    assert s.subset(mask.numpy()).paths == sub.paths
+
+
+def test_paths_length_mismatch_rejected():
+    with pytest.raises(DataError, match="paths"):
+        ImageSet(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3), ["a"], paths=["x", "y"])

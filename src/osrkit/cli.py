@@ -366,9 +366,8 @@ def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
     out = check_output_dir(args.out, args.overwrite)
     spec = _data_spec(args)
     known, unknown = spec.load("known", progress), spec.load("unknown", progress)
-    metrics = evaluate_to_folder(
-        model, known, unknown, out, ReportOptions(args.embed_samples, seed=args.seed)
-    )
+    options = ReportOptions(args.embed_samples, seed=args.seed)
+    metrics = evaluate_to_folder(model, known, unknown, out, options, progress=progress)
     print(format_summary(metrics))
     print(f"wrote {out / 'report.html'}, metrics.json and plots/")
     return 0

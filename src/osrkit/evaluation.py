@@ -37,12 +37,15 @@ def thresholds_summary(recognizer: OpenSetRecognizer) -> dict:
     return out
 
 
-def evaluate(recognizer: OpenSetRecognizer, known: ImageSet, unknown: ImageSet) -> Evaluation:
+def evaluate(
+    recognizer: OpenSetRecognizer, known: ImageSet, unknown: ImageSet, progress: bool = False
+) -> Evaluation:
     """Score both sets with every scorer and compute all metrics.
 
     ``known`` must use the recognizer's classes; ``unknown``'s labels are ignored.
     """
-    k_out, u_out = recognizer.outputs(known), recognizer.outputs(unknown)
+    k_out = recognizer.outputs(known, progress=progress)
+    u_out = recognizer.outputs(unknown, progress=progress)
     k_scores, u_scores = recognizer.scores_from_outputs(k_out), recognizer.scores_from_outputs(u_out)
     labels = known.labels.numpy()
     k_pred, u_pred = k_out.predictions, u_out.predictions

@@ -161,11 +161,12 @@ def evaluate_to_folder(
     out: str | os.PathLike,
     options: ReportOptions = ReportOptions(),
     extra: dict | None = None,
+    progress: bool = False,
 ) -> dict:
     """Evaluate, then write ``metrics.json``, ``plots/*.png`` and ``report.html`` into ``out``."""
     out = Path(out)
     t0 = time.perf_counter()
-    ev = evaluate(recognizer, known, unknown)
+    ev = evaluate(recognizer, known, unknown, progress)
     metrics = ev.metrics | (extra or {})
     metrics.setdefault("timing_s", {})["evaluate"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
@@ -214,6 +215,6 @@ def run(
             "autoencoder_best_epoch": fit.autoencoder["best_epoch"],
         },
     }
-    metrics = evaluate_to_folder(recognizer, known, unknown, out, options, extra)
+    metrics = evaluate_to_folder(recognizer, known, unknown, out, options, extra, progress)
     shutil.rmtree(ckpt, ignore_errors=True)
     return metrics

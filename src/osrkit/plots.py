@@ -89,7 +89,7 @@ def plot_roc(
         y = np.r_[np.zeros(len(k)), np.ones(len(u))]
         fpr, tpr, _ = roc_curve(y, np.r_[k, u])
         for ax in axes:
-            ax.plot(fpr, tpr, label=f"{SCORER_LABELS.get(name, name)}  AUROC {aurocs[name]:.4f}")
+            ax.plot(fpr, tpr, label=f"{SCORER_LABELS.get(name, name)}  AUROC {aurocs[name]:.5f}")
     axes[0].plot([0, 1], [0, 1], ls=":", c="gray")
     axes[1].set_xscale("log")
     axes[1].set_xlim(1e-4, 1)

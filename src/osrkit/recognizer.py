@@ -20,6 +20,7 @@ import numpy as np
 import safetensors.torch
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from . import __version__
 from .calibration import check_accept_rate, threshold_at_accept_rate
@@ -190,11 +191,12 @@ class OpenSetRecognizer:
             raise ConfigError("the recognizer is not fitted: call fit() or from_pretrained() first")
 
     @torch.inference_mode()
-    def outputs(self, x: ImagesLike, batch_size: int = 1024) -> ModelOutputs:
+    def outputs(self, x: ImagesLike, batch_size: int = 1024, progress: bool = False) -> ModelOutputs:
         """Logits, penultimate features and reconstruction errors for images ``x``."""
         x = as_input_tensor(x)
         parts = []
-        for chunk in x.split(batch_size):
+        chunks = x.split(batch_size)
+        for chunk in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
             logits, feats = self.classifier_.forward_with_features(chunk)
             err = self.autoencoder_.reconstruction_error(chunk)
             parts.append(ModelOutputs(logits.numpy(), feats.numpy(), err.numpy()))

@@ -33,12 +33,11 @@ code,pre{background:#f6f6f6;padding:2px 4px}pre{padding:8px;overflow:auto}
 
 def metrics_table_rows(metrics: dict) -> list[list[str]]:
     """Rows ``[scorer, value, ...]`` of the per-scorer metrics, formatted for display."""
-    rows = []
-    for name, m in metrics["scorers"].items():
-        rows.append(
-            [name] + [f"{m[key]:.4f}" if key != "threshold" else f"{m[key]:.4g}" for key, _ in METRIC_COLUMNS]
-        )
-    return rows
+    formats = {"auroc": ".5f", "aupr_in": ".5f", "aupr_out": ".5f", "threshold": ".4g"}
+    return [
+        [name] + [format(m[key], formats.get(key, ".4f")) for key, _ in METRIC_COLUMNS]
+        for name, m in metrics["scorers"].items()
+    ]
 
 
 def _img(path: Path) -> str:

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from osrkit import plots
+
+
+def is_png(path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        return img.size
+
+
+@pytest.fixture
+def scores():
+    rng = np.random.default_rng(0)
+    known = {
+        "msp": rng.random(200) * 0.1,
+        "reconstruction": rng.random(200) * 0.01,
+        "combined": rng.normal(0, 0.5, 200),
+    }
+    unknown = {
+        "msp": 0.3 + rng.random(100) * 0.5,
+        "reconstruction": 0.05 + rng.random(100),
+        "combined": rng.normal(3, 1, 100),
+    }
+    return known, unknown
+
+
+def test_embeddings_plot(tmp_path):
+    rng = np.random.default_rng(0)
+    features = np.r_[rng.normal(0, 1, (60, 16)), rng.normal(4, 1, (30, 16))]
+    labels = np.r_[np.arange(60) % 3, -np.ones(30, int)]
+    path = plots.plot_embeddings(features, labels, ["a", "b", "c"], tmp_path / "e.png")
+    w, h = is_png(path)
+    assert w > 2 * h * 0.8  # two panels side by side
+
+
+def test_embed_features_is_seeded():
+    x = np.random.default_rng(1).normal(size=(40, 8))
+    a, b = plots.embed_features(x, seed=3), plots.embed_features(x, seed=3)
+    np.testing.assert_allclose(a["t-SNE"], b["t-SNE"])
+    assert a["PCA"].shape == (40, 2)
+
+
+def test_roc_histogram_reconstruction_confusion(tmp_path, scores):
+    known, unknown = scores
+    is_png(plots.plot_roc(known, unknown, {k: 0.9 for k in known}, tmp_path / "roc.png"))
+    is_png(
+        plots.plot_score_histograms(
+            known, unknown, {"msp": 0.1, "reconstruction": 0.01, "combined": 1.0}, tmp_path / "h.png"
+        )
+    )
+    imgs = np.random.default_rng(0).random((4, 1, 28, 28))
+    is_png(plots.plot_reconstructions(imgs, imgs, imgs[:3], imgs[:3], tmp_path / "r.png"))
+    cm = np.diag([5, 6, 7]) + 1
+    is_png(plots.plot_confusion(cm, ["x", "y"], tmp_path / "c.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "h.png", "r.png", "roc.png"]
