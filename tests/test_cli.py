@@ -103,7 +103,7 @@ def test_run_end_to_end_on_real_data(shared_data, tmp_path, capsys):
     # a second run into the same folder is refused without --overwrite
     code, _, err = run_cli(capsys, "run", "--out", out, "--data-root", shared_data, *TINY)
     assert code == 2
-    assert_one_line_error(err, "already holds a run", "--overwrite")
+    assert_one_line_error(err, "already holds", "--overwrite")
 
 
 def test_run_train_evaluate_predict_on_image_folders(synthetic_folders, tmp_path, capsys):
@@ -167,7 +167,7 @@ def test_run_train_evaluate_predict_on_image_folders(synthetic_folders, tmp_path
     assert (tmp_path / "eval" / "report.html").is_file()
     code, _, err = run_cli(capsys, "train", "--out", model_dir, "--train", f["train"])
     assert code == 2
-    assert_one_line_error(err, "already exists")
+    assert_one_line_error(err, "already holds model", "--overwrite")
 
 
 def test_predict_prints_json_lines_for_any_image(tmp_path, capsys, fitted):
@@ -217,13 +217,13 @@ def test_missing_dataset_is_one_line_error(tmp_path, capsys):
 def test_corrupt_dataset_is_one_line_error(tmp_path, capsys):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    x, y = synthetic_digits(20)
-    write_idx(raw / "t10k-images-idx3-ubyte.gz", x)
-    write_idx(raw / "t10k-labels-idx1-ubyte.gz", y.astype(np.uint8))
+    x, y = synthetic_digits(20)  # valid IDX files, but not the published MNIST bytes
+    write_idx(raw / "train-images-idx3-ubyte.gz", x)
+    write_idx(raw / "train-labels-idx1-ubyte.gz", y.astype(np.uint8))
     code, _, err = run_cli(capsys, "run", "--out", tmp_path / "o", "--data-root", tmp_path, *TINY)
     assert code == 2
     assert_one_line_error(
-        err, "t10k-images-idx3-ubyte.gz", "md5", "expected 9fb629c4189551a2d022fa330f9573f3"
+        err, "train-images-idx3-ubyte.gz", "md5", "expected f68b3c2dcbeaaa9fbdd348bbdeb94873"
     )
 
 
@@ -299,6 +299,65 @@ def test_interrupt_leaves_no_model_folder_and_resumes(
     check_run_folder(out)
 
 
+def test_train_and_known_must_differ(tmp_path, capsys):
+    code, _, err = run_cli(
+        capsys, "run", "--out", tmp_path / "o", "--train", "mnist:test", "--known", "MNIST"
+    )
+    assert code == 2
+    assert_one_line_error(err, "same data", "mnist:test")
+
+
+def test_unwritable_output_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(capsys, "run", "--out", tmp_path / "afile" / "sub", *TINY)
+    assert code == 2
+    assert_one_line_error(err, "cannot write to output folder")
+
+
 def test_console_script_entry_point():
     result = subprocess.run([sys.executable, "-m", "osrkit", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("osrkit ")
+
+
+def test_interrupted_overwrite_keeps_previous_run(synthetic_folders, tmp_path, capsys, monkeypatch):
+    import osrkit.pipeline as pipeline_module
+
+    f = synthetic_folders
+    out = tmp_path / "run"
+    args = [
+        "run",
+        "--out",
+        out,
+        "--train",
+        f["train"],
+        "--known",
+        f["known"],
+        "--unknown",
+        f["unknown"],
+        "--epochs",
+        1,
+        "--ae-epochs",
+        1,
+        "--val-size",
+        200,
+        "--embed-samples",
+        100,
+    ]
+    assert run_cli(capsys, *args)[0] == 0
+    before = (out / "metrics.json").read_text()
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_module, "write_report", interrupted)  # fails at the very end
+    code, _, _ = run_cli(capsys, *args, "--overwrite", "--seed", 1)
+    assert code == 130
+    assert (out / "metrics.json").read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints",
+        "metrics.json",
+        "model",
+        "plots",
+        "report.html",
+    ]
+    assert len(list((out / "plots").glob("*.png"))) == 5

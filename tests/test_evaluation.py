@@ -48,7 +48,16 @@ def test_check_output_dir(tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         check_output_dir(tmp_path, overwrite=False)
     check_output_dir(tmp_path, overwrite=True)
-    assert not (tmp_path / "metrics.json").exists()
+    assert (tmp_path / "metrics.json").exists()  # old outputs stay until new ones are complete
+    assert check_output_dir(tmp_path / "new" / "deep", overwrite=False).is_dir()
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         check_output_dir(tmp_path / "file", overwrite=True)
+    with pytest.raises(ConfigError, match="cannot write"):
+        check_output_dir(tmp_path / "file" / "sub", overwrite=True)
+
+
+def test_evaluate_refuses_other_classes(fitted):
+    other = ImageSet(torch.zeros(5, 28, 28, dtype=torch.uint8), torch.zeros(5), ["a"], "other")
+    with pytest.raises(ConfigError, match="differ"):
+        evaluate(fitted, other, unknown_set())

@@ -208,3 +208,34 @@ def test_atomic_directory_honours_umask(tmp_path):
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "model").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o755
+
+
+def test_staged_outputs_replace_only_on_success(tmp_path):
+    from osrkit.io import staged_outputs
+
+    (tmp_path / "metrics.json").write_text("old")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "old.png").write_text("old")
+    with pytest.raises(KeyboardInterrupt), staged_outputs(tmp_path) as stage:
+        (stage / "metrics.json").write_text("new")
+        raise KeyboardInterrupt
+    assert (tmp_path / "metrics.json").read_text() == "old"
+    assert names(tmp_path) == ["metrics.json", "plots"]
+    with staged_outputs(tmp_path) as stage:
+        (stage / "metrics.json").write_text("new")
+        (stage / "plots").mkdir()
+        (stage / "plots" / "new.png").write_text("new")
+    assert (tmp_path / "metrics.json").read_text() == "new"
+    assert names(tmp_path / "plots") == ["new.png"]
+    assert names(tmp_path) == ["metrics.json", "plots"]
+
+
+def test_replace_path_is_collision_free(tmp_path):
+    from osrkit.io import replace_path
+
+    (tmp_path / ".model.old").mkdir()  # a stale stash from an earlier crash is no obstacle
+    (tmp_path / "model").mkdir()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "w").write_text("1")
+    replace_path(tmp_path / "new", tmp_path / "model")
+    assert names(tmp_path / "model") == ["w"]

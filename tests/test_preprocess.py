@@ -173,3 +173,12 @@ def test_missing_path(tmp_path):
 def test_zero_size_image():
     with pytest.raises(DataError):
         preprocess_image(Image.new("L", (0, 5)))
+
+
+def test_decompression_bomb_is_a_data_error(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    PILImage.new("L", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 64*64 > 2 * 100 -> bomb error
+    with pytest.raises(DataError, match="too large"):
+        preprocess_image(tmp_path / "big.png")

@@ -130,3 +130,57 @@ def test_bad_inputs_are_reported(bad, message):
 def test_fit_refuses_mismatched_classes():
     with pytest.raises(ConfigError, match="differ"):
         OpenSetRecognizer(class_names=["a", "b"]).fit(synthetic_set(100))
+
+
+def test_fit_seed_fixes_the_initial_weights():
+    from .conftest import FAST
+
+    data = synthetic_set(400)
+    torch.manual_seed(123)  # whatever the caller's generator state, the seed decides
+    a = OpenSetRecognizer().fit(data, FAST)
+    torch.manual_seed(456)
+    b = OpenSetRecognizer().fit(data, FAST)
+    for key, value in a.classifier_.state_dict().items():
+        torch.testing.assert_close(b.classifier_.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_fit_resume_refuses_checkpoint_from_other_data(tmp_path):
+    from .conftest import FAST
+
+    OpenSetRecognizer().fit(synthetic_set(400, seed=0), FAST, checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match="other training options or data"):
+        OpenSetRecognizer().fit(synthetic_set(400, seed=1), FAST, checkpoint_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda cfg: [cfg], "not an osrkit model"),
+        (lambda cfg: cfg | {"thresholds": cfg["thresholds"] | {"msp": "abc"}}, "damaged"),
+        (lambda cfg: cfg | {"thresholds": {}}, "lacks scorer state or thresholds"),
+        (
+            lambda cfg: cfg | {"scorers": {k: v for k, v in cfg["scorers"].items() if k != "combined"}},
+            "lacks",
+        ),
+        (lambda cfg: cfg | {"classifier": cfg["classifier"] | {"feature_dim": 7}}, "damaged"),
+    ],
+)
+def test_damaged_config_is_reported(fitted, tmp_path, edit, message):
+    path = fitted.save_pretrained(tmp_path / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(edit(cfg)))
+    with pytest.raises(ModelFormatError, match=message):
+        OpenSetRecognizer.from_pretrained(path)
+
+
+def test_unknown_scorer_name_is_reported(fitted):
+    with pytest.raises(ConfigError, match="unknown scorer"):
+        fitted.predict(synthetic_set(5), scorer="nope")
+    with pytest.raises(ConfigError, match="unknown scorer"):
+        fitted.score_samples(synthetic_set(5), scorer="nope")
+
+
+def test_save_to_a_file_path_is_refused(fitted, tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        fitted.save_pretrained(tmp_path / "f", overwrite=True)

@@ -80,3 +80,20 @@ def test_combined_state_roundtrip_and_unfitted_error():
 def test_unknown_scorer_name():
     with pytest.raises(ModelFormatError, match="unknown scorer"):
         make_scorer("nope")
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.2, 0.5, 0.95, 0.999])
+def test_combined_equals_or_rule_at_any_accept_rate(rate):
+    comb = CombinedScorer().fit(known_outputs(), accept_rate=rate)
+    t = comb.member_thresholds()
+    test = known_outputs(seed=2)
+    or_rule = (MSPScorer().score(test) > t["msp"]) | (
+        ReconstructionScorer().score(test) > t["reconstruction"]
+    )
+    np.testing.assert_array_equal(comb.score(test) > 1.0, or_rule)
+
+
+def test_combined_handles_exact_zero_scores():
+    comb = CombinedScorer().fit(known_outputs())
+    out = outputs([[1000.0] + [0.0] * 9], recon=[0.0])  # MSP underflows to exactly 0
+    assert np.isfinite(comb.score(out)).all() and comb.score(out)[0] < 1

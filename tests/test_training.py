@@ -126,3 +126,31 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     (tmp_path / "classifier.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="unreadable"):
         Checkpointer(tmp_path, CFG.to_dict()).load("classifier")
+
+
+def test_split_needs_every_class_on_both_sides():
+    labels = torch.arange(10).repeat(3)  # 30 images, 10 classes
+    with pytest.raises(ConfigError, match="every class"):
+        stratified_split(labels, 5, 0)
+    with pytest.raises(ConfigError, match="single training image"):
+        stratified_split(torch.tensor([0, 0, 0, 1, 1, 1, 2]), 3, 0)
+
+
+def test_diverged_training_is_reported():
+    from osrkit.training import _fit
+
+    x, y = data(64)
+    with pytest.raises(ConfigError, match="diverged"):
+        _fit(
+            Classifier(),
+            "classifier",
+            x,
+            y,
+            lambda m, xb, yb: m(xb).sum() * 0,
+            lambda m: float("nan"),
+            1,
+            1e-3,
+            TrainConfig(epochs=1, val_size=10),
+            None,
+            False,
+        )

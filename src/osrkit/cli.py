@@ -6,13 +6,18 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import torch
+
 from . import __version__
+from .data.preprocess import preprocess_image
 from .errors import OsrkitError
+from .io import staged_outputs
 from .pipeline import DataSpec, ReportOptions, check_output_dir, evaluate_to_folder, run, train
 from .recognizer import UNKNOWN, OpenSetRecognizer
 from .report import METRIC_COLUMNS, metrics_table_rows
@@ -348,26 +353,24 @@ def _cmd_run(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise OsrkitError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    out = Path(args.out).resolve()
+    check_output_dir(out.parent, args.overwrite, outputs=(out.name,))
     ckpt = out.with_name(out.name + ".checkpoints")
     model = train(_data_spec(args), _train_config(args), args.accept_rate, ckpt, progress)
     model.save_pretrained(out, overwrite=True)
-    import shutil
-
     shutil.rmtree(ckpt, ignore_errors=True)
-    print(f"saved model to {out}; thresholds: {json.dumps(model.thresholds_)}")
+    print(f"saved model to {args.out}; thresholds: {json.dumps(model.thresholds_)}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
     model = OpenSetRecognizer.from_pretrained(args.model)
-    out = check_output_dir(args.out, args.overwrite)
+    out = check_output_dir(args.out, args.overwrite, outputs=("metrics.json", "report.html", "plots"))
     spec = _data_spec(args)
     known, unknown = spec.load("known", progress), spec.load("unknown", progress)
     options = ReportOptions(args.embed_samples, seed=args.seed)
-    metrics = evaluate_to_folder(model, known, unknown, out, options, progress=progress)
+    with staged_outputs(out) as stage:
+        metrics = evaluate_to_folder(model, known, unknown, stage, options, progress=progress)
     print(format_summary(metrics))
     print(f"wrote {out / 'report.html'}, metrics.json and plots/")
     return 0
@@ -375,27 +378,21 @@ def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
 
 def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
     model = OpenSetRecognizer.from_pretrained(args.model)
-    import torch
-
-    from .data.preprocess import preprocess_image
-
+    # Read every image first: one bad file fails the command before anything is printed.
     x = torch.stack([preprocess_image(p, invert=args.invert) for p in args.images])
     outputs = model.outputs(x)
     scores = model.scores_from_outputs(outputs)
     labels = model.decide(outputs, args.scorer)
     for i, path in enumerate(args.images):
         idx = int(labels[i])
-        print(
-            json.dumps(
-                {
-                    "path": str(path),
-                    "label": "unknown" if idx == UNKNOWN else model.class_names[idx],
-                    "class_index": idx,
-                    "known": idx != UNKNOWN,
-                    "scores": {name: float(s[i]) for name, s in scores.items()},
-                }
-            )
-        )
+        row = {
+            "path": str(path),
+            "label": "unknown" if idx == UNKNOWN else model.class_names[idx],
+            "class_index": idx,
+            "known": idx != UNKNOWN,
+            "scores": {name: float(s[i]) for name, s in scores.items()},
+        }
+        print(json.dumps(row))
     return 0
 
 
@@ -412,6 +409,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, progress)
     except OsrkitError as exc:
         print(f"osrkit: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            "osrkit: error: out of memory; use fewer images (--max-*) or a smaller --batch-size",
+            file=sys.stderr,
+        )
+        return 2
+    except BrokenPipeError:  # e.g. `osrkit predict ... | head`
+        sys.stderr.close()
+        return 0
+    except OSError as exc:  # unwritable output, full disk, unreadable file outside the readers
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"osrkit: error: {exc.strerror or exc}{where}; check the path and free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         resumable = args.command in ("run", "train")

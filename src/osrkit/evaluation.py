@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data.imageset import ImageSet
+from .errors import ConfigError
 from .metrics import closed_set_accuracy, open_set_metrics
 from .recognizer import OpenSetRecognizer
 from .scorers import CombinedScorer, ModelOutputs
@@ -44,6 +45,10 @@ def evaluate(
 
     ``known`` must use the recognizer's classes; ``unknown``'s labels are ignored.
     """
+    if known.class_names != recognizer.class_names:
+        raise ConfigError(
+            f"known test classes {known.class_names} differ from the model's classes {recognizer.class_names}"
+        )
     k_out = recognizer.outputs(known, progress=progress)
     u_out = recognizer.outputs(unknown, progress=progress)
     k_scores, u_scores = recognizer.scores_from_outputs(k_out), recognizer.scores_from_outputs(u_out)

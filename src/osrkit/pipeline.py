@@ -8,18 +8,18 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .data.catalog import load_dataset
+from .data.catalog import canonical_name, load_dataset
 from .data.imageset import ImageSet
 from .errors import ConfigError, OutputExistsError
 from .evaluation import Evaluation, evaluate
-from .io import atomic_write_json
+from .io import atomic_write_json, staged_outputs
 from .plots import (
     plot_confusion,
     plot_embeddings,
@@ -34,6 +34,7 @@ from .training import TrainConfig
 log = logging.getLogger(__name__)
 
 RUN_OUTPUTS = ("model", "metrics.json", "report.html", "plots")
+MIN_EMBED_POINTS = 10
 
 
 @dataclass
@@ -51,12 +52,22 @@ class DataSpec:
     seed: int = 0
 
     def load(self, which: str, progress: bool = False) -> ImageSet:
-        """Load ``train``, ``known`` or ``unknown``, subsampled to its ``max_*`` size."""
-        limit = getattr(self, f"max_{which}")
-        if limit is not None and limit <= 0:
-            raise ConfigError(f"--max-{which} must be a positive number of images, got {limit}")
-        data = load_dataset(getattr(self, which), self.root, self.download, progress)
-        return data.take(limit, seed=self.seed)
+        """Load ``train``, ``known`` or ``unknown``, subsampled to its ``max_*`` size.
+
+        A dataset name without a split means its train split for ``train`` and its test
+        split otherwise.
+        """
+        split = "train" if which == "train" else "test"
+        data = load_dataset(getattr(self, which), self.root, self.download, progress, default_split=split)
+        return data.take(getattr(self, f"max_{which}"), seed=self.seed)
+
+    def check_distinct(self) -> None:
+        """Refuse to test on the very images the model is trained on."""
+        if canonical_name(self.train, "train") == canonical_name(self.known, "test"):
+            raise ConfigError(
+                f"--train and --known are the same data ({canonical_name(self.train, 'train')}); "
+                "test on images held out from training"
+            )
 
 
 @dataclass
@@ -66,24 +77,41 @@ class ReportOptions:
     embed_samples: int = 2000
     reconstructions: int = 10
     seed: int = 0
-    figures: dict[str, Path] = field(default_factory=dict)
 
 
-def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse a folder that already holds a run unless ``overwrite``; then clear old outputs."""
+def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str, ...] = RUN_OUTPUTS) -> Path:
+    """Create ``out`` and check it is writable; refuse it if it already holds any of
+    ``outputs`` unless ``overwrite``. Nothing is deleted here: new outputs replace old
+    ones only once they are complete (``staged_outputs``)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} is a file; choose a folder with --out")
-    existing = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    existing = [name for name in outputs if (out / name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
-            f"{out} already holds a run ({', '.join(existing)}); "
-            "pass --overwrite to replace it or choose another --out"
+            f"{out} already holds {', '.join(existing)}; pass --overwrite to replace or choose another --out"
         )
-    for name in existing:
-        target = out / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write to output folder {out} ({exc.strerror}); choose another --out"
+        ) from None
     return out
+
+
+def fit_recognizer(
+    train_set: ImageSet,
+    config: TrainConfig = TrainConfig(),
+    accept_rate: float = 0.95,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> OpenSetRecognizer:
+    """Fit a recognizer on the known classes of ``train_set``."""
+    model = OpenSetRecognizer(train_set.class_names, accept_rate=accept_rate)
+    return model.fit(train_set, config, checkpoint_dir=checkpoint_dir, progress=progress)
 
 
 def train(
@@ -93,10 +121,8 @@ def train(
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> OpenSetRecognizer:
-    """Load the training set and fit a recognizer on it."""
-    train_set = data.load("train", progress)
-    model = OpenSetRecognizer(train_set.class_names, accept_rate=accept_rate)
-    return model.fit(train_set, config, checkpoint_dir=checkpoint_dir, progress=progress)
+    """Load ``data.train`` and fit a recognizer on it."""
+    return fit_recognizer(data.load("train", progress), config, accept_rate, checkpoint_dir, progress)
 
 
 def write_figures(
@@ -116,9 +142,12 @@ def write_figures(
     labels = np.r_[ev.known.labels.numpy()[ki], np.full(n_unknown, -1)]
     m = ev.metrics
     figures: dict[str, Path] = {}
-    figures["t-SNE and PCA of penultimate features"] = plot_embeddings(
-        features, labels, recognizer.class_names, folder / "embeddings.png", options.seed
-    )
+    if len(features) >= MIN_EMBED_POINTS:
+        figures["t-SNE and PCA of penultimate features"] = plot_embeddings(
+            features, labels, recognizer.class_names, folder / "embeddings.png", options.seed
+        )
+    else:
+        log.warning("only %d test images: no t-SNE/PCA plot (needs %d)", len(features), MIN_EMBED_POINTS)
     figures["ROC curves"] = plot_roc(
         ev.known_scores,
         ev.unknown_scores,
@@ -188,26 +217,25 @@ def run(
 ) -> dict:
     """Train on ``data.train``, evaluate on ``data.known`` vs ``data.unknown``, write everything.
 
-    Writes ``out/model/``, ``out/metrics.json``, ``out/plots/*.png`` and ``out/report.html``.
-    Training state is checkpointed in ``out/checkpoints/`` so an interrupted run resumes.
+    Writes ``out/model/``, ``out/metrics.json``, ``out/plots/*.png`` and ``out/report.html``,
+    all at the end (an earlier run in ``out`` stays intact until then). Training state is
+    checkpointed in ``out/checkpoints/`` so an interrupted run resumes.
     """
     out = check_output_dir(out, overwrite)
-    torch.manual_seed(config.seed)
-    # Load test data first: a missing dataset should fail before minutes of training.
+    # Every input is loaded and checked before minutes of training are spent.
+    data.check_distinct()
+    train_set = data.load("train", progress)
     known, unknown = data.load("known", progress), data.load("unknown", progress)
+    if known.class_names != train_set.class_names:
+        raise ConfigError(
+            f"known test classes {known.class_names} differ from the training classes {train_set.class_names}"
+        )
     t0 = time.perf_counter()
     ckpt = out / "checkpoints"
-    recognizer = train(data, config, accept_rate, ckpt, progress)
-    train_s = time.perf_counter() - t0
-    if known.class_names != recognizer.class_names:
-        raise ConfigError(
-            f"known test classes {known.class_names} differ from the training "
-            f"classes {recognizer.class_names}"
-        )
-    recognizer.save_pretrained(out / "model", overwrite=True)
+    recognizer = fit_recognizer(train_set, config, accept_rate, ckpt, progress)
     fit = recognizer.fit_report_
     extra = {
-        "timing_s": {"train": round(train_s, 2)},
+        "timing_s": {"train": round(time.perf_counter() - t0, 2)},
         "training": {
             "train_size": fit.train_size,
             "val_size": fit.val_size,
@@ -215,6 +243,8 @@ def run(
             "autoencoder_best_epoch": fit.autoencoder["best_epoch"],
         },
     }
-    metrics = evaluate_to_folder(recognizer, known, unknown, out, options, extra, progress)
+    with staged_outputs(out) as stage:
+        recognizer.save_pretrained(stage / "model")
+        metrics = evaluate_to_folder(recognizer, known, unknown, stage, options, extra, progress)
     shutil.rmtree(ckpt, ignore_errors=True)
     return metrics

@@ -39,7 +39,7 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
 def embed_features(features: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     """2-D t-SNE and PCA embeddings of ``features`` (seeded)."""
     pca = PCA(n_components=2, random_state=seed).fit_transform(features)
-    perplexity = float(min(30.0, max(2.0, (len(features) - 1) / 3)))
+    perplexity = float(min(30.0, max(1.0, (len(features) - 1) / 3)))  # must stay below n
     tsne = TSNE(
         n_components=2, init="pca", perplexity=perplexity, random_state=seed, max_iter=750
     ).fit_transform(features)

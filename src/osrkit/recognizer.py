@@ -26,13 +26,14 @@ from . import __version__
 from .calibration import check_accept_rate, threshold_at_accept_rate
 from .data.imageset import ImageSet
 from .data.preprocess import preprocess_image
-from .errors import ConfigError, DataError, ModelFormatError
+from .errors import ConfigError, DataError, ModelFormatError, OsrkitError
 from .io import atomic_directory, atomic_write_json
 from .models import AutoencoderConfig, Classifier, ClassifierConfig, ConvAutoencoder
 from .scorers import SCORERS, CombinedScorer, ModelOutputs, Scorer, make_scorer
 from .training import (
     Checkpointer,
     TrainConfig,
+    data_fingerprint,
     stratified_split,
     train_autoencoder,
     train_classifier,
@@ -150,17 +151,31 @@ class OpenSetRecognizer:
         checkpoint_dir: str | os.PathLike | None = None,
         progress: bool = False,
     ) -> OpenSetRecognizer:
-        """Train both networks on ``train`` (known classes only) and calibrate thresholds
-        on a seeded, stratified validation split of it. Returns self."""
+        """Train both networks from scratch on ``train`` (known classes only) and calibrate
+        thresholds on a seeded, stratified validation split of it. Returns self.
+
+        ``config.seed`` fixes the split, the initial weights, shuffling, augmentation and
+        dropout (it seeds torch's global generator, as ``torch.manual_seed`` does).
+        """
         if train.class_names != self.class_names:
             raise ConfigError(
                 f"training classes {train.class_names} differ from the recognizer's {self.class_names}"
             )
-        torch.manual_seed(config.seed)
         tr, va = stratified_split(train.labels, config.val_size, config.seed)
         images, labels = train.images[tr], train.labels[tr]
         val_images, val_labels = train.images[va], train.labels[va]
-        ckpt = Checkpointer(checkpoint_dir, config.to_dict()) if checkpoint_dir else None
+        torch.manual_seed(config.seed)
+        self.classifier_ = Classifier(self.classifier_config)
+        self.autoencoder_ = ConvAutoencoder(self.autoencoder_config)
+        ckpt = None
+        if checkpoint_dir:
+            identity = config.to_dict() | {
+                "class_names": self.class_names,
+                "classifier": self.classifier_config.to_dict(),
+                "autoencoder": self.autoencoder_config.to_dict(),
+                "data": data_fingerprint(train.images, train.labels),
+            }
+            ckpt = Checkpointer(checkpoint_dir, identity)
         clf_info = train_classifier(
             self.classifier_, images, labels, val_images, val_labels, config, ckpt, progress
         )
@@ -216,12 +231,18 @@ class OpenSetRecognizer:
     def score_samples(self, x: ImagesLike, scorer: str | None = None) -> np.ndarray:
         """Unknown-ness score of ``scorer`` (default: the decision scorer); larger = more
         likely unknown. Note: the opposite sign of scikit-learn's outlier detectors."""
-        return self.score_all(x)[scorer or self.decision_scorer]
+        name = scorer or self.decision_scorer
+        scores = self.score_all(x)
+        if name not in scores:
+            raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(scores)}")
+        return scores[name]
 
     def decide(self, outputs: ModelOutputs, scorer: str | None = None) -> np.ndarray:
         """Class index per input, or -1 where ``scorer``'s score exceeds its threshold."""
         name = scorer or self.decision_scorer
         self._check_fitted()
+        if name not in self.scorers_:
+            raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(self.scorers_)}")
         s = self.scorers_[name].score(outputs)
         return np.where(s > self.thresholds_[name], UNKNOWN, outputs.predictions)
 
@@ -260,7 +281,9 @@ class OpenSetRecognizer:
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``config.json`` and safetensors weights to folder ``path``, atomically."""
         path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path} is a file, not a model folder; choose another path")
+        if path.exists() and not overwrite and any(path.iterdir()):
             raise ConfigError(f"model folder {path} already exists; pass overwrite=True (--overwrite)")
         with atomic_directory(path, overwrite=True) as tmp:
             safetensors.torch.save_file(
@@ -285,7 +308,11 @@ class OpenSetRecognizer:
             cfg = json.loads(config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelFormatError(f"{config_path} is not valid JSON ({exc})") from None
-        if cfg.get("format") != FORMAT or cfg.get("format_version") != FORMAT_VERSION:
+        if (
+            not isinstance(cfg, dict)
+            or cfg.get("format") != FORMAT
+            or cfg.get("format_version") != FORMAT_VERSION
+        ):
             raise ModelFormatError(f"{config_path}: not an osrkit model of format version {FORMAT_VERSION}")
         try:
             clf_cfg = ClassifierConfig(
@@ -305,9 +332,24 @@ class OpenSetRecognizer:
                 name: make_scorer(name).set_state(state) for name, state in cfg["scorers"].items()
             }
             model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
+            missing = {*SCORERS, model.decision_scorer} - (model.scorers_.keys() & model.thresholds_.keys())
+            if missing:
+                raise ModelFormatError(
+                    f"{config_path} lacks scorer state or thresholds for {sorted(missing)}"
+                )
             if cfg.get("training"):
                 model.train_config_ = TrainConfig.from_dict(cfg["training"])
-        except (KeyError, TypeError, RuntimeError, safetensors.SafetensorError) as exc:
+        except ModelFormatError:
+            raise
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            RuntimeError,
+            OsrkitError,
+            safetensors.SafetensorError,
+        ) as exc:
             raise ModelFormatError(f"model folder {path} is damaged or incompatible: {exc}") from None
         return model
 

@@ -113,7 +113,7 @@ class CombinedScorer(Scorer):
     """
 
     name = "combined"
-    EPS: ClassVar[float] = 1e-12
+    FLOOR: ClassVar[float] = 1e-300  # log() floor for exact zeros
 
     def __init__(self, members: list[Scorer] | None = None) -> None:
         self.members = members if members is not None else [MSPScorer(), ReconstructionScorer()]
@@ -138,13 +138,17 @@ class CombinedScorer(Scorer):
             raise ConfigError("CombinedScorer is not fitted: call fit(known_outputs) first")
 
     def normalised(self, outputs: ModelOutputs) -> np.ndarray:
-        """Member scores ``(N, m)`` on the common scale (0 = known median, 1 = threshold)."""
+        """Member scores ``(N, m)`` on the common scale (0 = known median, 1 = threshold).
+
+        ``1 + (log s - log t) / |log t - log m|``: above 1 exactly when ``s > t``, whatever
+        the accept rate (even when a threshold lies below its median).
+        """
         self._check_fitted()
-        log_s = np.log(np.maximum(self._member_scores(outputs), self.EPS))
-        log_m = np.log(np.maximum(self.medians_, self.EPS))
-        log_t = np.log(np.maximum(self.thresholds_, self.EPS))
-        span = np.maximum(log_t - log_m, 1e-9)
-        return (log_s - log_m) / span
+        log_s = np.log(np.maximum(self._member_scores(outputs), self.FLOOR))
+        log_m = np.log(np.maximum(self.medians_, self.FLOOR))
+        log_t = np.log(np.maximum(self.thresholds_, self.FLOOR))
+        span = np.maximum(np.abs(log_t - log_m), 1e-12)
+        return 1.0 + (log_s - log_t) / span
 
     def score(self, outputs: ModelOutputs) -> np.ndarray:
         return self.normalised(outputs).max(axis=1)
@@ -153,13 +157,13 @@ class CombinedScorer(Scorer):
         self._check_fitted()
         return {
             "members": [m.name for m in self.members],
-            "thresholds": [float(t) for t in self.thresholds_],
+            "member_thresholds": [float(t) for t in self.thresholds_],
             "medians": [float(m) for m in self.medians_],
         }
 
     def set_state(self, state: dict[str, Any]) -> CombinedScorer:
         self.members = [make_scorer(name) for name in state["members"]]
-        self.thresholds_ = np.asarray(state["thresholds"], dtype=np.float64)
+        self.thresholds_ = np.asarray(state["member_thresholds"], dtype=np.float64)
         self.medians_ = np.asarray(state["medians"], dtype=np.float64)
         return self
 

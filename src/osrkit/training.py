@@ -7,6 +7,7 @@ it to float and augments it with batched tensor operations (no per-sample Python
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import logging
 import math
@@ -74,14 +75,29 @@ class TrainConfig:
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of indices into (train, validation), each class kept in proportion."""
     n = len(labels)
+    y = labels.numpy()
+    present = np.unique(y)
     if val_size >= n:
         raise ConfigError(f"val-size {val_size} must be smaller than the {n} training images")
-    idx = np.arange(n)
-    y = labels.numpy()
+    if val_size < len(present) or n - val_size < len(present):
+        raise ConfigError(
+            f"cannot split {n} images of {len(present)} classes into {n - val_size} for training and "
+            f"{val_size} for validation with every class in both; use more data or change --val-size"
+        )
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and val_size >= len(counts[counts > 0]) else None
-    train, val = train_test_split(idx, test_size=val_size, random_state=seed, stratify=stratify)
+    if counts[present].min() < 2:
+        rare = [int(c) for c in present if counts[c] < 2]
+        raise ConfigError(f"classes {rare} have a single training image; each class needs at least 2")
+    train, val = train_test_split(np.arange(n), test_size=val_size, random_state=seed, stratify=y)
     return np.sort(train), np.sort(val)
+
+
+def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """A cheap identity of a training set: its size and a hash of labels and sampled pixels."""
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(labels.numpy().tobytes())
+    h.update(images[:: max(1, len(images) // 512)].numpy().tobytes())
+    return f"{len(images)}:{h.hexdigest()}"
 
 
 def to_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
@@ -116,7 +132,7 @@ class Checkpointer:
             ) from None
         if state.get("config") != self.config:
             raise ConfigError(
-                f"checkpoint {path} was written with other training options; "
+                f"checkpoint {path} was written with other training options or data; "
                 "rerun with the same options or delete the folder to start over"
             )
         return state
@@ -189,6 +205,10 @@ def _fit(
             count += len(idx)
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         metric = validate(model)
+        if not math.isfinite(metric):
+            raise ConfigError(
+                f"{stage} training diverged (validation metric {metric}); lower the learning rate"
+            )
         history.append({"epoch": epoch + 1, "train_loss": total / count, "val_metric": metric})
         log.info(
             "%s epoch %d/%d: train loss %.4f, validation %.5f",

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from .cifar import read_cifar10_test
+from .cifar import TEST_BATCH_MD5, read_cifar10_test
 from .download import RemoteFile, ensure_file, verify_md5
 from .folder import read_image_folder
 from .idx import read_idx
@@ -114,7 +114,7 @@ CIFAR10_ARCHIVE = RemoteFile(
     "c58f30108f718f92721af3b95e74349a",
     ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
 )
-CIFAR10_TEST_BATCH = RemoteFile("cifar-10-batches-py/test_batch", "40351d587109b95175f43aff81a1287e")
+CIFAR10_TEST_BATCH = RemoteFile("cifar-10-batches-py/test_batch", TEST_BATCH_MD5)
 
 DATASET_NAMES = (*IDX_DATASETS, "cifar10")
 
@@ -170,14 +170,34 @@ def load_cifar10(
     return read_cifar10_test(base)
 
 
-def load_dataset(
-    spec: str, root: str | os.PathLike | None = None, download: bool = False, progress: bool = False
-) -> ImageSet:
-    """Load a dataset by ``name[:split]`` (``mnist:train``, ``cifar10``) or an image-folder path."""
+def canonical_name(spec: str, default_split: str = "test") -> str:
+    """``name:split`` for a catalogue dataset (``MNIST`` -> ``mnist:test``); a folder path as given."""
     name, _, split = spec.partition(":")
     key = name.lower().replace("_", "-")
+    key = "cifar10" if key == "cifar-10" else key
+    if key in IDX_DATASETS or key == "cifar10":
+        return f"{key}:{split or default_split}"
+    return str(Path(spec).resolve()) if Path(spec).is_dir() else spec
+
+
+def load_dataset(
+    spec: str,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    progress: bool = False,
+    default_split: str = "test",
+) -> ImageSet:
+    """Load a dataset by ``name[:split]`` (``mnist:train``, ``cifar10``) or an image-folder path.
+
+    A name without a split gets ``default_split`` (osrkit's CLI passes ``train`` for
+    training data and ``test`` for test data).
+    """
+    name, _, split = spec.partition(":")
+    key = name.lower().replace("_", "-")
+    if split and split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r} in {spec!r}: use :train or :test")
     if key in IDX_DATASETS:
-        return load_idx_dataset(key, split or "test", root, download)
+        return load_idx_dataset(key, split or default_split, root, download)
     if key in ("cifar10", "cifar-10"):
         return load_cifar10(split or "test", root, download)
     path = Path(spec)

@@ -11,11 +11,14 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .download import verify_md5
 from .folder import read_image_folder
 from .imageset import ImageSet
 from .preprocess import to_gray28_uint8
 
 log = logging.getLogger(__name__)
+
+TEST_BATCH_MD5 = "40351d587109b95175f43aff81a1287e"  # cifar-10-batches-py/test_batch, as published
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -72,18 +75,14 @@ def read_cifar10_test(root: Path) -> ImageSet:
     batch = root / "cifar-10-batches-py" / "test_batch"
     folder = root / "CIFAR10" / "test"
     if batch.is_file():
-        from .catalog import CIFAR10_TEST_BATCH
-        from .download import verify_md5
-
-        verify_md5(batch, CIFAR10_TEST_BATCH.md5)
+        verify_md5(batch, TEST_BATCH_MD5)
         rgb, labels = read_cifar_batch(batch)
-        return ImageSet(
-            torch.from_numpy(rgb_to_gray28(rgb)), torch.from_numpy(labels), list(CLASSES), "CIFAR-10"
-        )
+        images = torch.from_numpy(rgb_to_gray28(rgb))
+        return ImageSet(images, torch.from_numpy(labels), list(CLASSES), "CIFAR-10")
     if folder.is_dir():
         return read_image_folder(folder, name="CIFAR-10", class_names=list(CLASSES))
     raise DataError(
         f"CIFAR-10 test set not found under {root}: expected {batch} (md5 "
-        "40351d587109b95175f43aff81a1287e) or PNG folders {folder}/<class>/*.png; "
+        f"{TEST_BATCH_MD5}) or PNG folders {folder}/<class>/*.png; "
         "rerun with --download or point --data-root at it"
     )

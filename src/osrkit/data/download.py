@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -80,7 +81,7 @@ def ensure_file(root: Path, remote: RemoteFile, allow_download: bool = False) ->
     for url in remote.urls:
         try:
             return download(url, path, remote.md5)
-        except (urllib.error.URLError, OSError, ChecksumError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ChecksumError) as exc:
             errors.append(f"{url}: {exc}")
             log.warning("download failed: %s: %s", url, exc)
     raise DataError(

@@ -23,6 +23,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             return img
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: image is too large to decode safely (over Pillow's pixel limit)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"{path}: not a readable image ({exc.__class__.__name__}); supply a PNG or JPEG file"
