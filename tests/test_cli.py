@@ -37,6 +37,33 @@ METRIC_KEYS = {
 }
 
 
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def folder_run_args(folders: dict, out: Path) -> list:
+    """`osrkit run` on the synthetic image folders, one quick epoch each."""
+    return [
+        "run",
+        "--out",
+        out,
+        "--train",
+        folders["train"],
+        "--known",
+        folders["known"],
+        "--unknown",
+        folders["unknown"],
+        "--epochs",
+        1,
+        "--ae-epochs",
+        1,
+        "--val-size",
+        200,
+        "--embed-samples",
+        100,
+    ]
+
+
 def run_cli(capsys, *args):
     code = main(["-q", *map(str, args)])
     out, err = capsys.readouterr()
@@ -259,30 +286,8 @@ def test_interrupt_leaves_no_model_folder_and_resumes(
 ):
     import osrkit.recognizer as recognizer_module
 
-    f = synthetic_folders
     out = tmp_path / "run"
-    args = [
-        "run",
-        "--out",
-        out,
-        "--train",
-        f["train"],
-        "--known",
-        f["known"],
-        "--unknown",
-        f["unknown"],
-        "--epochs",
-        1,
-        "--ae-epochs",
-        1,
-        "--val-size",
-        200,
-        "--embed-samples",
-        100,
-    ]
-
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
+    args = folder_run_args(synthetic_folders, out)
 
     monkeypatch.setattr(recognizer_module, "train_autoencoder", interrupted)
     code, _, err = run_cli(capsys, *args)
@@ -322,32 +327,10 @@ def test_console_script_entry_point():
 def test_interrupted_overwrite_keeps_previous_run(synthetic_folders, tmp_path, capsys, monkeypatch):
     import osrkit.pipeline as pipeline_module
 
-    f = synthetic_folders
     out = tmp_path / "run"
-    args = [
-        "run",
-        "--out",
-        out,
-        "--train",
-        f["train"],
-        "--known",
-        f["known"],
-        "--unknown",
-        f["unknown"],
-        "--epochs",
-        1,
-        "--ae-epochs",
-        1,
-        "--val-size",
-        200,
-        "--embed-samples",
-        100,
-    ]
+    args = folder_run_args(synthetic_folders, out)
     assert run_cli(capsys, *args)[0] == 0
     before = (out / "metrics.json").read_text()
-
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline_module, "write_report", interrupted)  # fails at the very end
     code, _, _ = run_cli(capsys, *args, "--overwrite", "--seed", 1)

@@ -11,6 +11,7 @@ METRICS = {
     "datasets": {"known": "MNIST <test>", "unknown": "CIFAR-10"},
     "accept_rate_target": 0.95,
     "decision_scorer": "combined",
+    "thresholds": {"combined_members": {"msp": 0.0171, "reconstruction": 0.01155}},
     "scorers": {
         name: {
             "auroc": 0.9,
@@ -41,6 +42,7 @@ def test_report_embeds_figures_and_needs_no_network(tmp_path):
     assert "<script" not in html
     assert "MNIST &lt;test&gt;" in html  # escaped
     assert html.count("<tr>") == 4  # header + three scorers
+    assert "below <b>0.9829</b>" in html and "above <b>0.01155</b>" in html
     assert "0.90000" in html and "0.8500" in html  # AUROC 5 decimals, OSCR 4
 
 

@@ -65,6 +65,13 @@ def render_report(
         f"{metrics['accept_rate_target']:.0%} of them; decisions use the "
         f"<code>{e(metrics['decision_scorer'])}</code> scorer.</p>"
     )
+    members = metrics.get("thresholds", {}).get("combined_members", {})
+    if {"msp", "reconstruction"} <= members.keys():
+        summary += (
+            f"<p>Decision rule (<code>combined</code>): an input is <b>unknown</b> when its maximum "
+            f"softmax probability is below <b>{1 - members['msp']:.4f}</b> or its reconstruction "
+            f"error (mean squared, pixels in [0, 1]) is above <b>{members['reconstruction']:.4g}</b>.</p>"
+        )
     figs = "".join(
         f'<figure><img alt="{e(name)}" src="{_img(path)}"><figcaption>{e(name)}</figcaption></figure>'
         for name, path in figures.items()
