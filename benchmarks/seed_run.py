@@ -67,7 +67,7 @@ def main() -> None:
         value = measured[key]
         ok = value <= goal if direction == "max" else value >= goal
         print(
-            f"target {name}: {value:.4f} (goal {'<=' if direction == 'max' else '>='} {goal}) "
+            f"target {name}: {value:.5g} (goal {'<=' if direction == 'max' else '>='} {goal}) "
             f"{'ok' if ok else 'short'}"
         )
     RESULTS.mkdir(exist_ok=True)
