@@ -344,3 +344,22 @@ def test_interrupted_overwrite_keeps_previous_run(synthetic_folders, tmp_path, c
         "report.html",
     ]
     assert len(list((out / "plots").glob("*.png"))) == 5
+
+
+def test_sigterm_is_handled_like_ctrl_c(synthetic_folders, tmp_path):
+    """A terminated `osrkit run` leaves checkpoints, no staging folder and no model."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [str(a) for a in folder_run_args(synthetic_folders, out)]
+    args[args.index("--epochs") + 1] = "50"
+    proc = subprocess.Popen([sys.executable, "-m", "osrkit", "-q", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "checkpoints" / "classifier.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]

@@ -7,7 +7,9 @@ import json
 import logging
 import math
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -399,12 +401,25 @@ def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
 COMMANDS = {"run": _cmd_run, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
 
 
+def _interrupt_on_termination() -> None:
+    """Treat SIGTERM and SIGHUP (a closed terminal, a stopped job) like Ctrl-C, so staged
+    outputs are cleaned up and checkpoints kept instead of the process dying mid-write."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name) and threading.current_thread() is threading.main_thread():
+            signal.signal(getattr(signal, name), handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     progress = not args.quiet and sys.stderr.isatty()
+    _interrupt_on_termination()
     try:
         return COMMANDS[args.command](args, progress)
     except OsrkitError as exc:
