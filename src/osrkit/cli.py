@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -14,14 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-import torch
-
 from . import __version__
-from .data.preprocess import preprocess_image
 from .errors import OsrkitError
-from .io import staged_outputs
-from .pipeline import DataSpec, ReportOptions, check_output_dir, evaluate_to_folder, run, train
-from .recognizer import UNKNOWN, OpenSetRecognizer
+from .pipeline import DataSpec, ReportOptions, evaluate_model, run, train_to_folder
+from .recognizer import UNKNOWN, OpenSetRecognizer, as_input_tensor
 from .report import METRIC_COLUMNS, metrics_table_rows
 from .scorers import SCORERS
 from .training import TrainConfig
@@ -355,34 +350,25 @@ def _cmd_run(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
-    out = Path(args.out).resolve()
-    check_output_dir(out.parent, args.overwrite, outputs=(out.name,))
-    ckpt = out.with_name(out.name + ".checkpoints")
-    model = train(_data_spec(args), _train_config(args), args.accept_rate, ckpt, progress)
-    model.save_pretrained(out, overwrite=True)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    config = _train_config(args)
+    model = train_to_folder(args.out, _data_spec(args), config, args.accept_rate, args.overwrite, progress)
     print(f"saved model to {args.out}; thresholds: {json.dumps(model.thresholds_)}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
     model = OpenSetRecognizer.from_pretrained(args.model)
-    out = check_output_dir(args.out, args.overwrite, outputs=("metrics.json", "report.html", "plots"))
-    spec = _data_spec(args)
-    known, unknown = spec.load("known", progress), spec.load("unknown", progress)
     options = ReportOptions(args.embed_samples, seed=args.seed)
-    with staged_outputs(out) as stage:
-        metrics = evaluate_to_folder(model, known, unknown, stage, options, progress=progress)
+    metrics = evaluate_model(model, _data_spec(args), args.out, args.overwrite, progress, options)
     print(format_summary(metrics))
-    print(f"wrote {out / 'report.html'}, metrics.json and plots/")
+    print(f"wrote {Path(args.out) / 'report.html'}, metrics.json and plots/")
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
     model = OpenSetRecognizer.from_pretrained(args.model)
     # Read every image first: one bad file fails the command before anything is printed.
-    x = torch.stack([preprocess_image(p, invert=args.invert) for p in args.images])
-    outputs = model.outputs(x)
+    outputs = model.outputs(as_input_tensor(args.images, invert=args.invert))
     scores = model.scores_from_outputs(outputs)
     labels = model.decide(outputs, args.scorer)
     for i, path in enumerate(args.images):

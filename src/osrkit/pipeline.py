@@ -33,7 +33,8 @@ from .training import TrainConfig
 
 log = logging.getLogger(__name__)
 
-RUN_OUTPUTS = ("model", "metrics.json", "report.html", "plots")
+EVALUATION_OUTPUTS = ("metrics.json", "report.html", "plots")
+RUN_OUTPUTS = ("model", *EVALUATION_OUTPUTS)
 MIN_EMBED_POINTS = 10
 
 
@@ -123,6 +124,44 @@ def train(
 ) -> OpenSetRecognizer:
     """Load ``data.train`` and fit a recognizer on it."""
     return fit_recognizer(data.load("train", progress), config, accept_rate, checkpoint_dir, progress)
+
+
+def train_to_folder(
+    out: str | os.PathLike,
+    data: DataSpec,
+    config: TrainConfig = TrainConfig(),
+    accept_rate: float = 0.95,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> OpenSetRecognizer:
+    """Train on ``data.train`` and save the model folder ``out`` (what ``osrkit train`` does).
+
+    Training state is checkpointed in ``<out>.checkpoints/`` (removed on success), so an
+    interrupted call resumes; ``out`` appears only once the model is complete.
+    """
+    out = Path(out).resolve()
+    check_output_dir(out.parent, overwrite, outputs=(out.name,))
+    ckpt = out.with_name(out.name + ".checkpoints")
+    model = train(data, config, accept_rate, ckpt, progress)
+    model.save_pretrained(out, overwrite=True)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return model
+
+
+def evaluate_model(
+    recognizer: OpenSetRecognizer,
+    data: DataSpec,
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    progress: bool = False,
+    options: ReportOptions = ReportOptions(),
+) -> dict:
+    """Evaluate on ``data.known`` vs ``data.unknown`` and write metrics, plots and report into
+    ``out`` (what ``osrkit evaluate`` does); earlier outputs are replaced only at the end."""
+    out = check_output_dir(out, overwrite, outputs=EVALUATION_OUTPUTS)
+    known, unknown = data.load("known", progress), data.load("unknown", progress)
+    with staged_outputs(out) as stage:
+        return evaluate_to_folder(recognizer, known, unknown, stage, options, progress=progress)
 
 
 def write_figures(

@@ -205,6 +205,14 @@ class OpenSetRecognizer:
         if not self.scorers_:
             raise ConfigError("the recognizer is not fitted: call fit() or from_pretrained() first")
 
+    def _scorer_name(self, scorer: str | None) -> str:
+        """``scorer`` (default: the decision scorer), checked against the fitted scorers."""
+        self._check_fitted()
+        name = scorer or self.decision_scorer
+        if name not in self.scorers_:
+            raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(self.scorers_)}")
+        return name
+
     @torch.inference_mode()
     def outputs(self, x: ImagesLike, batch_size: int = 1024, progress: bool = False) -> ModelOutputs:
         """Logits, penultimate features and reconstruction errors for images ``x``."""
@@ -231,18 +239,12 @@ class OpenSetRecognizer:
     def score_samples(self, x: ImagesLike, scorer: str | None = None) -> np.ndarray:
         """Unknown-ness score of ``scorer`` (default: the decision scorer); larger = more
         likely unknown. Note: the opposite sign of scikit-learn's outlier detectors."""
-        name = scorer or self.decision_scorer
-        scores = self.score_all(x)
-        if name not in scores:
-            raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(scores)}")
-        return scores[name]
+        name = self._scorer_name(scorer)
+        return self.scorers_[name].score(self.outputs(x))
 
     def decide(self, outputs: ModelOutputs, scorer: str | None = None) -> np.ndarray:
         """Class index per input, or -1 where ``scorer``'s score exceeds its threshold."""
-        name = scorer or self.decision_scorer
-        self._check_fitted()
-        if name not in self.scorers_:
-            raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(self.scorers_)}")
+        name = self._scorer_name(scorer)
         s = self.scorers_[name].score(outputs)
         return np.where(s > self.thresholds_[name], UNKNOWN, outputs.predictions)
 

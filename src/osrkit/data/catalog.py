@@ -170,12 +170,22 @@ def load_cifar10(
     return read_cifar10_test(base)
 
 
-def canonical_name(spec: str, default_split: str = "test") -> str:
-    """``name:split`` for a catalogue dataset (``MNIST`` -> ``mnist:test``); a folder path as given."""
+def _parse(spec: str) -> tuple[str | None, str]:
+    """``(catalogue key, split)`` of a dataset spec; key is None for anything else (a path)."""
     name, _, split = spec.partition(":")
     key = name.lower().replace("_", "-")
     key = "cifar10" if key == "cifar-10" else key
-    if key in IDX_DATASETS or key == "cifar10":
+    if key not in IDX_DATASETS and key != "cifar10":
+        return None, ""
+    if split and split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r} in {spec!r}: use :train or :test")
+    return key, split
+
+
+def canonical_name(spec: str, default_split: str = "test") -> str:
+    """``name:split`` for a catalogue dataset (``MNIST`` -> ``mnist:test``); a folder's full path."""
+    key, split = _parse(spec)
+    if key is not None:
         return f"{key}:{split or default_split}"
     return str(Path(spec).resolve()) if Path(spec).is_dir() else spec
 
@@ -192,14 +202,11 @@ def load_dataset(
     A name without a split gets ``default_split`` (osrkit's CLI passes ``train`` for
     training data and ``test`` for test data).
     """
-    name, _, split = spec.partition(":")
-    key = name.lower().replace("_", "-")
-    if split and split not in ("train", "test"):
-        raise DataError(f"unknown split {split!r} in {spec!r}: use :train or :test")
-    if key in IDX_DATASETS:
-        return load_idx_dataset(key, split or default_split, root, download)
-    if key in ("cifar10", "cifar-10"):
+    key, split = _parse(spec)
+    if key == "cifar10":
         return load_cifar10(split or "test", root, download)
+    if key is not None:
+        return load_idx_dataset(key, split or default_split, root, download)
     path = Path(spec)
     if path.is_dir():
         return read_image_folder(path, progress=progress)
