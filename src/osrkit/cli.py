@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .errors import OsrkitError
+from .bench import SpeedOptions, render, speed
+from .errors import ConfigError, OsrkitError
+from .export import OnnxRecognizer, export_onnx
 from .pipeline import DataSpec, ReportOptions, evaluate_model, run, train_to_folder
 from .recognizer import UNKNOWN, OpenSetRecognizer, as_input_tensor
 from .report import METRIC_COLUMNS, metrics_table_rows
@@ -188,6 +191,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train in the default NCHW memory layout instead of channels-last",
     )
+    _add_fast_arg(g)
     g.add_argument(
         "--accept-rate",
         type=_float_in(0, 1, lo_open=True),
@@ -217,6 +221,16 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_fast_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup, top: bool = False) -> None:
+    p.add_argument(
+        "--no-fast",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="turn off the CPU fast paths (channels-last, folded batch norm, bfloat16): "
+        "the plain float32 path, as OSRKIT_FAST=0 does",
+    )
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error message instead of the usage block."""
 
@@ -231,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"osrkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_fast_arg(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -265,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, train=False, test=True)
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for test subsampling and plots")
     _add_report_args(p)
+    _add_fast_arg(p)
 
     p = sub.add_parser(
         "predict",
@@ -283,7 +299,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--invert", action="store_true", help="invert images first (for dark strokes on a light background)"
     )
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch: the model folder with PyTorch; onnx: a graph written by `osrkit export`, with "
+        "ONNX Runtime (MODEL_DIR is then the .onnx file or a folder holding model.onnx) "
+        "(default: %(default)s)",
+    )
+
+    p = sub.add_parser(
+        "export",
+        help="write a model folder as one ONNX graph",
+        description="Write the classifier, autoencoder, scorers, thresholds and decision rule of a "
+        "model folder as one ONNX graph (input: images float32 (N,1,28,28) in [0,1]; outputs: "
+        "probabilities, logits, unknown_scores, label, is_unknown). Needs the onnx extra: "
+        "pip install 'osrkit[onnx]'.",
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `osrkit train`")
+    p.add_argument("output", metavar="OUTPUT.onnx", help="ONNX file to write (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT.onnx if it exists")
+    _add_bench_parser(sub)
     return parser
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks of osrkit itself (speed)",
+        description="Measure osrkit on this machine; prints a table ending in one line per target.",
+    )
+    bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    b = bench.add_parser(
+        "speed",
+        help="training and scoring throughput, latency, end-to-end run",
+        description="Training throughput against a conventional DataLoader loop, scoring "
+        "throughput at batch 1/64/1024 against the machine's float32 matrix-multiply rate, "
+        "single-image latency, metrics with fast paths on and off, and the wall time and peak "
+        "memory of `osrkit run`. Writes DIR/speed.json and DIR/speed.md.",
+    )
+    b.add_argument("--out", default="results", metavar="DIR", help="results folder (default: %(default)s)")
+    b.add_argument("--data-root", metavar="DIR", help="dataset folder (default: as for `osrkit run`)")
+    b.add_argument("--model", metavar="MODEL_DIR", help="score with this model instead of the run's")
+    b.add_argument("--skip-run", action="store_true", help="do not time `osrkit run` (needs --model)")
+    b.add_argument(
+        "--compare-training",
+        action="store_true",
+        help="also time `osrkit run --no-fast` and report its metrics (about 3 more minutes)",
+    )
+    b.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile (rejected: see BENCHMARKS.md)"
+    )
+    b.add_argument(
+        "--train-images",
+        type=_positive_int,
+        default=SpeedOptions.train_images,
+        metavar="N",
+        help="MNIST images per training measurement (default: %(default)s)",
+    )
+    b.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=SpeedOptions.repeats,
+        metavar="N",
+        help="interleaved repetitions; medians are reported (default: %(default)s)",
+    )
+    b.add_argument(
+        "--eval-images",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="known and unknown test images for the metric comparison (default: all)",
+    )
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -298,7 +385,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         rotation_degrees=args.rotation,
         hflip_prob=args.hflip,
-        channels_last=not args.no_channels_last,
+        channels_last=not (args.no_channels_last or args.no_fast),
+        bf16=False if args.no_fast else None,
     )
 
 
@@ -366,7 +454,10 @@ def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
-    model = OpenSetRecognizer.from_pretrained(args.model)
+    if args.backend == "onnx":
+        model = OnnxRecognizer(args.model)  # same outputs/scores_from_outputs/decide calls
+    else:
+        model = OpenSetRecognizer.from_pretrained(args.model)
     # Read every image first: one bad file fails the command before anything is printed.
     outputs = model.outputs(as_input_tensor(args.images, invert=args.invert))
     scores = model.scores_from_outputs(outputs)
@@ -384,7 +475,45 @@ def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
+    model = OpenSetRecognizer.from_pretrained(args.model)
+    path = export_onnx(model, args.output, overwrite=args.overwrite)
+    print(
+        f"wrote {path} ({path.stat().st_size:,} bytes): classifier, autoencoder and scorers "
+        f"{', '.join(model.scorers_)}; label/is_unknown decided by {model.decision_scorer}"
+    )
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, progress: bool) -> int:
+    if args.skip_run and not args.model:
+        raise ConfigError("--skip-run needs --model MODEL_DIR to score with")
+    options = SpeedOptions(
+        data_root=args.data_root,
+        train_images=args.train_images,
+        repeats=args.repeats,
+        model=args.model,
+        run=not args.skip_run,
+        compare_training=args.compare_training,
+        compile=args.compile,
+        eval_images=args.eval_images,
+    )
+    if progress:
+        logging.getLogger("osrkit.bench").setLevel(logging.INFO)
+    result = speed(args.out, options)
+    print(render(result), end="")
+    print(f"wrote {Path(args.out) / 'speed.json'} and speed.md")
+    return 0
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+    "export": _cmd_export,
+    "bench": _cmd_bench,
+}
 
 
 def _interrupt_on_termination() -> None:
@@ -405,6 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     progress = not args.quiet and sys.stderr.isatty()
+    if args.no_fast:
+        os.environ["OSRKIT_FAST"] = "0"  # read by FastPaths.default() wherever a model is built
     _interrupt_on_termination()
     try:
         return COMMANDS[args.command](args, progress)

@@ -29,6 +29,7 @@ from .data.preprocess import preprocess_image
 from .errors import ConfigError, DataError, ModelFormatError, OsrkitError
 from .io import atomic_directory, atomic_write_json
 from .models import AutoencoderConfig, Classifier, ClassifierConfig, ConvAutoencoder
+from .runtime import FastPaths, InferenceEngine
 from .scorers import SCORERS, CombinedScorer, ModelOutputs, Scorer, make_scorer
 from .training import (
     Checkpointer,
@@ -117,6 +118,8 @@ class OpenSetRecognizer:
     class_names: names of the known classes.
     accept_rate: fraction of known validation inputs each threshold accepts.
     decision_scorer: which scorer ``predict`` uses (``combined`` by default).
+    fast_paths: CPU inference fast paths (default: all that this CPU supports, unless
+        ``OSRKIT_FAST=0``); ``FastPaths.off()`` is the plain float32 reference path.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class OpenSetRecognizer:
         decision_scorer: str = "combined",
         classifier_config: ClassifierConfig | None = None,
         autoencoder_config: AutoencoderConfig | None = None,
+        fast_paths: FastPaths | None = None,
     ) -> None:
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(10)]
         self.accept_rate = check_accept_rate(accept_rate)
@@ -142,6 +146,24 @@ class OpenSetRecognizer:
         self.thresholds_: dict[str, float] = {}
         self.train_config_: TrainConfig | None = None
         self.fit_report_: FitReport | None = None
+        self._fast_paths = fast_paths or FastPaths.default()
+        self._engine: InferenceEngine | None = None
+
+    @property
+    def fast_paths(self) -> FastPaths:
+        """The inference fast paths; setting them rebuilds the inference engine."""
+        return self._fast_paths
+
+    @fast_paths.setter
+    def fast_paths(self, value: FastPaths) -> None:
+        self._fast_paths = value
+        self._engine = None
+
+    def engine(self) -> InferenceEngine:
+        """The inference engine for the current weights (built on first use)."""
+        if self._engine is None:
+            self._engine = InferenceEngine(self.classifier_, self.autoencoder_, self._fast_paths)
+        return self._engine
 
     # ---------------------------------------------------------------- fitting
     def fit(
@@ -167,6 +189,7 @@ class OpenSetRecognizer:
         torch.manual_seed(config.seed)
         self.classifier_ = Classifier(self.classifier_config)
         self.autoencoder_ = ConvAutoencoder(self.autoencoder_config)
+        self._engine = None
         ckpt = None
         if checkpoint_dir:
             identity = config.to_dict() | {
@@ -180,6 +203,7 @@ class OpenSetRecognizer:
             self.classifier_, images, labels, val_images, val_labels, config, ckpt, progress
         )
         ae_info = train_autoencoder(self.autoencoder_, images, val_images, config, ckpt, progress)
+        self._engine = None
         self.train_config_ = config
         self.fit_report_ = FitReport(len(tr), len(va), clf_info, ae_info)
         self.calibrate(val_images)
@@ -217,11 +241,11 @@ class OpenSetRecognizer:
     def outputs(self, x: ImagesLike, batch_size: int = 1024, progress: bool = False) -> ModelOutputs:
         """Logits, penultimate features and reconstruction errors for images ``x``."""
         x = as_input_tensor(x)
+        engine = self.engine()
         parts = []
         chunks = x.split(batch_size)
         for chunk in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
-            logits, feats = self.classifier_.forward_with_features(chunk)
-            err = self.autoencoder_.reconstruction_error(chunk)
+            logits, feats, err = engine(chunk)
             parts.append(ModelOutputs(logits.numpy(), feats.numpy(), err.numpy()))
         if not parts:
             raise DataError("no images given")
@@ -298,7 +322,9 @@ class OpenSetRecognizer:
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> OpenSetRecognizer:
+    def from_pretrained(
+        cls, path: str | os.PathLike, fast_paths: FastPaths | None = None
+    ) -> OpenSetRecognizer:
         """Load a folder written by ``save_pretrained`` (no pickle involved)."""
         path = Path(path)
         config_path = path / "config.json"
@@ -323,7 +349,9 @@ class OpenSetRecognizer:
             ae_cfg = AutoencoderConfig(
                 **(cfg["autoencoder"] | {"channels": tuple(cfg["autoencoder"]["channels"])})
             )
-            model = cls(cfg["class_names"], cfg["accept_rate"], cfg["decision_scorer"], clf_cfg, ae_cfg)
+            model = cls(
+                cfg["class_names"], cfg["accept_rate"], cfg["decision_scorer"], clf_cfg, ae_cfg, fast_paths
+            )
             for module, fname in ((model.classifier_, "classifier"), (model.autoencoder_, "autoencoder")):
                 weights = path / f"{fname}.safetensors"
                 if not weights.is_file():

@@ -11,8 +11,8 @@ import hashlib
 import io
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .augment import Augmentation
 from .errors import ConfigError
 from .io import atomic_write_bytes
+from .runtime import autocast, fast_by_default, native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,10 @@ class TrainConfig:
     seed: int = 0
     rotation_degrees: float = 10.0
     hflip_prob: float = 0.0
-    channels_last: bool = True
+    # CPU fast paths (OSRKIT_FAST=0 turns both off by default): channels-last tensors and
+    # bfloat16 autocast (None = where the CPU has native support).
+    channels_last: bool = field(default_factory=fast_by_default)
+    bf16: bool | None = field(default_factory=lambda: None if fast_by_default() else False)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "ae_epochs", "batch_size", "val_size", "patience"):
@@ -62,6 +66,19 @@ class TrainConfig:
     @property
     def augmentation(self) -> Augmentation:
         return Augmentation(self.rotation_degrees, self.hflip_prob)
+
+    @property
+    def use_bf16(self) -> bool:
+        """Whether training runs under bfloat16 autocast on this CPU."""
+        return native_bf16() if self.bf16 is None else bool(self.bf16)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def without_fast_paths(self) -> TrainConfig:
+        """The same training in plain float32, contiguous tensors."""
+        return replace(self, channels_last=False, bf16=False)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,12 +164,64 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
+def make_optimizer(
+    model: nn.Module, lr: float, total_steps: int, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with a one-cycle learning-rate schedule over ``total_steps``.
+
+    With the fast paths on (``cfg.channels_last``), AdamW's fused CPU kernel updates all
+    parameters in one call instead of a dozen small tensor operations per parameter.
+    """
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=True if cfg.channels_last else None
+    )
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps)
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    loss_fn: LossFn,
+    batches: Iterable[torch.Tensor],
+    gen: torch.Generator,
+    cfg: TrainConfig,
+) -> float:
+    """One pass over ``batches`` (index tensors into the in-memory uint8 ``images``):
+    slice, convert and augment whole batches, then step. Returns the mean loss.
+
+    The fast paths of ``cfg`` apply: channels-last tensors and bfloat16 autocast.
+    """
+    model.train()
+    aug, fmt, bf16 = cfg.augmentation, cfg.memory_format, cfg.use_bf16
+    total, count = 0.0, 0
+    for idx in batches:
+        x = aug(to_input(images[idx]), gen).contiguous(memory_format=fmt)
+        y = labels[idx] if labels is not None else None
+        with autocast(bf16):
+            loss = loss_fn(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    return total / max(count, 1)
+
+
 def _fit(
     model: nn.Module,
     stage: str,
     images: torch.Tensor,
     labels: torch.Tensor | None,
-    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    loss_fn: LossFn,
     validate: Callable[[nn.Module], float],
     epochs: int,
     lr: float,
@@ -161,13 +230,10 @@ def _fit(
     progress: bool,
 ) -> dict:
     """Generic loop: AdamW + one-cycle LR, best-on-validation weights, early stopping."""
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    model.to(memory_format=cfg.memory_format)
     steps = math.ceil(len(images) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
+    opt, sched = make_optimizer(model, lr, epochs * steps, cfg)
     gen = torch.Generator().manual_seed(cfg.seed + (0 if stage == "classifier" else 1))
-    aug = cfg.augmentation
     history: list[dict] = []
     best = {"metric": math.inf, "epoch": -1, "state": copy.deepcopy(model.state_dict())}
     start, bad = 0, 0
@@ -184,8 +250,6 @@ def _fit(
         if saved.get("done"):
             start = epochs
     for epoch in range(start, epochs):
-        model.train()
-        total, count = 0.0, 0
         bar = tqdm(
             _batches(len(images), cfg.batch_size, gen),
             desc=f"{stage} {epoch + 1}/{epochs}",
@@ -193,30 +257,17 @@ def _fit(
             leave=False,
             unit="batch",
         )
-        for idx in bar:
-            x = aug(to_input(images[idx]), gen).contiguous(memory_format=memory_format)
-            y = labels[idx] if labels is not None else None
-            loss = loss_fn(model, x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-        metric = validate(model)
+        train_loss = train_epoch(model, opt, sched, images, labels, loss_fn, bar, gen, cfg)
+        model.eval()
+        with autocast(cfg.use_bf16):
+            metric = validate(model)
         if not math.isfinite(metric):
             raise ConfigError(
                 f"{stage} training diverged (validation metric {metric}); lower the learning rate"
             )
-        history.append({"epoch": epoch + 1, "train_loss": total / count, "val_metric": metric})
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_metric": metric})
         log.info(
-            "%s epoch %d/%d: train loss %.4f, validation %.5f",
-            stage,
-            epoch + 1,
-            epochs,
-            total / count,
-            metric,
+            "%s epoch %d/%d: train loss %.4f, validation %.5f", stage, epoch + 1, epochs, train_loss, metric
         )
         if metric < best["metric"]:
             best, bad = {"metric": metric, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}, 0
@@ -252,9 +303,13 @@ def _fit(
 
 @torch.inference_mode()
 def _predict_batched(
-    fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 1024
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    batch_size: int = 1024,
 ) -> torch.Tensor:
-    return torch.cat([fn(to_input(chunk)) for chunk in images.split(batch_size)])
+    chunks = (to_input(c).contiguous(memory_format=memory_format) for c in images.split(batch_size))
+    return torch.cat([fn(x).float() for x in chunks])
 
 
 def train_classifier(
@@ -270,11 +325,10 @@ def train_classifier(
     """Train with cross-entropy; keep the weights with the lowest validation error."""
 
     def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return F.cross_entropy(m(x), y)
+        return F.cross_entropy(m(x).float(), y)
 
     def validate(m: nn.Module) -> float:
-        m.eval()
-        logits = _predict_batched(m, val_images)
+        logits = _predict_batched(m, val_images, cfg.memory_format)
         err = (logits.argmax(1) != val_labels).float().mean().item()
         # Ties in error are broken by the validation loss (scaled far below one error).
         return err + 1e-6 * F.cross_entropy(logits, val_labels).item()
@@ -295,11 +349,10 @@ def train_autoencoder(
     """Train to reconstruct the known training images; keep the lowest validation MSE."""
 
     def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return F.mse_loss(m(x), x)
+        return F.mse_loss(m(x).float(), x)
 
     def validate(m: nn.Module) -> float:
-        m.eval()
-        return _predict_batched(m.reconstruction_error, val_images).mean().item()
+        return _predict_batched(m.reconstruction_error, val_images, cfg.memory_format).mean().item()
 
     return _fit(
         model,

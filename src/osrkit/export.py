@@ -1,0 +1,381 @@
+"""ONNX export of a whole ``OpenSetRecognizer``, and running the exported graph.
+
+``export_onnx`` writes ONE ONNX graph: both networks and every calibrated scorer, with
+thresholds, medians and the decision rule as constants, so any ONNX runtime gives the
+class-or-unknown decision without osrkit or PyTorch. ``OnnxRecognizer`` runs such a file
+with ONNX Runtime behind the same calls as the PyTorch recognizer.
+
+Graph input: ``images``, float32 ``(N, 1, 28, 28)`` in [0, 1] (already preprocessed, see
+``osrkit.preprocess_image``), N dynamic. Graph outputs:
+
+- ``probabilities`` float32 ``(N, K)``: softmax class scores;
+- ``logits`` float32 ``(N, K)``;
+- ``unknown_scores`` float64 ``(N, S)``: one column per scorer, in the order of the
+  metadata entry ``scorer_names`` (larger = more likely unknown);
+- ``label`` int64 ``(N,)``: the arg-max class, or -1 where the decision scorer's score
+  exceeds its threshold;
+- ``is_unknown`` bool ``(N,)``.
+
+The model's ``metadata_props`` hold JSON values: ``class_names``, ``scorer_names``,
+``thresholds``, ``decision_scorer``, ``scorers`` (fitted state, medians included),
+``accept_rate``, ``preprocessing``, ``osrkit_version`` and the format markers.
+
+Needs the ``onnx`` extra (``pip install 'osrkit[onnx]'``): onnx and onnxscript for the
+export, onnxruntime for running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import ConfigError, DataError, ModelFormatError
+from .io import atomic_write_bytes
+from .models import Classifier, ConvAutoencoder
+from .recognizer import PREPROCESSING, UNKNOWN, ImagesLike, OpenSetRecognizer, as_input_tensor
+from .scorers import CombinedScorer, MSPScorer, ReconstructionScorer, Scorer
+
+log = logging.getLogger(__name__)
+
+ONNX_FORMAT = "osrkit-onnx"
+ONNX_FORMAT_VERSION = 1
+DEFAULT_OPSET = 18  # the opset torch's exporter implements natively; ONNX Runtime >= 1.14 runs it
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("probabilities", "logits", "unknown_scores", "label", "is_unknown")
+MODEL_FILENAME = "model.onnx"  # looked up inside a model folder by OnnxRecognizer
+EXPORT_EXTRA_HINT = "ONNX export needs the onnx extra: pip install 'osrkit[onnx]'"
+RUNTIME_EXTRA_HINT = "running an ONNX model needs the onnx extra: pip install 'osrkit[onnx]'"
+
+
+# ---------------------------------------------------------------------- the graph
+class _RecognizerGraph(nn.Module):
+    """The recognizer as one traceable module: networks, scorers and decision.
+
+    Reproduces ``OpenSetRecognizer.outputs`` on the plain float32 path, then the
+    scorers exactly as ``osrkit.scorers`` computes them: MSP and the combined log-scale
+    normalisation in float64, with the same constants (computed here in numpy, as the
+    scorers do).
+    """
+
+    def __init__(self, recognizer: OpenSetRecognizer) -> None:
+        super().__init__()
+        self.classifier: Classifier = copy.deepcopy(recognizer.classifier_).eval()
+        self.autoencoder: ConvAutoencoder = copy.deepcopy(recognizer.autoencoder_).eval()
+        num_classes = len(recognizer.class_names)
+        self.register_buffer("class_index", torch.arange(num_classes).unsqueeze(0), persistent=False)
+        # One entry per scorer column: ("msp",), ("reconstruction",) or ("combined", buffer index, members).
+        self.columns: list[tuple[Any, ...]] = []
+        for i, (name, scorer) in enumerate(recognizer.scorers_.items()):
+            if type(scorer) is CombinedScorer:
+                members = [_member_kind(name, m) for m in scorer.members]
+                log_m = np.log(np.maximum(scorer.medians_, CombinedScorer.FLOOR))
+                log_t = np.log(np.maximum(scorer.thresholds_, CombinedScorer.FLOOR))
+                span = np.maximum(np.abs(log_t - log_m), 1e-12)
+                self.register_buffer(f"log_t_{i}", torch.tensor(log_t, dtype=torch.float64))
+                self.register_buffer(f"span_{i}", torch.tensor(span, dtype=torch.float64))
+                self.columns.append(("combined", i, members))
+            else:
+                self.columns.append((_member_kind(name, scorer),))
+        names = list(recognizer.scorers_)
+        self.decision_column = names.index(recognizer.decision_scorer)
+        threshold = recognizer.thresholds_[recognizer.decision_scorer]
+        self.register_buffer("decision_threshold", torch.tensor(threshold, dtype=torch.float64))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.classifier(images)
+        err = (self.autoencoder(images) - images).pow(2).flatten(1).mean(1)
+        probabilities = torch.softmax(logits, dim=1)
+        top = logits.argmax(dim=1, keepdim=True)
+        # MSPScorer: S / (1 + S), S = sum over non-top classes of exp(z_k - z_max), float64
+        z = logits.to(torch.float64)
+        e = torch.exp(z - z.amax(dim=1, keepdim=True))
+        rest = torch.where(self.class_index == top, torch.zeros_like(e), e).sum(dim=1)
+        base = {"msp": rest / (1.0 + rest), "reconstruction": err.to(torch.float64)}
+        columns = []
+        for column in self.columns:
+            if column[0] == "combined":
+                _, i, members = column
+                s = torch.stack([base[m] for m in members], dim=1)
+                log_s = torch.log(torch.clamp(s, min=CombinedScorer.FLOOR))
+                normalised = 1.0 + (log_s - getattr(self, f"log_t_{i}")) / getattr(self, f"span_{i}")
+                columns.append(normalised.amax(dim=1))
+            else:
+                columns.append(base[column[0]])
+        scores = torch.stack(columns, dim=1)
+        is_unknown = scores[:, self.decision_column] > self.decision_threshold
+        label = torch.where(is_unknown, torch.full_like(top[:, 0], UNKNOWN), top[:, 0])
+        return probabilities, logits, scores, label, is_unknown
+
+
+def _member_kind(name: str, scorer: Scorer) -> str:
+    """``msp`` or ``reconstruction`` for the scorers the graph implements."""
+    if type(scorer) is MSPScorer:
+        return "msp"
+    if type(scorer) is ReconstructionScorer:
+        return "reconstruction"
+    raise ConfigError(
+        f"scorer {name!r} ({type(scorer).__name__}) cannot be exported to ONNX; "
+        "only msp, reconstruction and combined of those two are supported"
+    )
+
+
+# ---------------------------------------------------------------------- export
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Silence the exporter's warnings and log lines (e.g. about torchvision ops)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def _metadata(recognizer: OpenSetRecognizer) -> dict[str, str]:
+    """The model's ``metadata_props``; every value is JSON."""
+    values = {
+        "osrkit_format": ONNX_FORMAT,
+        "osrkit_format_version": ONNX_FORMAT_VERSION,
+        "osrkit_version": __version__,
+        "torch_version": torch.__version__,
+        "class_names": recognizer.class_names,
+        "scorer_names": list(recognizer.scorers_),
+        "decision_scorer": recognizer.decision_scorer,
+        "thresholds": {name: float(recognizer.thresholds_[name]) for name in recognizer.scorers_},
+        "scorers": {name: s.get_state() for name, s in recognizer.scorers_.items()},
+        "accept_rate": recognizer.accept_rate,
+        "preprocessing": PREPROCESSING,
+        "outputs": list(OUTPUT_NAMES),
+    }
+    return {key: json.dumps(value) for key, value in values.items()}
+
+
+def _check_output_path(path: Path, overwrite: bool) -> None:
+    """Refuse an output path that cannot or must not be written, before exporting."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the .onnx file to write, e.g. {path / MODEL_FILENAME}")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: {parent} is not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: folder {parent} is not writable")
+
+
+def export_onnx(
+    recognizer: OpenSetRecognizer,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+) -> Path:
+    """Write the fitted ``recognizer`` as one ONNX graph to ``path``, atomically.
+
+    The file appears complete or not at all (temporary file in the same folder, then an
+    atomic rename); an existing file is replaced only with ``overwrite=True``. Uses
+    PyTorch's ``torch.export``-based exporter (``dynamo=True``) at ONNX opset ``opset``
+    (default 18). Returns the path written.
+    """
+    recognizer._check_fitted()
+    path = Path(path)
+    if not isinstance(opset, int) or opset < 18:
+        raise ConfigError(f"opset must be an integer >= 18, got {opset!r}")
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (the exporter's translation library)
+    except ImportError:
+        raise ConfigError(EXPORT_EXTRA_HINT) from None
+    if _torch_version() < (2, 5):  # torch.onnx.export(dynamo=True, dynamic_shapes=...) came in 2.5
+        raise ConfigError(f"ONNX export needs torch>=2.5 (found {torch.__version__})")
+    _check_output_path(path, overwrite)
+
+    graph = _RecognizerGraph(recognizer).eval()
+    example = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    try:
+        with _quiet_export(), torch.no_grad():
+            program = torch.onnx.export(
+                graph,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+                opset_version=opset,
+                external_data=False,
+                verbose=False,
+            )
+            model = program.model_proto
+    except ConfigError:
+        raise
+    except Exception as exc:  # the exporter raises many types; one line for the CLI
+        log.debug("ONNX export failed", exc_info=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFormatError(f"ONNX export failed: {first}") from None
+
+    model.doc_string = (
+        "osrkit open-set recognizer: input images float32 (N,1,28,28) in [0,1]; outputs "
+        "probabilities, logits, unknown_scores (columns in metadata scorer_names), "
+        "label (class index or -1 = unknown), is_unknown"
+    )
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, _metadata(recognizer))
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelFormatError(f"the exported ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
+    data = model.SerializeToString()
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    log.info("wrote %s (%d bytes, opset %d)", path, len(data), opset)
+    return path
+
+
+# ---------------------------------------------------------------------- running
+def resolve_onnx_path(path: str | os.PathLike) -> Path:
+    """``path`` itself, or ``path/model.onnx`` when ``path`` is a folder; it must exist."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / MODEL_FILENAME
+        if not candidate.is_file():
+            raise ModelFormatError(
+                f"model folder {path} has no {MODEL_FILENAME}; write one with "
+                f"`osrkit export {path} {candidate}`"
+            )
+        return candidate
+    if not path.is_file():
+        raise ModelFormatError(
+            f"ONNX model {path} not found; write one with `osrkit export MODEL_DIR {path}`"
+        )
+    return path
+
+
+class OnnxRecognizer:
+    """Runs a graph written by ``export_onnx`` with ONNX Runtime (CPU).
+
+    Takes images the way ``OpenSetRecognizer`` does (array, tensor, ``ImageSet``, PIL
+    image or list of paths) and gives the same decisions. ``path`` is the ``.onnx`` file
+    or a folder holding ``model.onnx``.
+
+    Attributes: ``path``, ``class_names``, ``scorer_names`` (the order of the
+    ``unknown_scores`` columns), ``thresholds``, ``decision_scorer``, ``metadata`` (all
+    of the model's metadata, JSON-decoded).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = resolve_onnx_path(path)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError(RUNTIME_EXTRA_HINT) from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's errors derive from Exception only
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFormatError(f"{self.path} is not a loadable ONNX model ({first[:200]})") from None
+        self.metadata = self._read_metadata()
+        try:
+            self.class_names: list[str] = list(self.metadata["class_names"])
+            self.scorer_names: list[str] = list(self.metadata["scorer_names"])
+            self.thresholds: dict[str, float] = {k: float(v) for k, v in self.metadata["thresholds"].items()}
+            self.decision_scorer: str = str(self.metadata["decision_scorer"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelFormatError(f"{self.path}: damaged osrkit metadata ({exc})") from None
+        if set(self.thresholds) != set(self.scorer_names) or self.decision_scorer not in self.thresholds:
+            raise ModelFormatError(f"{self.path}: osrkit metadata lacks thresholds for some scorers")
+
+    def _read_metadata(self) -> dict[str, Any]:
+        raw = self.session.get_modelmeta().custom_metadata_map
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = {o.name for o in self.session.get_outputs()}
+        if raw.get("osrkit_format") != json.dumps(ONNX_FORMAT) or inputs != [INPUT_NAME]:
+            raise ModelFormatError(
+                f"{self.path} is an ONNX model but not an osrkit export; write one with `osrkit export`"
+            )
+        if (
+            raw.get("osrkit_format_version") != json.dumps(ONNX_FORMAT_VERSION)
+            or not set(OUTPUT_NAMES) <= outputs
+        ):
+            raise ModelFormatError(
+                f"{self.path}: not an osrkit ONNX export of format version {ONNX_FORMAT_VERSION}"
+            )
+        try:
+            return {key: json.loads(value) for key, value in raw.items()}
+        except json.JSONDecodeError as exc:
+            raise ModelFormatError(f"{self.path}: damaged osrkit metadata ({exc})") from None
+
+    def __repr__(self) -> str:
+        return f"OnnxRecognizer({str(self.path)!r}, classes={len(self.class_names)})"
+
+    def run(self, x: ImagesLike, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """All graph outputs for images ``x``, as numpy arrays keyed by output name."""
+        images = as_input_tensor(x).numpy()
+        if len(images) == 0:
+            raise DataError("no images given")
+        parts = [
+            self.session.run(
+                list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images[i : i + batch_size])}
+            )
+            for i in range(0, len(images), batch_size)
+        ]
+        return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(OUTPUT_NAMES)}
+
+    # Same names as OpenSetRecognizer, so callers (the CLI) can use either backend.
+    def outputs(self, x: ImagesLike, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """Alias of ``run``: the graph outputs for images ``x``."""
+        return self.run(x, batch_size)
+
+    def scores_from_outputs(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every scorer's score (float64, larger = more likely unknown) from ``run`` outputs."""
+        scores = outputs["unknown_scores"]
+        return {name: scores[:, i] for i, name in enumerate(self.scorer_names)}
+
+    def score_all(self, x: ImagesLike) -> dict[str, np.ndarray]:
+        """Every scorer's score for images ``x``."""
+        return self.scores_from_outputs(self.run(x))
+
+    def decide(self, outputs: dict[str, np.ndarray], scorer: str | None = None) -> np.ndarray:
+        """Class index per input, or -1 where ``scorer`` (default: the decision scorer,
+        whose decision the graph computes itself) exceeds its threshold."""
+        name = scorer or self.decision_scorer
+        if name not in self.thresholds:
+            raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(self.scorer_names)}")
+        if name == self.decision_scorer:
+            return outputs["label"]
+        s = outputs["unknown_scores"][:, self.scorer_names.index(name)]
+        return np.where(s > self.thresholds[name], UNKNOWN, outputs["logits"].argmax(1))
+
+    def predict(self, x: ImagesLike, scorer: str | None = None) -> np.ndarray:
+        """Class index per image, or -1 for unknown."""
+        return self.decide(self.run(x), scorer)

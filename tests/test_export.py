@@ -1,0 +1,268 @@
+"""ONNX export of the whole recognizer and the ONNX Runtime backend, against PyTorch."""
+
+import copy
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from osrkit import OpenSetRecognizer, load_dataset
+from osrkit.errors import ConfigError, ModelFormatError
+from osrkit.export import OUTPUT_NAMES, OnnxRecognizer, export_onnx
+from osrkit.runtime import FastPaths
+
+from .conftest import synthetic_digits, synthetic_unknowns
+from .test_cli import assert_one_line_error, run_cli
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+# ONNX Runtime's kernels (and its Conv+BatchNorm fusion) round float32 differently from
+# PyTorch's reference path; measured differences are below 1e-5 in the logits and 3e-6 in
+# every score (README, "ONNX export"). The scores themselves are computed in float64 from
+# those outputs. atol=1e-4 bounds msp (in [0, 1]), reconstruction (an MSE below 1) and the
+# combined score near its decision range. rtol is justified for the combined score only:
+# 1 + (log s - log t) / span divides the member's rounding error by the same span that
+# makes far unknowns score high, so its error grows in proportion to the score (scores in
+# the hundreds when a threshold lies close to its median); 1e-5 relative is still ~100x
+# float32's rounding of the member scores.
+ATOL, RTOL = 1e-4, 1e-5
+
+
+@pytest.fixture(scope="module")
+def exported(fitted, tmp_path_factory):
+    """The fitted recognizer saved and exported to ``model/model.onnx``, its float32
+    reference path (``FastPaths.off()``) and the ONNX Runtime backend on the export."""
+    folder = fitted.save_pretrained(tmp_path_factory.mktemp("export") / "model")
+    path = export_onnx(fitted, folder / "model.onnx")
+    reference = OpenSetRecognizer.from_pretrained(folder, fast_paths=FastPaths.off())
+    return SimpleNamespace(folder=folder, path=path, reference=reference, onnx=OnnxRecognizer(path))
+
+
+def probe_images() -> torch.Tensor:
+    """Known-like digits, unknown textures and the extremes (all black, all white)."""
+    digits, _ = synthetic_digits(60, seed=5)
+    images = np.concatenate(
+        [
+            digits,
+            synthetic_unknowns(60, seed=6),
+            np.zeros((1, 28, 28), np.uint8),
+            np.full((1, 28, 28), 255, np.uint8),
+        ]
+    )
+    return torch.from_numpy(images)
+
+
+def assert_agree(reference: OpenSetRecognizer, backend: OnnxRecognizer, x) -> dict[str, float]:
+    """ONNX outputs match the PyTorch reference; returns the max abs difference per score."""
+    ref_out = reference.outputs(x)
+    ref_scores = reference.scores_from_outputs(ref_out)
+    out = backend.run(x)
+    scores = backend.scores_from_outputs(out)
+    assert list(scores) == list(ref_scores)
+    for name, ref in ref_scores.items():
+        np.testing.assert_allclose(scores[name], ref, rtol=RTOL, atol=ATOL, err_msg=name)
+    np.testing.assert_array_equal(out["label"], reference.decide(ref_out))
+    np.testing.assert_array_equal(out["logits"].argmax(1), ref_out.predictions)  # also where unknown
+    np.testing.assert_array_equal(out["is_unknown"], out["label"] == -1)
+    np.testing.assert_allclose(out["logits"], ref_out.logits, atol=ATOL)
+    np.testing.assert_allclose(
+        out["probabilities"], torch.softmax(torch.from_numpy(ref_out.logits), 1).numpy(), atol=1e-6
+    )
+    return {name: float(np.abs(scores[name] - ref).max()) for name, ref in ref_scores.items()}
+
+
+def test_export_matches_pytorch_reference(exported):
+    x = probe_images()
+    assert_agree(exported.reference, exported.onnx, x)
+    labels = exported.onnx.predict(x)
+    assert (labels[:60] != -1).any() and (labels[60:120] == -1).all()  # both outcomes exercised
+    for scorer in ("msp", "reconstruction"):  # decisions by the other scorers, from the scores
+        np.testing.assert_array_equal(
+            exported.onnx.predict(x, scorer=scorer), exported.reference.predict(x, scorer=scorer)
+        )
+
+
+def test_export_on_real_mnist_and_cifar10(exported, shared_data):
+    mnist = load_dataset("mnist:test", root=shared_data).take(200, seed=0)
+    cifar = load_dataset("cifar10", root=shared_data).take(200, seed=0)
+    for images in (mnist, cifar):
+        diffs = assert_agree(exported.reference, exported.onnx, images)
+        assert max(diffs.values()) < ATOL
+
+
+def test_graph_has_dynamic_batch_typed_outputs_and_metadata(exported, fitted):
+    model = onnx.load(str(exported.path))
+    (inp,) = model.graph.input
+    assert inp.name == "images"
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert isinstance(dims[0], str) and dims[1:] == [1, 28, 28]
+    T = onnx.TensorProto
+    types = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    assert types == {
+        "probabilities": T.FLOAT,
+        "logits": T.FLOAT,
+        "unknown_scores": T.DOUBLE,
+        "label": T.INT64,
+        "is_unknown": T.BOOL,
+    }
+    assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
+    meta = {p.key: json.loads(p.value) for p in model.metadata_props}
+    assert meta["class_names"] == fitted.class_names
+    assert meta["scorer_names"] == ["msp", "reconstruction", "combined"] == list(fitted.scorers_)
+    assert meta["thresholds"] == fitted.thresholds_
+    assert meta["decision_scorer"] == "combined"
+    assert meta["scorers"]["combined"]["medians"] == fitted.scorers_["combined"].get_state()["medians"]
+    assert meta["osrkit_version"] and meta["osrkit_format"] == "osrkit-onnx"
+    backend = exported.onnx
+    assert backend.class_names == fitted.class_names
+    assert backend.scorer_names == list(fitted.scorers_)
+    assert backend.thresholds == fitted.thresholds_ and backend.decision_scorer == "combined"
+
+
+def test_any_batch_size_and_input_kind(exported, tmp_path):
+    x = probe_images()
+    whole = exported.onnx.run(x)
+    chunked = exported.onnx.run(x, batch_size=7)  # batches of 7 and a last one of 3
+    for name in OUTPUT_NAMES:
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-6, atol=1e-7)
+    one = exported.onnx.run(x[:1])
+    assert one["label"].shape == (1,) and one["unknown_scores"].shape == (1, 3)
+    digits = x[:3].numpy()
+    paths = []
+    for i, img in enumerate(digits):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(img).save(paths[-1])
+    expected = exported.reference.predict(digits)
+    for images in (digits, digits[:, None], paths, x[:3].float() / 255):
+        np.testing.assert_array_equal(exported.onnx.predict(images), expected)
+    assert exported.onnx.predict(Image.fromarray(digits[0])).tolist() == expected[:1].tolist()
+    assert OnnxRecognizer(exported.folder).path == exported.path  # a folder holding model.onnx
+
+
+def test_export_overwrite_and_decision_scorer(exported, fitted, tmp_path):
+    path = tmp_path / "out.onnx"
+    path.write_bytes(b"previous")
+    with pytest.raises(ConfigError, match="already exists.*overwrite"):
+        export_onnx(fitted, path)
+    assert path.read_bytes() == b"previous"
+    other = copy.copy(fitted)
+    other.decision_scorer = "reconstruction"
+    assert export_onnx(other, path, overwrite=True) == path
+    backend = OnnxRecognizer(path)
+    assert backend.decision_scorer == "reconstruction"
+    x = probe_images()
+    np.testing.assert_array_equal(backend.run(x)["label"], exported.reference.predict(x, "reconstruction"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]  # no temporary file left
+
+
+def test_export_errors_write_nothing(fitted, tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="not fitted"):
+        export_onnx(OpenSetRecognizer(), tmp_path / "a.onnx")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        export_onnx(fitted, tmp_path / "afile" / "m.onnx")
+    with pytest.raises(ConfigError, match="is a folder"):
+        export_onnx(fitted, tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter broke\nsecond line")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.raises(ModelFormatError, match="^ONNX export failed: exporter broke$"):
+        export_onnx(fitted, tmp_path / "b.onnx")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"needs the onnx extra: pip install 'osrkit\[onnx\]'"):
+        export_onnx(fitted, tmp_path / "c.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_onnx_recognizer_refuses_what_it_cannot_run(exported, tmp_path, monkeypatch):
+    with pytest.raises(ModelFormatError, match="not found.*osrkit export"):
+        OnnxRecognizer(tmp_path / "missing.onnx")
+    with pytest.raises(ModelFormatError, match="has no model.onnx"):
+        OnnxRecognizer(tmp_path)
+    (tmp_path / "notes.onnx").write_text("not a model")
+    with pytest.raises(ModelFormatError, match="not a loadable ONNX model"):
+        OnnxRecognizer(tmp_path / "notes.onnx")
+    h = onnx.helper
+    graph = h.make_graph(
+        [h.make_node("Identity", ["images"], ["y"])],
+        "other",
+        [h.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 1, 28, 28])],
+    )
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 18)]), tmp_path / "other.onnx")
+    with pytest.raises(ModelFormatError, match="not an osrkit export"):
+        OnnxRecognizer(tmp_path / "other.onnx")
+    with pytest.raises(ConfigError, match="unknown scorer"):
+        exported.onnx.predict(probe_images()[:2], scorer="nope")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ConfigError, match="needs the onnx extra"):
+        OnnxRecognizer(exported.path)
+
+
+def write_images(folder: Path) -> list[Path]:
+    digits, _ = synthetic_digits(4, seed=7)
+    paths = []
+    for i, img in enumerate([*digits, *synthetic_unknowns(2, seed=8)]):
+        paths.append(folder / f"img{i}.png")
+        Image.fromarray(img).resize((56, 56)).save(paths[-1])
+    Image.fromarray(digits[0]).convert("RGB").save(folder / "rgb.jpg", quality=95)
+    return [*paths, folder / "rgb.jpg"]
+
+
+def predict_rows(capsys, *args) -> list[dict]:
+    code, out, err = run_cli(capsys, "predict", *args)
+    assert code == 0, err
+    return [json.loads(line) for line in out.strip().splitlines()]
+
+
+def test_cli_export_then_predict_with_onnx_backend(exported, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OSRKIT_FAST", "0")  # the torch backend on its float32 reference path
+    out = tmp_path / "cli.onnx"
+    out.write_text("keep me")
+    code, stdout, err = run_cli(capsys, "export", exported.folder, out)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err, "already exists", "--overwrite")
+    assert out.read_text() == "keep me"
+    code, stdout, err = run_cli(capsys, "export", exported.folder, out, "--overwrite")
+    assert code == 0, err
+    assert stdout.startswith(f"wrote {out}")
+    images = write_images(tmp_path)
+    for scorer in ([], ["--scorer", "msp"]):
+        torch_rows = predict_rows(capsys, exported.folder, *images, *scorer)
+        for model in (out, exported.folder):  # the .onnx file, or a folder holding model.onnx
+            onnx_rows = predict_rows(capsys, "--backend", "onnx", model, *images, *scorer)
+            assert len(onnx_rows) == len(torch_rows) == len(images)
+            for o, t in zip(onnx_rows, torch_rows):
+                assert {k: o[k] for k in ("path", "label", "class_index", "known")} == {
+                    k: t[k] for k in ("path", "label", "class_index", "known")
+                }
+                assert o["scores"] == pytest.approx(t["scores"], rel=RTOL, abs=ATOL)
+    assert {r["known"] for r in torch_rows} == {True, False}
+
+
+def test_cli_onnx_errors_are_one_line(exported, tmp_path, capsys):
+    img = write_images(tmp_path)[0]
+    (tmp_path / "notes.txt").write_text("not a model")
+    cases = [
+        (["predict", "--backend", "onnx", tmp_path / "missing.onnx", img], "not found"),
+        (["predict", "--backend", "onnx", tmp_path / "notes.txt", img], "not a loadable ONNX model"),
+        (["predict", "--backend", "onnx", tmp_path, img], "has no model.onnx"),
+        (["export", tmp_path, tmp_path / "x.onnx"], "not an osrkit model folder"),
+        (["export", exported.folder, tmp_path / "notes.txt" / "x.onnx"], "is not a folder"),
+    ]
+    before = sorted(tmp_path.iterdir())
+    for args, needle in cases:
+        code, out, err = run_cli(capsys, *args)
+        assert code == 2 and out == "", args
+        assert_one_line_error(err, needle)
+    assert sorted(tmp_path.iterdir()) == before  # nothing written, not even a temporary file

@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+from osrkit.models import Classifier, ConvAutoencoder
+from osrkit.recognizer import OpenSetRecognizer
+from osrkit.runtime import FastPaths, InferenceEngine, fast_by_default, fold_batchnorm, native_bf16
+
+from .conftest import FAST, synthetic_set
+
+
+def _trained_like_nets(seed: int = 0) -> tuple[Classifier, ConvAutoencoder]:
+    """Networks with non-trivial batch-norm statistics (as after training)."""
+    torch.manual_seed(seed)
+    clf, ae = Classifier(), ConvAutoencoder()
+    for m in clf.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return clf.eval(), ae.eval()
+
+
+def test_fold_batchnorm_keeps_outputs_and_removes_bn():
+    clf, _ = _trained_like_nets()
+    folded = fold_batchnorm(clf.body)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in clf.body)  # original untouched
+    x = torch.rand(8, 1, 28, 28)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), clf.body(x), rtol=1e-4, atol=1e-5)
+
+
+def test_reference_engine_equals_the_plain_networks():
+    clf, ae = _trained_like_nets()
+    x = torch.rand(16, 1, 28, 28)
+    logits, feats, err = InferenceEngine(clf, ae, FastPaths.off())(x)
+    with torch.inference_mode():
+        ref_logits, ref_feats = clf.forward_with_features(x)
+        ref_err = ae.reconstruction_error(x)
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=0)
+    torch.testing.assert_close(feats, ref_feats, rtol=0, atol=0)
+    torch.testing.assert_close(err, ref_err, rtol=0, atol=0)
+
+
+def test_float32_fast_paths_match_reference():
+    clf, ae = _trained_like_nets()
+    x = torch.rand(16, 1, 28, 28)
+    ref = InferenceEngine(clf, ae, FastPaths.off())(x)
+    fast = InferenceEngine(clf, ae, FastPaths(bf16=False))(x)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_path_returns_float32_close_to_reference():
+    clf, ae = _trained_like_nets()
+    x = torch.rand(16, 1, 28, 28)
+    ref = InferenceEngine(clf, ae, FastPaths.off())(x)
+    fast = InferenceEngine(clf, ae, FastPaths(bf16=True))(x)
+    for a, b in zip(fast, ref):
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        assert ((a - b).abs() <= 0.05 * b.abs().max() + 1e-3).all()
+
+
+def test_environment_turns_fast_paths_off(monkeypatch):
+    monkeypatch.setenv("OSRKIT_FAST", "0")
+    assert not fast_by_default()
+    assert FastPaths.default() == FastPaths.off()
+    assert FastPaths.default().describe() == "off"
+    monkeypatch.setenv("OSRKIT_FAST", "1")
+    assert FastPaths.default() == FastPaths()
+    assert FastPaths(bf16=None).resolved().bf16 is native_bf16()
+
+
+def test_train_config_fast_paths_follow_environment(monkeypatch):
+    from osrkit.training import TrainConfig
+
+    monkeypatch.setenv("OSRKIT_FAST", "off")
+    cfg = TrainConfig()
+    assert cfg.channels_last is False and cfg.use_bf16 is False
+    monkeypatch.delenv("OSRKIT_FAST")
+    cfg = TrainConfig()
+    assert cfg.channels_last is True and cfg.use_bf16 is native_bf16()
+    assert cfg.without_fast_paths().use_bf16 is False
+
+
+def test_engine_is_rebuilt_after_refit_and_on_fast_path_change():
+    """A stale engine would keep scoring with the weights of an earlier fit."""
+    data = synthetic_set(600)
+    m = OpenSetRecognizer().fit(data, FAST)
+    x = data.images[:20]
+    first = m.outputs(x).logits
+    m.fit(data, FAST.__class__(**(FAST.to_dict() | {"seed": 1})))
+    second = m.outputs(x).logits
+    assert not torch.equal(torch.from_numpy(first), torch.from_numpy(second))
+    m.fast_paths = FastPaths.off()
+    assert m.engine().fast == FastPaths.off()
+    with torch.inference_mode():
+        ref = m.classifier_(data.as_float()[:20]).numpy()
+    assert (m.outputs(x).logits == ref).all()
+
+
+@pytest.mark.parametrize("paths", [FastPaths.off(), FastPaths(bf16=False), FastPaths(bf16=True)])
+def test_predictions_survive_save_and_load_for_each_path(tmp_path, fitted, paths):
+    x = synthetic_set(100, seed=5).images
+    fitted.fast_paths = paths
+    try:
+        expected = fitted.score_samples(x)
+        fitted.save_pretrained(tmp_path / "m")
+        loaded = OpenSetRecognizer.from_pretrained(tmp_path / "m", fast_paths=paths)
+        assert (loaded.score_samples(x) == expected).all()
+    finally:
+        fitted.fast_paths = FastPaths.default()
