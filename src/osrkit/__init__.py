@@ -4,10 +4,12 @@ __version__ = "0.1.0"
 
 from .data import ImageSet, load_dataset, preprocess_image  # noqa: E402
 from .recognizer import UNKNOWN, OpenSetRecognizer  # noqa: E402
+from .runtime import FastPaths  # noqa: E402
 from .training import TrainConfig  # noqa: E402
 
 __all__ = [
     "UNKNOWN",
+    "FastPaths",
     "ImageSet",
     "OpenSetRecognizer",
     "TrainConfig",
