@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 OUT    ?= runs/latest
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench bench-ablation clean
+.PHONY: run test test-slow lint bench bench-ablation bench-speed benchmark-all clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "osrkit needs Python 3.11+")'
@@ -35,6 +35,12 @@ bench: $(STAMP)
 
 bench-ablation: $(STAMP)
 	$(BIN)/python benchmarks/ablation.py
+
+bench-speed: $(STAMP)
+	$(BIN)/osrkit bench speed --compare-training --compile --out benchmarks/results
+
+benchmark-all: $(STAMP)
+	$(BIN)/osrkit benchmark all --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

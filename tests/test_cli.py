@@ -10,6 +10,7 @@ from PIL import Image
 from osrkit import OpenSetRecognizer
 from osrkit.cli import main
 from osrkit.data.idx import write_idx
+from osrkit.scorers import SCORERS
 
 from .conftest import synthetic_digits
 
@@ -96,8 +97,8 @@ def check_run_folder(out: Path) -> dict:
     m = json.loads((out / "metrics.json").read_text())
     assert 0 <= m["closed_set_accuracy"] <= 1
     assert set(m["counts"]) == {"known", "unknown"}
-    assert {"msp", "reconstruction", "combined"} <= set(m["thresholds"])
-    assert set(m["scorers"]) == {"msp", "reconstruction", "combined"}
+    assert set(SCORERS) <= set(m["thresholds"])
+    assert set(m["scorers"]) == set(SCORERS)
     for scorer in m["scorers"].values():
         assert set(scorer) >= METRIC_KEYS
         assert all(0.0 <= scorer[k] <= 1.0 for k in METRIC_KEYS)
@@ -214,7 +215,7 @@ def test_predict_prints_json_lines_for_any_image(tmp_path, capsys, fitted):
     assert [r["path"] for r in rows] == [str(p) for p in paths]
     for r in rows:
         assert set(r) == {"path", "label", "class_index", "known", "scores"}
-        assert set(r["scores"]) == {"msp", "reconstruction", "combined"}
+        assert set(r["scores"]) == set(SCORERS)
         assert r["known"] == (r["label"] != "unknown") == (r["class_index"] != -1)
     assert rows[0]["class_index"] in (labels[0], -1)
     assert rows[2]["known"] is False

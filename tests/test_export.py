@@ -15,6 +15,7 @@ from osrkit import OpenSetRecognizer, load_dataset
 from osrkit.errors import ConfigError, ModelFormatError
 from osrkit.export import OUTPUT_NAMES, OnnxRecognizer, export_onnx
 from osrkit.runtime import FastPaths
+from osrkit.scorers import SCORERS
 
 from .conftest import synthetic_digits, synthetic_unknowns
 from .test_cli import assert_one_line_error, run_cli
@@ -83,7 +84,7 @@ def test_export_matches_pytorch_reference(exported):
     assert_agree(exported.reference, exported.onnx, x)
     labels = exported.onnx.predict(x)
     assert (labels[:60] != -1).any() and (labels[60:120] == -1).all()  # both outcomes exercised
-    for scorer in ("msp", "reconstruction"):  # decisions by the other scorers, from the scores
+    for scorer in SCORERS:  # decisions by the other scorers, from the scores
         np.testing.assert_array_equal(
             exported.onnx.predict(x, scorer=scorer), exported.reference.predict(x, scorer=scorer)
         )
@@ -116,7 +117,7 @@ def test_graph_has_dynamic_batch_typed_outputs_and_metadata(exported, fitted):
     assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
     meta = {p.key: json.loads(p.value) for p in model.metadata_props}
     assert meta["class_names"] == fitted.class_names
-    assert meta["scorer_names"] == ["msp", "reconstruction", "combined"] == list(fitted.scorers_)
+    assert meta["scorer_names"] == list(SCORERS) == list(fitted.scorers_)
     assert meta["thresholds"] == fitted.thresholds_
     assert meta["decision_scorer"] == "combined"
     assert meta["scorers"]["combined"]["medians"] == fitted.scorers_["combined"].get_state()["medians"]
@@ -134,7 +135,7 @@ def test_any_batch_size_and_input_kind(exported, tmp_path):
     for name in OUTPUT_NAMES:
         np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-6, atol=1e-7)
     one = exported.onnx.run(x[:1])
-    assert one["label"].shape == (1,) and one["unknown_scores"].shape == (1, 3)
+    assert one["label"].shape == (1,) and one["unknown_scores"].shape == (1, len(SCORERS))
     digits = x[:3].numpy()
     paths = []
     for i, img in enumerate(digits):

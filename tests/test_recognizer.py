@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -7,9 +8,11 @@ from PIL import Image
 
 from osrkit import UNKNOWN, OpenSetRecognizer
 from osrkit.errors import ConfigError, DataError, ModelFormatError
-from osrkit.recognizer import as_input_tensor
+from osrkit.recognizer import FORMAT_VERSION, as_input_tensor
+from osrkit.scorers import SCORERS, FusionScorer, is_fusion
+from osrkit.training import stratified_split
 
-from .conftest import synthetic_set, synthetic_unknowns
+from .conftest import FAST, synthetic_set, synthetic_unknowns
 
 
 def test_predict_labels_and_rejects_unknowns(fitted):
@@ -26,7 +29,7 @@ def test_predict_labels_and_rejects_unknowns(fitted):
 def test_scores_larger_for_unknowns(fitted):
     known = fitted.score_all(synthetic_set(300, seed=7))
     unknown = fitted.score_all(synthetic_unknowns(200))
-    assert set(known) == {"msp", "reconstruction", "combined"}
+    assert list(known) == list(SCORERS)
     for name in known:
         assert known[name].shape == (300,)
         assert np.median(unknown[name]) > np.median(known[name])
@@ -36,9 +39,71 @@ def test_scores_larger_for_unknowns(fitted):
 
 
 def test_thresholds_calibrated_on_validation_only(fitted):
-    assert set(fitted.thresholds_) == {"msp", "reconstruction", "combined"}
-    assert fitted.thresholds_["combined"] == 1.0
+    assert list(fitted.thresholds_) == list(SCORERS)
+    for name in SCORERS:
+        if is_fusion(name):
+            assert fitted.thresholds_[name] == 1.0
     assert fitted.fit_report_.val_size == 200
+    assert fitted.decision_scorer == "combined"
+
+
+def split_of_fixture():
+    """The training and validation images of the ``fitted`` fixture (same seeded split)."""
+    data = synthetic_set(1200)
+    tr, va = stratified_split(data.labels, FAST.val_size, FAST.seed)
+    return data.subset(tr), data.subset(va)
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_parametric_scorers_are_fitted_on_the_training_split(fitted):
+    train, val = split_of_fixture()
+    for name in ("mahalanobis", "knn", "class_reconstruction"):
+        assert fitted.scorers_[name].reference_size_ == len(train) == 1000
+    bank = fitted.scorers_["knn"].bank_.numpy().astype(np.float64)
+    tr_feats = unit(fitted.outputs(train).features.astype(np.float64))
+    va_feats = unit(fitted.outputs(val).features.astype(np.float64))
+    # every bank row is a training image's feature (all 1,000 fit in the bank), none a validation one
+    np.testing.assert_allclose(bank, tr_feats, atol=1e-6)
+    nearest = np.sqrt(((va_feats[:, None, :] - bank[None]) ** 2).sum(-1)).min(1)
+    assert nearest.min() > 1e-4
+    # the class means are those of the training split's true classes
+    pixels = train.as_float().flatten(1).numpy().astype(np.float64)
+    labels = train.labels.numpy()
+    means = np.stack([pixels[labels == c].mean(0) for c in range(10)])
+    np.testing.assert_allclose(fitted.scorers_["class_reconstruction"].means_, means, atol=1e-12)
+    # validation images (never in the bank) are scored at a positive distance, accepted at the rate
+    assert np.mean(fitted.score_samples(val, "knn") <= fitted.thresholds_["knn"]) >= fitted.accept_rate
+
+
+def test_fusions_share_the_fitted_members(fitted):
+    for name, scorer in fitted.scorers_.items():
+        if isinstance(scorer, FusionScorer):
+            for member in scorer.members:
+                assert member is fitted.scorers_[member.name], (name, member.name)
+
+
+def test_calibrate_with_and_without_reference(fitted):
+    train, val = split_of_fixture()
+    model = copy.deepcopy(fitted)
+    model.calibrate(val, reference=train)  # what fit() does
+    x = synthetic_set(100, seed=21)
+    for name, s in model.score_all(x).items():
+        np.testing.assert_array_equal(s, fitted.score_all(x)[name], err_msg=name)
+    # no reference: known is split in halves, the first fits, the second calibrates
+    model.calibrate(val, accept_rate=0.9)
+    assert model.scorers_["knn"].reference_size_ == 100 and model.accept_rate == 0.9
+    first = np.sort(np.random.default_rng(0).permutation(200)[:100])
+    np.testing.assert_allclose(
+        model.scorers_["knn"].bank_.numpy(), unit(model.outputs(val.subset(first)).features), atol=1e-6
+    )
+    # plain tensors: the classifier's predictions label the reference images
+    model.calibrate(val.as_float())
+    predicted = model.outputs(val.subset(first)).predictions
+    assert model.scorers_["mahalanobis"].classes_ == sorted(set(predicted.tolist()))
+    assert set(model.scorers_) == set(SCORERS)
 
 
 def test_save_and_load_give_bit_identical_scores(fitted, tmp_path):
@@ -47,9 +112,13 @@ def test_save_and_load_give_bit_identical_scores(fitted, tmp_path):
         "autoencoder.safetensors",
         "classifier.safetensors",
         "config.json",
+        "scorers.safetensors",
     ]
     cfg = json.loads((path / "config.json").read_text())
+    assert cfg["format_version"] == FORMAT_VERSION == 2
     assert cfg["class_names"] == fitted.class_names
+    assert list(cfg["scorers"]) == list(SCORERS)
+    assert cfg["scorers"]["knn"]["k"] == 5
     assert cfg["thresholds"] == fitted.thresholds_
     assert cfg["preprocessing"]["size"] == [28, 28] and "torch" in cfg["versions"]
     loaded = OpenSetRecognizer.from_pretrained(path)
@@ -60,9 +129,63 @@ def test_save_and_load_give_bit_identical_scores(fitted, tmp_path):
         ]
     )
     a, b = fitted.score_all(x), loaded.score_all(x)
+    assert list(a) == list(b) == list(SCORERS)
     for name in a:
-        np.testing.assert_array_equal(a[name], b[name])
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        np.testing.assert_array_equal(fitted.predict(x, name), loaded.predict(x, name), err_msg=name)
     np.testing.assert_array_equal(fitted.predict(x), loaded.predict(x))
+
+
+def write_version_1(fitted, path):
+    """A model folder as the seed (format version 1) wrote it."""
+    fitted.save_pretrained(path)
+    cfg = json.loads((path / "config.json").read_text())
+    seed_scorers = ("msp", "reconstruction", "combined")
+    cfg["format_version"] = 1
+    cfg["scorers"] = {k: cfg["scorers"][k] for k in seed_scorers}
+    cfg["thresholds"] = {k: cfg["thresholds"][k] for k in seed_scorers}
+    (path / "config.json").write_text(json.dumps(cfg))
+    (path / "scorers.safetensors").unlink()
+    return path
+
+
+def test_version_1_folder_still_loads(fitted, tmp_path):
+    path = write_version_1(fitted, tmp_path / "v1")
+    loaded = OpenSetRecognizer.from_pretrained(path)
+    assert list(loaded.scorers_) == ["msp", "reconstruction", "combined"]
+    x = torch.cat([synthetic_set(100, seed=9).as_float(), as_input_tensor(synthetic_unknowns(50))])
+    a, b = fitted.score_all(x), loaded.score_all(x)
+    for name in loaded.scorers_:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_array_equal(fitted.predict(x), loaded.predict(x))
+    with pytest.raises(ConfigError, match="unknown scorer 'knn'"):
+        loaded.predict(x, "knn")
+    again = OpenSetRecognizer.from_pretrained(loaded.save_pretrained(tmp_path / "v2"))  # saved as v2
+    assert list(again.scorers_) == list(loaded.scorers_)
+    assert not (tmp_path / "v2" / "scorers.safetensors").exists()
+
+
+def test_from_pretrained_needs_what_the_config_lists(fitted, tmp_path):
+    path = fitted.save_pretrained(tmp_path / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    drop = {k: v for k, v in cfg["scorers"].items() if k not in ("knn", "fusion")}
+    thresholds = {k: v for k, v in cfg["thresholds"].items() if k not in ("knn", "fusion")}
+    (path / "config.json").write_text(json.dumps(cfg | {"scorers": drop, "thresholds": thresholds}))
+    assert "knn" not in OpenSetRecognizer.from_pretrained(path).scorers_  # not listed: not needed
+    (path / "config.json").write_text(json.dumps(cfg | {"scorers": drop}))
+    with pytest.raises(ModelFormatError, match="lacks scorer state or thresholds for .*knn"):
+        OpenSetRecognizer.from_pretrained(path)  # a threshold without its scorer
+    no_knn = {k: v for k, v in cfg["scorers"].items() if k != "knn"}
+    (path / "config.json").write_text(json.dumps(cfg | {"scorers": no_knn}))
+    with pytest.raises(ModelFormatError, match="fusion 'fusion' needs the fitted scorer 'knn'"):
+        OpenSetRecognizer.from_pretrained(path)
+    (path / "config.json").write_text(json.dumps(cfg))
+    (path / "scorers.safetensors").unlink()
+    with pytest.raises(ModelFormatError, match="lacks scorers.safetensors"):
+        OpenSetRecognizer.from_pretrained(path)
+    (path / "scorers.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFormatError, match="damaged"):
+        OpenSetRecognizer.from_pretrained(path)
 
 
 def test_save_refuses_existing_folder(fitted, tmp_path):
@@ -133,8 +256,6 @@ def test_fit_refuses_mismatched_classes():
 
 
 def test_fit_seed_fixes_the_initial_weights():
-    from .conftest import FAST
-
     data = synthetic_set(400)
     torch.manual_seed(123)  # whatever the caller's generator state, the seed decides
     a = OpenSetRecognizer().fit(data, FAST)
@@ -145,8 +266,6 @@ def test_fit_seed_fixes_the_initial_weights():
 
 
 def test_fit_resume_refuses_checkpoint_from_other_data(tmp_path):
-    from .conftest import FAST
-
     OpenSetRecognizer().fit(synthetic_set(400, seed=0), FAST, checkpoint_dir=tmp_path)
     with pytest.raises(ConfigError, match="other training options or data"):
         OpenSetRecognizer().fit(synthetic_set(400, seed=1), FAST, checkpoint_dir=tmp_path)

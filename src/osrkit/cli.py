@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -19,6 +20,7 @@ from .bench import SpeedOptions, render, speed
 from .errors import ConfigError, OsrkitError
 from .export import OnnxRecognizer, export_onnx
 from .pipeline import DataSpec, ReportOptions, evaluate_model, run, train_to_folder
+from .protocols import PROTOCOLS, Context, run_protocol
 from .recognizer import UNKNOWN, OpenSetRecognizer, as_input_tensor
 from .report import METRIC_COLUMNS, metrics_table_rows
 from .scorers import SCORERS
@@ -320,7 +322,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUT.onnx", help="ONNX file to write (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT.onnx if it exists")
     _add_bench_parser(sub)
+    _add_benchmark_parser(sub)
     return parser
+
+
+def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="standard open-set protocols: seed, mnist-splits, crosr, near-far, all",
+        description="Run a standard open-set benchmark protocol (or all of them). Each writes "
+        "DIR/<name>.json and DIR/<name>.md, ending in one line per target; trained models are "
+        "cached in DIR/cache/ and reused when data, classes, config and seed match.",
+    )
+    p.add_argument("name", choices=[*PROTOCOLS, "all"], metavar="NAME", help=f"{', '.join(PROTOCOLS)} or all")
+    p.add_argument("--out", default="results", metavar="DIR", help="results folder (default: %(default)s)")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder (default: as for `osrkit run`)")
+    p.add_argument("--download", action="store_true", help="fetch missing datasets, md5-verified")
+    p.add_argument(
+        "--seed", type=_nonneg_int, default=DEFAULTS.seed, help="training seed (default: %(default)s)"
+    )
+    p.add_argument("--epochs", type=_positive_int, default=DEFAULTS.epochs, help=argparse.SUPPRESS)
+    p.add_argument("--ae-epochs", type=_positive_int, default=DEFAULTS.ae_epochs, help=argparse.SUPPRESS)
+    p.add_argument("--val-size", type=_positive_int, default=DEFAULTS.val_size, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--decision-scorer",
+        default=Context.decision_scorer,
+        metavar="SCORER",
+        help="scorer whose calibrated threshold makes the decisions (default: %(default)s, pre-declared)",
+    )
+    p.add_argument("--max-train", type=_positive_int, help="subsample MNIST train (quick checks only)")
+    p.add_argument("--max-test", type=_positive_int, help="subsample every test set (quick checks only)")
+    _add_fast_arg(p)
 
 
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -506,6 +538,34 @@ def _cmd_bench(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
+def _cmd_benchmark(args: argparse.Namespace, progress: bool) -> int:
+    config = TrainConfig(
+        epochs=args.epochs,
+        ae_epochs=args.ae_epochs,
+        val_size=args.val_size,
+        seed=args.seed,
+        **({"channels_last": False, "bf16": False} if args.no_fast else {}),
+    )
+    ctx = Context(
+        Path(args.out),
+        args.data_root,
+        config,
+        args.download,
+        progress,
+        args.max_train,
+        args.max_test,
+        decision_scorer=args.decision_scorer,
+    )
+    names = list(PROTOCOLS) if args.name == "all" else [args.name]
+    t0 = time.perf_counter()
+    for name in names:
+        run_protocol(name, ctx)
+        print((Path(args.out) / f"{name}.md").read_text())
+    if len(names) > 1:
+        print(f"all protocols: {time.perf_counter() - t0:.1f} s; results in {args.out}/")
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "train": _cmd_train,
@@ -513,6 +573,7 @@ COMMANDS = {
     "predict": _cmd_predict,
     "export": _cmd_export,
     "bench": _cmd_bench,
+    "benchmark": _cmd_benchmark,
 }
 
 

@@ -11,7 +11,7 @@ from .data.imageset import ImageSet
 from .errors import ConfigError
 from .metrics import closed_set_accuracy, open_set_metrics
 from .recognizer import OpenSetRecognizer
-from .scorers import CombinedScorer, ModelOutputs
+from .scorers import FusionScorer, ModelOutputs
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,12 @@ class Evaluation:
 
 
 def thresholds_summary(recognizer: OpenSetRecognizer) -> dict:
-    """Each scorer's decision threshold, plus the member thresholds of the combined rule."""
+    """Each scorer's decision threshold, plus the member thresholds of every fusion
+    (``<fusion>_members``, e.g. ``combined_members``)."""
     out: dict = dict(recognizer.thresholds_)
-    combined = recognizer.scorers_.get("combined")
-    if isinstance(combined, CombinedScorer):
-        out["combined_members"] = combined.member_thresholds()
+    for name, scorer in recognizer.scorers_.items():
+        if isinstance(scorer, FusionScorer):
+            out[f"{name}_members"] = scorer.member_thresholds()
     return out
 
 

@@ -18,14 +18,22 @@ from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from .io import atomic_write_bytes  # noqa: E402
+from .scorers import SCORERS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_COLOR = "#222222"
 SCORER_LABELS = {
     "msp": "MSP (1 - max softmax)",
+    "max_logit": "max logit (negated)",
+    "energy": "energy",
+    "mahalanobis": "Mahalanobis distance",
+    "knn": "k-NN distance",
     "reconstruction": "reconstruction MSE",
+    "class_reconstruction": "class-conditional reconstruction MSE",
     "combined": "combined (OR rule)",
+    "fusion": "fusion of all (OR rule)",
+    "fusion_recon": "fusion: Mahalanobis + reconstructions (OR rule)",
 }
 
 
@@ -112,10 +120,15 @@ def plot_score_histograms(
 ) -> Path:
     """One histogram per scorer, known vs unknown, with the calibrated threshold drawn."""
     names = list(known_scores)
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4))
-    for ax, name in zip(np.atleast_1d(axes), names):
+    cols = min(len(names), 4)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         k, u, t = known_scores[name], unknown_scores[name], thresholds[name]
-        log_scale = name != "combined"
+        scorer = SCORERS.get(name)
+        log_scale = scorer.log_scale if scorer is not None else name != "combined"
         if log_scale:  # positive scores spanning decades read best on a log axis
             k, u, t = (np.log10(np.maximum(v, 1e-12)) for v in (k, u, t))
         bins = np.linspace(min(k.min(), u.min()), max(k.max(), u.max()), 80)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.numpy
 import safetensors.torch
 import torch
 from PIL import Image
@@ -30,7 +31,7 @@ from .errors import ConfigError, DataError, ModelFormatError, OsrkitError
 from .io import atomic_directory, atomic_write_json
 from .models import AutoencoderConfig, Classifier, ClassifierConfig, ConvAutoencoder
 from .runtime import FastPaths, InferenceEngine
-from .scorers import SCORERS, CombinedScorer, ModelOutputs, Scorer, make_scorer
+from .scorers import SCORERS, FusionScorer, ModelOutputs, Scorer, make_scorer
 from .training import (
     Checkpointer,
     TrainConfig,
@@ -43,7 +44,10 @@ from .training import (
 log = logging.getLogger(__name__)
 
 FORMAT = "osrkit-recognizer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 (osrkit <= the seed): msp, reconstruction and combined only, no scorer arrays.
+READABLE_FORMAT_VERSIONS = (1, 2)
+SCORER_ARRAYS = "scorers.safetensors"  # array state of the scorers (kNN bank, means, bases)
 UNKNOWN = -1
 PREPROCESSING = {
     "size": [28, 28],
@@ -206,22 +210,74 @@ class OpenSetRecognizer:
         self._engine = None
         self.train_config_ = config
         self.fit_report_ = FitReport(len(tr), len(va), clf_info, ae_info)
-        self.calibrate(val_images)
+        self.calibrate(val_images, reference=images, reference_labels=labels)
         return self
 
-    def calibrate(self, known: ImagesLike, accept_rate: float | None = None) -> OpenSetRecognizer:
-        """Fit the scorers and set every threshold on known-class images only."""
+    def calibrate(
+        self,
+        known: ImagesLike,
+        accept_rate: float | None = None,
+        reference: ImagesLike | None = None,
+        reference_labels: torch.Tensor | np.ndarray | None = None,
+    ) -> OpenSetRecognizer:
+        """Fit every scorer and set every threshold, on known-class images only.
+
+        ``known``: known VALIDATION images; every threshold and the fusions' calibration
+        come from them. ``reference``: known TRAINING images (those the networks were
+        trained on), on which the scorers with parameters (``mahalanobis``, ``knn``,
+        ``class_reconstruction``) are fitted, never on ``known``: a kNN bank holding the
+        calibration images would score them at distance 0. ``reference_labels``: their
+        classes (default: ``reference.labels`` for an ``ImageSet``, else the classifier's
+        predictions). ``fit`` passes its training split.
+
+        Without ``reference``, ``known`` is split in two halves by a seeded (seed 0)
+        random permutation: the first fits the scorers with parameters (labelled by
+        ``known.labels`` for an ``ImageSet``, else by the classifier's predictions), the
+        second sets the thresholds.
+        """
         if accept_rate is not None:
             self.accept_rate = check_accept_rate(accept_rate)
+        known_labels = known.labels if isinstance(known, ImageSet) else None
+        known = as_input_tensor(known)
+        if reference is None:
+            if len(known) < 2:
+                raise DataError("calibration without reference images needs at least 2 known images")
+            perm = np.random.default_rng(0).permutation(len(known))
+            ref_index, cal_index = np.sort(perm[: len(known) // 2]), np.sort(perm[len(known) // 2 :])
+            reference, known = known[torch.from_numpy(ref_index)], known[torch.from_numpy(cal_index)]
+            if known_labels is not None and reference_labels is None:
+                reference_labels = known_labels[torch.from_numpy(ref_index)]
+        elif reference_labels is None and isinstance(reference, ImageSet):
+            reference_labels = reference.labels
+        if isinstance(reference_labels, torch.Tensor):
+            reference_labels = reference_labels.numpy()
+        reference_outputs = self.outputs(reference)
         outputs = self.outputs(known)
-        self.scorers_ = {name: cls().fit(outputs, self.accept_rate) for name, cls in SCORERS.items()}
-        self.thresholds_ = {}
-        for name, scorer in self.scorers_.items():
-            if isinstance(scorer, CombinedScorer):
-                self.thresholds_[name] = 1.0  # the OR rule, by construction of its scale
+        scorers: dict[str, Scorer] = {}
+        scores: dict[str, np.ndarray] = {}
+        thresholds: dict[str, float] = {}
+        for name, cls in SCORERS.items():
+            if issubclass(cls, FusionScorer):
+                continue
+            if cls.fits_on_reference:
+                scorers[name] = cls().fit(reference_outputs, self.accept_rate, labels=reference_labels)
             else:
-                self.thresholds_[name] = threshold_at_accept_rate(scorer.score(outputs), self.accept_rate)
-        log.info("calibrated on %d known images: %s", len(outputs), self.thresholds_)
+                scorers[name] = cls().fit(outputs, self.accept_rate)
+            scores[name] = scorers[name].score(outputs)
+            thresholds[name] = threshold_at_accept_rate(scores[name], self.accept_rate)
+        for name, cls in SCORERS.items():
+            if issubclass(cls, FusionScorer):
+                members = [scorers[m] for m in cls.MEMBERS]
+                scorers[name] = cls(members).fit(outputs, self.accept_rate, scores=scores)
+                thresholds[name] = 1.0  # the OR rule, by construction of its scale
+        self.scorers_ = {name: scorers[name] for name in SCORERS}
+        self.thresholds_ = {name: thresholds[name] for name in SCORERS}
+        log.info(
+            "fitted scorers on %d known training images, calibrated on %d known images: %s",
+            len(reference_outputs),
+            len(outputs),
+            self.thresholds_,
+        )
         return self
 
     # ---------------------------------------------------------------- inference
@@ -239,22 +295,34 @@ class OpenSetRecognizer:
 
     @torch.inference_mode()
     def outputs(self, x: ImagesLike, batch_size: int = 1024, progress: bool = False) -> ModelOutputs:
-        """Logits, penultimate features and reconstruction errors for images ``x``."""
+        """Logits, penultimate features, reconstruction errors and flattened pixels for
+        images ``x``."""
         x = as_input_tensor(x)
         engine = self.engine()
         parts = []
         chunks = x.split(batch_size)
         for chunk in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
             logits, feats, err = engine(chunk)
-            parts.append(ModelOutputs(logits.numpy(), feats.numpy(), err.numpy()))
+            pixels = chunk.reshape(len(chunk), -1).numpy()
+            parts.append(ModelOutputs(logits.numpy(), feats.numpy(), err.numpy(), pixels))
         if not parts:
             raise DataError("no images given")
         return ModelOutputs.concat(parts)
 
     def scores_from_outputs(self, outputs: ModelOutputs) -> dict[str, np.ndarray]:
-        """Every scorer's score (larger = more likely unknown) for precomputed outputs."""
+        """Every scorer's score (larger = more likely unknown) for precomputed outputs.
+
+        Each base scorer runs once; the fusions reuse their members' scores."""
         self._check_fitted()
-        return {name: scorer.score(outputs) for name, scorer in self.scorers_.items()}
+        scores = {
+            name: scorer.score(outputs)
+            for name, scorer in self.scorers_.items()
+            if not isinstance(scorer, FusionScorer)
+        }
+        for name, scorer in self.scorers_.items():
+            if isinstance(scorer, FusionScorer):
+                scores[name] = scorer.score(outputs, scores)
+        return {name: scores[name] for name in self.scorers_}
 
     def score_all(self, x: ImagesLike) -> dict[str, np.ndarray]:
         """Every scorer's score for images ``x``."""
@@ -304,8 +372,19 @@ class OpenSetRecognizer:
             },
         }
 
+    def scorer_arrays(self) -> dict[str, np.ndarray]:
+        """Every scorer's array state, keyed ``<scorer>.<array>`` (the ``scorers.safetensors``
+        file)."""
+        self._check_fitted()
+        return {
+            f"{name}.{key}": np.ascontiguousarray(value)
+            for name, scorer in self.scorers_.items()
+            for key, value in scorer.get_arrays().items()
+        }
+
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write ``config.json`` and safetensors weights to folder ``path``, atomically."""
+        """Write ``config.json``, the networks' safetensors weights and (when a scorer has
+        array state) ``scorers.safetensors`` to folder ``path``, atomically."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{path} is a file, not a model folder; choose another path")
@@ -318,6 +397,9 @@ class OpenSetRecognizer:
             safetensors.torch.save_file(
                 _contiguous(self.autoencoder_.state_dict()), str(tmp / "autoencoder.safetensors")
             )
+            arrays = self.scorer_arrays()
+            if arrays:
+                safetensors.numpy.save_file(arrays, str(tmp / SCORER_ARRAYS))
             atomic_write_json(tmp / "config.json", self.config_dict())
         return path
 
@@ -325,7 +407,9 @@ class OpenSetRecognizer:
     def from_pretrained(
         cls, path: str | os.PathLike, fast_paths: FastPaths | None = None
     ) -> OpenSetRecognizer:
-        """Load a folder written by ``save_pretrained`` (no pickle involved)."""
+        """Load a folder written by ``save_pretrained`` (no pickle involved); folders of
+        format version 1 (msp, reconstruction and combined only) load too. Needs state and
+        thresholds for the decision scorer and every scorer the config lists."""
         path = Path(path)
         config_path = path / "config.json"
         if not config_path.is_file():
@@ -339,9 +423,10 @@ class OpenSetRecognizer:
         if (
             not isinstance(cfg, dict)
             or cfg.get("format") != FORMAT
-            or cfg.get("format_version") != FORMAT_VERSION
+            or cfg.get("format_version") not in READABLE_FORMAT_VERSIONS
         ):
-            raise ModelFormatError(f"{config_path}: not an osrkit model of format version {FORMAT_VERSION}")
+            versions = " or ".join(map(str, READABLE_FORMAT_VERSIONS))
+            raise ModelFormatError(f"{config_path}: not an osrkit model of format version {versions}")
         try:
             clf_cfg = ClassifierConfig(
                 **(cfg["classifier"] | {"channels": tuple(cfg["classifier"]["channels"])})
@@ -358,11 +443,23 @@ class OpenSetRecognizer:
                     raise ModelFormatError(f"model folder {path} lacks {weights.name}")
                 module.load_state_dict(safetensors.torch.load_file(str(weights)))
                 module.eval()
-            model.scorers_ = {
-                name: make_scorer(name).set_state(state) for name, state in cfg["scorers"].items()
-            }
+            arrays_path = path / SCORER_ARRAYS
+            arrays = safetensors.numpy.load_file(str(arrays_path)) if arrays_path.is_file() else {}
+            scorers: dict[str, Scorer] = {}
+            for name, state in cfg["scorers"].items():
+                scorer = make_scorer(name)
+                if scorer.fits_on_reference and not arrays:
+                    raise ModelFormatError(f"model folder {path} lacks {SCORER_ARRAYS} (needed by {name!r})")
+                prefix = f"{name}."
+                own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+                scorers[name] = scorer.set_state(state, own)
+            for scorer in scorers.values():
+                if isinstance(scorer, FusionScorer):
+                    scorer.bind(scorers)
+            model.scorers_ = scorers
             model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
-            missing = {*SCORERS, model.decision_scorer} - (model.scorers_.keys() & model.thresholds_.keys())
+            required = {model.decision_scorer, *model.scorers_, *model.thresholds_}
+            missing = required - (model.scorers_.keys() & model.thresholds_.keys())
             if missing:
                 raise ModelFormatError(
                     f"{config_path} lacks scorer state or thresholds for {sorted(missing)}"

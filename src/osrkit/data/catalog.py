@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,7 +117,14 @@ CIFAR10_ARCHIVE = RemoteFile(
 )
 CIFAR10_TEST_BATCH = RemoteFile("cifar-10-batches-py/test_batch", TEST_BATCH_MD5)
 
-DATASET_NAMES = (*IDX_DATASETS, "cifar10")
+OMNIGLOT_EVALUATION_DIR = "omniglot-py/images_evaluation"
+OMNIGLOT_EVALUATION_ZIP = RemoteFile(
+    "omniglot-py/images_evaluation.zip",
+    "6b91aef0f799c5bb55b94e3f2daec811",
+    ("https://raw.githubusercontent.com/brendenlake/omniglot/master/python/images_evaluation.zip",),
+)
+
+DATASET_NAMES = (*IDX_DATASETS, "cifar10", "omniglot")
 
 
 def load_idx_dataset(
@@ -170,12 +178,47 @@ def load_cifar10(
     return read_cifar10_test(base)
 
 
+def _extract_zip(archive: Path, dest: Path, top: str) -> None:
+    """Extract the members of ``archive`` under ``top/`` into ``dest``, refusing absolute
+    paths, ``..`` components and links (zip-slip)."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            parts = Path(info.filename).parts
+            if info.is_dir() or not parts or parts[0] != top:
+                continue
+            if info.filename.startswith(("/", "\\")) or ".." in parts or (info.external_attr >> 28) == 0xA:
+                raise DataError(f"{archive} holds an unsafe path {info.filename!r}; delete it and retry")
+            zf.extract(info, dest)
+
+
+def load_omniglot(
+    split: str = "test", root: str | os.PathLike | None = None, download: bool = False
+) -> ImageSet:
+    """Every image of the Omniglot evaluation set (Lake et al. 2015), resized to 28x28 and
+    inverted to white strokes on black like MNIST; one class per alphabet.
+
+    Read from ``omniglot-py/images_evaluation/<alphabet>/<character>/*.png``; with
+    ``download`` the official ``images_evaluation.zip`` is fetched, md5-checked and
+    extracted safely.
+    """
+    if split != "test":
+        raise DataError("osrkit reads only the Omniglot evaluation set (use omniglot or omniglot:test)")
+    base = resolve_data_root(root)
+    folder = base / OMNIGLOT_EVALUATION_DIR
+    if not folder.is_dir() and download:
+        archive = ensure_file(base, OMNIGLOT_EVALUATION_ZIP, allow_download=True)
+        _extract_zip(archive, folder.parent, "images_evaluation")
+    if not folder.is_dir():
+        raise DataError(f"Omniglot evaluation images not found at {folder}; pass --data-root or --download")
+    return read_image_folder(folder, invert=True, name="Omniglot evaluation")
+
+
 def _parse(spec: str) -> tuple[str | None, str]:
     """``(catalogue key, split)`` of a dataset spec; key is None for anything else (a path)."""
     name, _, split = spec.partition(":")
     key = name.lower().replace("_", "-")
     key = "cifar10" if key == "cifar-10" else key
-    if key not in IDX_DATASETS and key != "cifar10":
+    if key not in IDX_DATASETS and key not in ("cifar10", "omniglot"):
         return None, ""
     if split and split not in ("train", "test"):
         raise DataError(f"unknown split {split!r} in {spec!r}: use :train or :test")
@@ -205,6 +248,8 @@ def load_dataset(
     key, split = _parse(spec)
     if key == "cifar10":
         return load_cifar10(split or "test", root, download)
+    if key == "omniglot":
+        return load_omniglot(split or "test", root, download)
     if key is not None:
         return load_idx_dataset(key, split or default_split, root, download)
     path = Path(spec)
