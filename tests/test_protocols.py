@@ -142,3 +142,18 @@ def test_benchmark_unknown_name_is_refused(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["benchmark", "imagenet"])
     assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_benchmark_mnist_splits_tiny(tmp_path, shared_data):
+    """Five 6-class models; the report names the context's decision scorer (it once fell
+    back to 'combined' because the split results did not carry it)."""
+    args = ["benchmark", "mnist-splits", "--out", str(tmp_path), "--data-root", str(shared_data)]
+    args += ["--max-train", "1500", "--max-test", "400", "--epochs", "1", "--ae-epochs", "1"]
+    assert main([*args, "--val-size", "300"]) == 0
+    r = json.loads((tmp_path / "mnist-splits.json").read_text())
+    assert [s["known_classes"] for s in r["splits"]] == [list(s) for s in MNIST_SPLITS]
+    assert all(s["known_count"] + s["unknown_count"] == 400 for s in r["splits"])
+    md = (tmp_path / "mnist-splits.md").read_text()
+    assert "Decision scorer (pre-declared): `fusion`" in md
+    assert md.rstrip().splitlines()[-1].startswith("target mnist-splits-closed-set-accuracy")
+    assert len(list((tmp_path / "cache").iterdir())) == 5

@@ -11,6 +11,7 @@ known validation split (95% accepted); nothing is chosen by looking at unknown d
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import shutil
@@ -263,6 +264,7 @@ def run_mnist_splits(ctx: Context) -> dict:
     accs = [sp["closed_set_accuracy"] for sp in splits]
     best = max(scorers, key=lambda s: summary[s]["auroc"][0])
     return {
+        "decision_scorer": ctx.decision_scorer,
         "splits": splits,
         "summary": summary,
         "closed_set_accuracy": (statistics.mean(accs), statistics.pstdev(accs)),
@@ -326,21 +328,53 @@ PROTOCOLS: dict[str, Callable[[Context], dict]] = {
 
 
 # ----------------------------------------------------------------------------- reports
+def _fmt(metric: str, value: float) -> str:
+    """Five decimals where the targets live near 1 (AUROC, AUPR), four elsewhere."""
+    return f"{value:.5f}" if metric.startswith(("auroc", "aupr")) else f"{value:.4f}"
+
+
 def _sets_table(sets: dict, metrics: tuple[str, ...]) -> list[str]:
     rows = []
     for set_name, s in sets.items():
         for scorer, m in s["scorers"].items():
-            rows.append([set_name, scorer, *(f"{m[k]:.4f}" for k in metrics)])
+            rows.append([set_name, scorer, *(_fmt(k, m[k]) for k in metrics)])
     return _table(["unknown set", "scorer", *metrics], rows)
+
+
+def _comparison(name: str, r: dict) -> list[str]:
+    """Published rows, then ours (the decision scorer and the best of ours) in the same units."""
+    pub, d = PUBLISHED[name], r["decision_scorer"]
+    if name == "mnist-splits":
+        rows = [[m, f"{v:.1f}", src] for m, v, src in pub["rows"]]
+        best = r["best_scorer"]
+        for s in dict.fromkeys([d, best, "msp", "max_logit"]):
+            label = " (decision scorer)" if s == d else (" (best of ours)" if s == best else "")
+            rows.append([f"osrkit `{s}`", f"{100 * r['summary'][s]['auroc'][0]:.2f}", f"this run{label}"])
+        return _table(["method", "AUROC %", "source"], rows)
+    if name == "crosr":
+        sets = ("Omniglot", "MNIST-Noise", "Noise")
+        rows = [[m, *(f"{x:.3f}" for x in v), src] for m, v, src in pub["rows"]]
+        for s in dict.fromkeys([d, "combined", "msp"]):
+            f1 = [r["sets"][k]["scorers"][s]["macro_f1"] for k in sets]
+            rows.append([f"osrkit `{s}`", *(f"{x:.3f}" for x in f1), "this run"])
+        return _table(["method", *sets, "source"], rows)
+    # near-far: Hendrycks and Gimpel's MSP with an MLP, per set, against our MSP and decision scorer
+    names = {"notMNIST": "notMNIST", "CIFAR-10 (grayscale)": "CIFAR-10", "uniform noise": "uniform noise"}
+    rows = []
+    for label, v, _ in pub["rows"]:
+        ours = r["sets"].get(names.get(label, ""), {}).get("scorers")
+        cells = [f"{100 * ours[s]['auroc']:.2f}" if ours else "see crosr" for s in ("msp", d)]
+        rows.append([label, f"{v}", *cells])
+    return _table(["unknown set", "MSP, MLP (published)", "osrkit `msp`", f"osrkit `{d}`"], rows)
 
 
 def render(name: str, r: dict) -> str:
     """The Markdown report of one protocol's result."""
-    lines = [f"# Protocol `{name}`", "", PROTOCOLS[name].__doc__.strip().split("\n\n")[0], ""]
+    lines = [f"# Protocol `{name}`", "", inspect.getdoc(PROTOCOLS[name]).split("\n\n")[0], ""]
     lines.append(
         f"Thresholds accept {r['accept_rate']:.0%} of the known validation split; no threshold, "
         "hyper-parameter or fusion member was chosen by looking at unknown data. Decision "
-        f"scorer (pre-declared): `{r.get('decision_scorer', 'combined')}`. Wall time {r['wall_s']:.1f} s."
+        f"scorer (pre-declared): `{r['decision_scorer']}`. Wall time {r['wall_s']:.1f} s."
     )
     lines.append("")
     if name == "mnist-splits":
@@ -357,16 +391,16 @@ def render(name: str, r: dict) -> str:
         lines += ["", f"Closed-set accuracy {100 * acc[0]:.2f} ± {100 * acc[1]:.2f} %.", ""]
         per = [
             [str(sp["known_classes"]), f"{sp['closed_set_accuracy']:.4f}"]
-            + [f"{sp['scorers'][s]['auroc']:.4f}" for s in r["summary"]]
+            + [f"{sp['scorers'][s]['auroc']:.5f}" for s in r["summary"]]
             for sp in r["splits"]
         ]
         lines += _table(["known classes", "closed-set acc", *(f"{s} AUROC" for s in r["summary"])], per)
     else:
         lines += _sets_table(r["sets"], METRICS)
-    pub = PUBLISHED.get(name)
-    if pub:
-        lines += ["", f"Published ({pub['metric']}):", ""]
-        lines += _table(["method / set", "value", "source"], [[a, str(b), c] for a, b, c in pub["rows"]])
+    if name in PUBLISHED:
+        pub = PUBLISHED[name]
+        lines += ["", f"Ours beside the published numbers ({pub['metric']}):", ""]
+        lines += _comparison(name, r)
     lines += ["", *r["targets"]]
     return "\n".join(lines) + "\n"
 
