@@ -116,3 +116,20 @@ def test_cli_bench_rejects_bad_flags(flag, capsys):
         main(["bench", "speed", *flag])
     assert exc.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_speed_checks_the_model_before_measuring(tmp_path, monkeypatch):
+    import osrkit.bench as bench
+    from osrkit.errors import ModelFormatError
+
+    def not_reached(*a, **k):
+        raise AssertionError("measured before checking --model")
+
+    monkeypatch.setattr(bench, "mm_gflops", not_reached)
+    with pytest.raises(ModelFormatError):
+        speed(tmp_path, SpeedOptions(model=str(tmp_path / "missing"), run=False))
+
+
+def test_cli_bench_refuses_no_fast(capsys):
+    assert main(["--no-fast", "bench", "speed", "--skip-run", "--model", "x"]) == 2
+    assert "--no-fast" in capsys.readouterr().err

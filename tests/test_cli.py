@@ -364,3 +364,16 @@ def test_sigterm_is_handled_like_ctrl_c(synthetic_folders, tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+
+
+def test_no_fast_does_not_leak_into_the_calling_process(monkeypatch, capsys):
+    """main(["--no-fast", ...]) once left OSRKIT_FAST=0 behind, turning the fast paths off
+    for every later model built in the same Python process."""
+    import os
+
+    monkeypatch.delenv("OSRKIT_FAST", raising=False)
+    main(["--no-fast", "bench", "speed", "--skip-run", "--model", "missing"])
+    assert "OSRKIT_FAST" not in os.environ
+    monkeypatch.setenv("OSRKIT_FAST", "1")
+    main(["--no-fast", "bench", "speed", "--skip-run", "--model", "missing"])
+    assert os.environ["OSRKIT_FAST"] == "1"

@@ -132,9 +132,15 @@ def test_benchmark_seed_end_to_end_and_cache_reuse(tmp_path, shared_data, capsys
     assert set(result["sets"]["CIFAR-10"]["scorers"]) >= {"msp", "reconstruction", "combined"}
     cached = list((tmp_path / "cache").iterdir())
     assert len(cached) == 1 and (cached[0] / "config.json").is_file()
-    stamp = (cached[0] / "config.json").stat().st_mtime_ns
-    assert main(args) == 0  # second run reuses the cached model
-    assert (cached[0] / "config.json").stat().st_mtime_ns == stamp
+    # Stale scorer state in the cache (as after a change to a scorer) must not be reused:
+    # the networks are, the scorers and thresholds are fitted again.
+    cfg_path = cached[0] / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["thresholds"]["msp"] = 123.0
+    cfg_path.write_text(json.dumps(cfg))
+    stamp = cfg_path.stat().st_mtime_ns
+    assert main(args) == 0  # second run reuses the cached networks
+    assert cfg_path.stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "seed.json").read_text())["sets"] == result["sets"]
 
 
@@ -157,3 +163,27 @@ def test_benchmark_mnist_splits_tiny(tmp_path, shared_data):
     assert "Decision scorer (pre-declared): `fusion`" in md
     assert md.rstrip().splitlines()[-1].startswith("target mnist-splits-closed-set-accuracy")
     assert len(list((tmp_path / "cache").iterdir())) == 5
+
+
+def test_benchmark_bad_decision_scorer_fails_before_training(tmp_path, capsys):
+    assert main(["benchmark", "seed", "--out", str(tmp_path), "--decision-scorer", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope" in err and "fusion" in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_interrupted_omniglot_extraction_leaves_no_folder(tmp_path, monkeypatch):
+    import osrkit.data.catalog as catalog
+
+    archive = tmp_path / "images_evaluation.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        buf = __import__("io").BytesIO()
+        Image.fromarray(np.zeros((105, 105), np.uint8)).save(buf, "PNG")
+        zf.writestr("images_evaluation/A/character01/1.png", buf.getvalue())
+        zf.writestr("images_evaluation/../escape.png", b"x")  # stops the extraction midway
+    (tmp_path / "omniglot-py").mkdir()
+    monkeypatch.setattr(catalog, "ensure_file", lambda *a, **k: archive)
+    with pytest.raises(DataError):
+        load_dataset("omniglot", tmp_path, download=True)
+    assert not (tmp_path / "omniglot-py" / "images_evaluation").exists()
+    assert list((tmp_path / "omniglot-py").iterdir()) == []  # no temporary folder left either

@@ -303,3 +303,31 @@ def test_save_to_a_file_path_is_refused(fitted, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         fitted.save_pretrained(tmp_path / "f", overwrite=True)
+
+
+def test_scorer_arrays_that_do_not_fit_the_networks_are_refused(fitted, tmp_path):
+    """A scorers.safetensors from another model loaded fine and crashed in predict()."""
+    import safetensors.numpy
+
+    folder = fitted.save_pretrained(tmp_path / "m")
+    arrays = safetensors.numpy.load_file(str(folder / "scorers.safetensors"))
+    key = next(k for k in arrays if k.startswith("knn."))
+    arrays[key] = np.zeros((arrays[key].shape[0], 7), arrays[key].dtype)  # wrong feature width
+    safetensors.numpy.save_file(arrays, str(folder / "scorers.safetensors"))
+    with pytest.raises(ModelFormatError, match="damaged or incompatible"):
+        OpenSetRecognizer.from_pretrained(folder)
+
+
+def test_loading_with_other_fast_paths_warns(fitted, tmp_path, caplog):
+    from osrkit.runtime import FastPaths
+
+    folder = fitted.save_pretrained(tmp_path / "m")
+    assert json.loads((folder / "config.json").read_text())["runtime"]["calibrated_with"]
+    other = FastPaths.off() if fitted.fast_paths != FastPaths.off() else FastPaths(bf16=False)
+    with caplog.at_level("WARNING", logger="osrkit.recognizer"):
+        OpenSetRecognizer.from_pretrained(folder, fast_paths=other)
+    assert "calibrated with fast paths" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="osrkit.recognizer"):
+        OpenSetRecognizer.from_pretrained(folder, fast_paths=fitted.fast_paths)
+    assert "calibrated with fast paths" not in caplog.text

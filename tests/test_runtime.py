@@ -111,3 +111,19 @@ def test_predictions_survive_save_and_load_for_each_path(tmp_path, fitted, paths
         assert (loaded.score_samples(x) == expected).all()
     finally:
         fitted.fast_paths = FastPaths.default()
+
+
+def test_engine_follows_weights_loaded_in_place(fitted):
+    """The engine copies the networks; loading other weights into them must not leave it
+    scoring with the old ones."""
+    x = synthetic_set(20, seed=7).images
+    before = fitted.outputs(x).logits
+    saved = {k: v.clone() for k, v in fitted.classifier_.state_dict().items()}
+    try:
+        with torch.no_grad():
+            fitted.classifier_.head.bias.add_(5.0 * torch.arange(10.0))
+        after = fitted.outputs(x).logits
+        assert not (after == before).all()
+    finally:
+        fitted.classifier_.load_state_dict(saved)
+    assert (fitted.outputs(x).logits == before).all()

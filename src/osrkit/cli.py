@@ -518,6 +518,8 @@ def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, progress: bool) -> int:
+    if args.no_fast:
+        raise ConfigError("bench speed compares the fast paths with the plain path itself; drop --no-fast")
     if args.skip_run and not args.model:
         raise ConfigError("--skip-run needs --model MODEL_DIR to score with")
     options = SpeedOptions(
@@ -595,9 +597,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     progress = not args.quiet and sys.stderr.isatty()
+    _interrupt_on_termination()
+    saved_fast = os.environ.get("OSRKIT_FAST")
     if args.no_fast:
         os.environ["OSRKIT_FAST"] = "0"  # read by FastPaths.default() wherever a model is built
-    _interrupt_on_termination()
+    try:
+        return _run_command(args, progress)
+    finally:  # main() may be called from Python: leave the environment as it was
+        if saved_fast is None:
+            os.environ.pop("OSRKIT_FAST", None)
+        else:
+            os.environ["OSRKIT_FAST"] = saved_fast
+
+
+def _run_command(args: argparse.Namespace, progress: bool) -> int:
+    """Run the command; every expected failure becomes one line on stderr and exit code 2."""
     try:
         return COMMANDS[args.command](args, progress)
     except OsrkitError as exc:

@@ -31,7 +31,8 @@ from .errors import ConfigError, DataError, OsrkitError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
 from .recognizer import OpenSetRecognizer
-from .training import TrainConfig, data_fingerprint
+from .scorers import SCORERS
+from .training import TrainConfig, data_fingerprint, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -151,31 +152,39 @@ class Context:
             self._data[spec] = data.take(limit, seed=0)
         return self._data[spec]
 
+    def __post_init__(self) -> None:
+        if self.decision_scorer not in SCORERS:  # checked before minutes of training
+            raise ConfigError(
+                f"unknown decision scorer {self.decision_scorer!r}; choose from {', '.join(SCORERS)}"
+            )
+
     def recognizer(self, train: ImageSet) -> OpenSetRecognizer:
-        """A recognizer trained on ``train`` with this context's config: loaded from
-        ``out/cache/<key>/`` when the same data, classes, config, seed and osrkit version
-        were trained before, else trained and cached."""
+        """A recognizer trained on ``train`` with this context's config.
+
+        The networks are cached in ``out/cache/<key>/`` and reused when the same data,
+        classes, config, seed and osrkit version were trained before. The scorers and
+        thresholds of a cached model are always fitted again (seconds) on the same training
+        and validation split, so a change to a scorer never reuses stale scorer state.
+        """
         key = cache_key(train, self.config)
         folder = self.out / "cache" / key
+        model = None
         if (folder / "config.json").is_file():
-            log.info("reusing cached model %s", folder)
             try:
-                return self._decide_with(OpenSetRecognizer.from_pretrained(folder))
+                model = OpenSetRecognizer.from_pretrained(folder)
+                log.info("reusing the networks of cached model %s", folder)
             except OsrkitError as exc:  # a damaged cache entry is retrained, not fatal
                 log.warning("cached model %s unusable (%s); retraining", folder, exc)
-        t0 = time.perf_counter()
-        ckpt = self.out / "cache" / f"{key}.checkpoints"
-        model = OpenSetRecognizer(train.class_names).fit(train, self.config, ckpt, self.progress)
-        log.info("trained on %s in %.1f s", train.name, time.perf_counter() - t0)
-        model.save_pretrained(folder, overwrite=True)
-        shutil.rmtree(ckpt, ignore_errors=True)
-        return self._decide_with(model)
-
-    def _decide_with(self, model: OpenSetRecognizer) -> OpenSetRecognizer:
-        if self.decision_scorer not in model.scorers_:
-            raise ConfigError(
-                f"decision scorer {self.decision_scorer!r} unknown; choose from {', '.join(model.scorers_)}"
-            )
+        if model is not None:
+            tr, va = stratified_split(train.labels, self.config.val_size, self.config.seed)
+            model.calibrate(train.images[va], reference=train.images[tr], reference_labels=train.labels[tr])
+        else:
+            t0 = time.perf_counter()
+            ckpt = self.out / "cache" / f"{key}.checkpoints"
+            model = OpenSetRecognizer(train.class_names).fit(train, self.config, ckpt, self.progress)
+            log.info("trained on %s in %.1f s", train.name, time.perf_counter() - t0)
+            model.save_pretrained(folder, overwrite=True)
+            shutil.rmtree(ckpt, ignore_errors=True)
         model.decision_scorer = self.decision_scorer
         return model
 
@@ -270,7 +279,14 @@ def run_mnist_splits(ctx: Context) -> dict:
         "closed_set_accuracy": (statistics.mean(accs), statistics.pstdev(accs)),
         "best_scorer": best,
         "targets": [
-            _target(f"mnist-splits-best-mean-auroc ({best})", summary[best]["auroc"][0], 0.998),
+            # The issue's metric: the best of all scorers, picked on these unknown digits
+            # (post hoc); the pre-declared decision scorer's number is the next line.
+            _target(f"mnist-splits-best-mean-auroc ({best}, post hoc)", summary[best]["auroc"][0], 0.998),
+            _target(
+                f"mnist-splits-decision-scorer-mean-auroc ({ctx.decision_scorer})",
+                summary[ctx.decision_scorer]["auroc"][0],
+                0.998,
+            ),
             _target("mnist-splits-closed-set-accuracy", statistics.mean(accs), 0.995),
         ],
     }

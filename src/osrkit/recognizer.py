@@ -152,6 +152,7 @@ class OpenSetRecognizer:
         self.fit_report_: FitReport | None = None
         self._fast_paths = fast_paths or FastPaths.default()
         self._engine: InferenceEngine | None = None
+        self._engine_version: tuple = ()
 
     @property
     def fast_paths(self) -> FastPaths:
@@ -163,10 +164,20 @@ class OpenSetRecognizer:
         self._fast_paths = value
         self._engine = None
 
+    def _weights_version(self) -> tuple:
+        """Changes whenever a network is replaced or its tensors are modified in place
+        (``load_state_dict``, an optimiser step): the engine's copies are then stale."""
+        nets = (self.classifier_, self.autoencoder_)
+        return tuple(id(n) for n in nets) + tuple(
+            t._version for n in nets for t in (*n.parameters(), *n.buffers())
+        )
+
     def engine(self) -> InferenceEngine:
-        """The inference engine for the current weights (built on first use)."""
-        if self._engine is None:
+        """The inference engine for the current weights (rebuilt when they change)."""
+        version = self._weights_version()
+        if self._engine is None or self._engine_version != version:
             self._engine = InferenceEngine(self.classifier_, self.autoencoder_, self._fast_paths)
+            self._engine_version = version
         return self._engine
 
     # ---------------------------------------------------------------- fitting
@@ -365,6 +376,12 @@ class OpenSetRecognizer:
             "autoencoder": self.autoencoder_config.to_dict(),
             "preprocessing": PREPROCESSING,
             "training": self.train_config_.to_dict() if self.train_config_ else None,
+            # Thresholds hold for the arithmetic they were calibrated with; a machine that
+            # resolves the fast paths differently gets a warning on loading.
+            "runtime": {
+                "calibrated_with": self.engine().fast.describe(),
+                "training_bf16": self.train_config_.use_bf16 if self.train_config_ else None,
+            },
             "versions": {
                 "osrkit": __version__,
                 "torch": torch.__version__,
@@ -466,6 +483,9 @@ class OpenSetRecognizer:
                 )
             if cfg.get("training"):
                 model.train_config_ = TrainConfig.from_dict(cfg["training"])
+            # One blank image through every scorer: arrays that do not fit the networks
+            # (a scorers.safetensors from another model) fail here, not in predict().
+            model.scores_from_outputs(model.outputs(torch.zeros(1, 1, 28, 28)))
         except ModelFormatError:
             raise
         except (
@@ -478,6 +498,16 @@ class OpenSetRecognizer:
             safetensors.SafetensorError,
         ) as exc:
             raise ModelFormatError(f"model folder {path} is damaged or incompatible: {exc}") from None
+        calibrated = (cfg.get("runtime") or {}).get("calibrated_with")
+        here = model.engine().fast.describe()
+        if calibrated and calibrated != here:
+            log.warning(
+                "%s was calibrated with fast paths %s but runs here with %s; scores near the "
+                "thresholds may decide differently (recalibrate, or set fast_paths to match)",
+                path,
+                calibrated,
+                here,
+            )
         return model
 
 

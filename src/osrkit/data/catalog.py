@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +208,11 @@ def load_omniglot(
     folder = base / OMNIGLOT_EVALUATION_DIR
     if not folder.is_dir() and download:
         archive = ensure_file(base, OMNIGLOT_EVALUATION_ZIP, allow_download=True)
-        _extract_zip(archive, folder.parent, "images_evaluation")
+        # Extracted beside the final folder and renamed into place only when complete, so an
+        # interrupted extraction never passes for the whole evaluation set.
+        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".omniglot-") as tmp:
+            _extract_zip(archive, Path(tmp), "images_evaluation")
+            os.replace(Path(tmp) / "images_evaluation", folder)
     if not folder.is_dir():
         raise DataError(f"Omniglot evaluation images not found at {folder}; pass --data-root or --download")
     return read_image_folder(folder, invert=True, name="Omniglot evaluation")
