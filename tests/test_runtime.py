@@ -127,3 +127,20 @@ def test_engine_follows_weights_loaded_in_place(fitted):
     finally:
         fitted.classifier_.load_state_dict(saved)
     assert (fitted.outputs(x).logits == before).all()
+
+
+def test_scoring_runs_numpy_blas_single_threaded(fitted, monkeypatch):
+    """numpy's BLAS threads spinning beside torch's made scoring 4.7x slower on 2 cores."""
+    from threadpoolctl import threadpool_info
+
+    import osrkit.recognizer as rec
+    from osrkit.runtime import single_threaded_blas
+
+    with single_threaded_blas():
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+    seen = []
+    real = rec.single_threaded_blas
+    monkeypatch.setattr(rec, "single_threaded_blas", lambda: seen.append(1) or real())
+    x = synthetic_set(10, seed=2).images
+    fitted.score_all(x), fitted.predict(x), fitted.score_samples(x)
+    assert len(seen) == 3

@@ -30,7 +30,7 @@ from .data.preprocess import preprocess_image
 from .errors import ConfigError, DataError, ModelFormatError, OsrkitError
 from .io import atomic_directory, atomic_write_json
 from .models import AutoencoderConfig, Classifier, ClassifierConfig, ConvAutoencoder
-from .runtime import FastPaths, InferenceEngine
+from .runtime import FastPaths, InferenceEngine, single_threaded_blas
 from .scorers import SCORERS, FusionScorer, ModelOutputs, Scorer, make_scorer
 from .training import (
     Checkpointer,
@@ -325,14 +325,15 @@ class OpenSetRecognizer:
 
         Each base scorer runs once; the fusions reuse their members' scores."""
         self._check_fitted()
-        scores = {
-            name: scorer.score(outputs)
-            for name, scorer in self.scorers_.items()
-            if not isinstance(scorer, FusionScorer)
-        }
-        for name, scorer in self.scorers_.items():
-            if isinstance(scorer, FusionScorer):
-                scores[name] = scorer.score(outputs, scores)
+        with single_threaded_blas():
+            scores = {
+                name: scorer.score(outputs)
+                for name, scorer in self.scorers_.items()
+                if not isinstance(scorer, FusionScorer)
+            }
+            for name, scorer in self.scorers_.items():
+                if isinstance(scorer, FusionScorer):
+                    scores[name] = scorer.score(outputs, scores)
         return {name: scores[name] for name in self.scorers_}
 
     def score_all(self, x: ImagesLike) -> dict[str, np.ndarray]:
@@ -343,12 +344,15 @@ class OpenSetRecognizer:
         """Unknown-ness score of ``scorer`` (default: the decision scorer); larger = more
         likely unknown. Note: the opposite sign of scikit-learn's outlier detectors."""
         name = self._scorer_name(scorer)
-        return self.scorers_[name].score(self.outputs(x))
+        outputs = self.outputs(x)
+        with single_threaded_blas():
+            return self.scorers_[name].score(outputs)
 
     def decide(self, outputs: ModelOutputs, scorer: str | None = None) -> np.ndarray:
         """Class index per input, or -1 where ``scorer``'s score exceeds its threshold."""
         name = self._scorer_name(scorer)
-        s = self.scorers_[name].score(outputs)
+        with single_threaded_blas():
+            s = self.scorers_[name].score(outputs)
         return np.where(s > self.thresholds_[name], UNKNOWN, outputs.predictions)
 
     def predict(self, x: ImagesLike, scorer: str | None = None) -> np.ndarray:
