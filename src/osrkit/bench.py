@@ -43,8 +43,9 @@ from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
 from .models import Classifier
 from .recognizer import OpenSetRecognizer
+from .report import target_line
 from .runtime import FastPaths, native_bf16
-from .training import TrainConfig, make_optimizer, train_epoch
+from .training import TrainConfig, classifier_loss, make_optimizer, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +173,11 @@ def osrkit_throughput(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConf
     batches = list(torch.randperm(len(images), generator=gen).split(cfg.batch_size))
     opt, sched = make_optimizer(model, cfg.lr, len(batches), cfg)
 
-    def loss_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return F.cross_entropy(m(x).float(), y)
-
     warmup = 3
-    train_epoch(model, opt, sched, images, labels, loss_fn, batches[:warmup], gen, cfg)
+    train_epoch(model, opt, sched, images, labels, classifier_loss, batches[:warmup], gen, cfg)
     rest = batches[warmup:]
-    seconds = _seconds(lambda: train_epoch(model, opt, sched, images, labels, loss_fn, rest, gen, cfg))
+    loss = classifier_loss
+    seconds = _seconds(lambda: train_epoch(model, opt, sched, images, labels, loss, rest, gen, cfg))
     return sum(len(b) for b in rest) / seconds
 
 
@@ -295,12 +294,6 @@ def timed_run(out: Path, data_root: str | None, extra: list[str]) -> dict:
 
 
 # ----------------------------------------------------------------------------- the report
-def _target(name: str, value: float, goal: float, direction: str, fmt: str, unit: str = "") -> str:
-    ok = value <= goal if direction == "max" else value >= goal
-    sign = "<=" if direction == "max" else ">="
-    return f"target {name}: {value:{fmt}}{unit} (goal {sign} {goal:g}{unit}) {'ok' if ok else 'short'}"
-
-
 def render(r: dict) -> str:
     """The Markdown table and target lines of a speed result."""
     mi = r["machine"]
@@ -363,17 +356,17 @@ def render(r: dict) -> str:
 def targets(r: dict) -> list[str]:
     tr = list(r["training_img_s"].values())
     out = [
-        _target("training-speedup", tr[-1] / tr[0], 3.0, "min", ".2f", "x"),
-        _target("scoring-throughput-batch-1024", r["scoring_img_s"]["1024"]["on"], 10_000, "min", ",.0f"),
-        _target("fraction-of-fp32-mm-rate", r["mm_fraction"], 0.30, "min", ".2f"),
-        _target("single-image-latency-p50", r["latency_ms"]["on"][0], 2.0, "max", ".2f", " ms"),
-        _target("fast-path-metric-drift", r["metric_drift"]["max_abs_diff"], 0.001, "max", ".5f"),
+        target_line("training-speedup", tr[-1] / tr[0], 3.0, "min", ".2f", "x"),
+        target_line("scoring-throughput-batch-1024", r["scoring_img_s"]["1024"]["on"], 10_000, "min", ",.0f"),
+        target_line("fraction-of-fp32-mm-rate", r["mm_fraction"], 0.30, "min", ".2f"),
+        target_line("single-image-latency-p50", r["latency_ms"]["on"][0], 2.0, "max", ".2f", " ms"),
+        target_line("fast-path-metric-drift", r["metric_drift"]["max_abs_diff"], 0.001, "max", ".5f"),
     ]
     if "run" in r:
         e = r["run"]
-        out.append(_target("run-wall-time", e["wall_s"], 180, "max", ".1f", " s"))
+        out.append(target_line("run-wall-time", e["wall_s"], 180, "max", ".1f", " s"))
         for key, (goal, direction) in SEED_TARGETS.items():
-            out.append(_target(f"seed-{key.replace('_', '-')}", e[key], goal, direction, ".5g"))
+            out.append(target_line(f"seed-{key.replace('_', '-')}", e[key], goal, direction, ".5g"))
     return out
 
 

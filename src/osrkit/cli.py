@@ -67,12 +67,17 @@ def _float_in(lo: float, hi: float, lo_open: bool = False):
 _positive_float = _float_in(0.0, math.inf, lo_open=True)
 
 
-def _add_data_args(p: argparse.ArgumentParser, train: bool, test: bool) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument(
+def _add_data_root(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
         "--data-root",
+        metavar="DIR",
         help="folder holding the datasets (default: $OSRKIT_DATA, else ./data, else ../shared/data)",
     )
+
+
+def _add_data_args(p: argparse.ArgumentParser, train: bool, test: bool) -> None:
+    g = p.add_argument_group("data")
+    _add_data_root(g)
     g.add_argument(
         "--download",
         action="store_true",
@@ -336,7 +341,7 @@ def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", choices=[*PROTOCOLS, "all"], metavar="NAME", help=f"{', '.join(PROTOCOLS)} or all")
     p.add_argument("--out", default="results", metavar="DIR", help="results folder (default: %(default)s)")
-    p.add_argument("--data-root", metavar="DIR", help="dataset folder (default: as for `osrkit run`)")
+    _add_data_root(p)
     p.add_argument("--download", action="store_true", help="fetch missing datasets, md5-verified")
     p.add_argument(
         "--seed", type=_nonneg_int, default=DEFAULTS.seed, help="training seed (default: %(default)s)"
@@ -371,7 +376,7 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "memory of `osrkit run`. Writes DIR/speed.json and DIR/speed.md.",
     )
     b.add_argument("--out", default="results", metavar="DIR", help="results folder (default: %(default)s)")
-    b.add_argument("--data-root", metavar="DIR", help="dataset folder (default: as for `osrkit run`)")
+    _add_data_root(b)
     b.add_argument("--model", metavar="MODEL_DIR", help="score with this model instead of the run's")
     b.add_argument("--skip-run", action="store_true", help="do not time `osrkit run` (needs --model)")
     b.add_argument(

@@ -31,6 +31,7 @@ from .errors import ConfigError, DataError, OsrkitError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
 from .recognizer import OpenSetRecognizer
+from .report import target_line
 from .scorers import SCORERS
 from .training import TrainConfig, data_fingerprint, stratified_split
 
@@ -221,12 +222,6 @@ def score_sets(recognizer: OpenSetRecognizer, known: ImageSet, unknowns: dict[st
     return out
 
 
-def _target(name: str, value: float, goal: float, direction: str = "min") -> str:
-    ok = value >= goal if direction == "min" else value <= goal
-    sign = ">=" if direction == "min" else "<="
-    return f"target {name}: {value:.5f} (goal {sign} {goal:g}) {'ok' if ok else 'short'}"
-
-
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
@@ -246,10 +241,10 @@ def run_seed(ctx: Context) -> dict:
         "sets": sets,
         "decision_scorer": d,
         "targets": [
-            _target("seed-closed-set-accuracy", s["closed_set_accuracy"], 0.993),
-            _target(f"seed-{d}-auroc", s["scorers"][d]["auroc"], 0.999),
-            _target(f"seed-{d}-fpr-at-95-tpr", s["scorers"][d]["fpr_at_95_tpr"], 0.005, "max"),
-            _target(f"seed-{d}-macro-f1", s["scorers"][d]["macro_f1"], 0.97),
+            target_line("seed-closed-set-accuracy", s["closed_set_accuracy"], 0.993),
+            target_line(f"seed-{d}-auroc", s["scorers"][d]["auroc"], 0.999),
+            target_line(f"seed-{d}-fpr-at-95-tpr", s["scorers"][d]["fpr_at_95_tpr"], 0.005, "max"),
+            target_line(f"seed-{d}-macro-f1", s["scorers"][d]["macro_f1"], 0.97),
         ],
     }
 
@@ -281,13 +276,13 @@ def run_mnist_splits(ctx: Context) -> dict:
         "targets": [
             # The metric: the best of all scorers, picked on these unknown digits
             # (post hoc); the pre-declared decision scorer's number is the next line.
-            _target(f"mnist-splits-best-mean-auroc ({best}, post hoc)", summary[best]["auroc"][0], 0.998),
-            _target(
+            target_line(f"mnist-splits-best-mean-auroc ({best}, post hoc)", summary[best]["auroc"][0], 0.998),
+            target_line(
                 f"mnist-splits-decision-scorer-mean-auroc ({ctx.decision_scorer})",
                 summary[ctx.decision_scorer]["auroc"][0],
                 0.998,
             ),
-            _target("mnist-splits-closed-set-accuracy", statistics.mean(accs), 0.995),
+            target_line("mnist-splits-closed-set-accuracy", statistics.mean(accs), 0.995),
         ],
     }
 
@@ -309,7 +304,7 @@ def run_crosr(ctx: Context) -> dict:
         "sets": sets,
         "decision_scorer": d,
         "targets": [
-            _target(f"crosr-{name.lower()}-macro-f1 ({d})", sets[name]["scorers"][d]["macro_f1"], goal)
+            target_line(f"crosr-{name.lower()}-macro-f1 ({d})", sets[name]["scorers"][d]["macro_f1"], goal)
             for name, goal in goals.items()
         ],
     }
@@ -330,8 +325,8 @@ def run_near_far(ctx: Context) -> dict:
     for name in unknowns:
         s = sets[name]["scorers"][d]
         slug = name.lower().replace(" ", "-")
-        targets.append(_target(f"near-far-{slug}-auroc ({d})", s["auroc"], 0.999))
-        targets.append(_target(f"near-far-{slug}-fpr-at-95-tpr ({d})", s["fpr_at_95_tpr"], 0.005, "max"))
+        targets.append(target_line(f"near-far-{slug}-auroc ({d})", s["auroc"], 0.999))
+        targets.append(target_line(f"near-far-{slug}-fpr-at-95-tpr ({d})", s["fpr_at_95_tpr"], 0.005, "max"))
     return {"sets": sets, "decision_scorer": d, "near": list(NEAR), "far": list(FAR), "targets": targets}
 
 

@@ -99,3 +99,13 @@ def write_report(
 ) -> Path:
     """Write ``report.html`` atomically."""
     return atomic_write_text(path, render_report(metrics, figures, config))
+
+
+def target_line(
+    name: str, value: float, goal: float, direction: str = "min", fmt: str = ".5f", unit: str = ""
+) -> str:
+    """``target <name>: <measured> (goal <sign> <goal>) ok|short``; ``direction`` is ``min``
+    (at least the goal) or ``max`` (at most)."""
+    ok = value <= goal if direction == "max" else value >= goal
+    sign = "<=" if direction == "max" else ">="
+    return f"target {name}: {value:{fmt}}{unit} (goal {sign} {goal:g}{unit}) {'ok' if ok else 'short'}"

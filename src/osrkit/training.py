@@ -181,6 +181,16 @@ def make_optimizer(
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
+def classifier_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy of the classifier's logits (in float32, also under bf16 autocast)."""
+    return F.cross_entropy(model(x).float(), y)
+
+
+def autoencoder_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared reconstruction error (in float32, also under bf16 autocast)."""
+    return F.mse_loss(model(x).float(), x)
+
+
 def train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -191,9 +201,11 @@ def train_epoch(
     batches: Iterable[torch.Tensor],
     gen: torch.Generator,
     cfg: TrainConfig,
+    on_step: Callable[[float], None] | None = None,
 ) -> float:
     """One pass over ``batches`` (index tensors into the in-memory uint8 ``images``):
-    slice, convert and augment whole batches, then step. Returns the mean loss.
+    slice, convert and augment whole batches, then step. Returns the mean loss;
+    ``on_step`` receives the running mean after every step (for a progress bar).
 
     The fast paths of ``cfg`` apply: channels-last tensors and bfloat16 autocast.
     """
@@ -211,8 +223,8 @@ def train_epoch(
         sched.step()
         total += loss.item() * len(idx)
         count += len(idx)
-        if hasattr(batches, "set_postfix"):
-            batches.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        if on_step is not None:
+            on_step(total / count)
     return total / max(count, 1)
 
 
@@ -257,7 +269,18 @@ def _fit(
             leave=False,
             unit="batch",
         )
-        train_loss = train_epoch(model, opt, sched, images, labels, loss_fn, bar, gen, cfg)
+        train_loss = train_epoch(
+            model,
+            opt,
+            sched,
+            images,
+            labels,
+            loss_fn,
+            bar,
+            gen,
+            cfg,
+            on_step=lambda loss, bar=bar: bar.set_postfix(loss=f"{loss:.4f}", refresh=False),
+        )
         model.eval()
         with autocast(cfg.use_bf16):
             metric = validate(model)
@@ -324,9 +347,6 @@ def train_classifier(
 ) -> dict:
     """Train with cross-entropy; keep the weights with the lowest validation error."""
 
-    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return F.cross_entropy(m(x).float(), y)
-
     def validate(m: nn.Module) -> float:
         logits = _predict_batched(m, val_images, cfg.memory_format)
         err = (logits.argmax(1) != val_labels).float().mean().item()
@@ -334,7 +354,17 @@ def train_classifier(
         return err + 1e-6 * F.cross_entropy(logits, val_labels).item()
 
     return _fit(
-        model, "classifier", images, labels, loss_fn, validate, cfg.epochs, cfg.lr, cfg, checkpoint, progress
+        model,
+        "classifier",
+        images,
+        labels,
+        classifier_loss,
+        validate,
+        cfg.epochs,
+        cfg.lr,
+        cfg,
+        checkpoint,
+        progress,
     )
 
 
@@ -348,9 +378,6 @@ def train_autoencoder(
 ) -> dict:
     """Train to reconstruct the known training images; keep the lowest validation MSE."""
 
-    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return F.mse_loss(m(x).float(), x)
-
     def validate(m: nn.Module) -> float:
         return _predict_batched(m.reconstruction_error, val_images, cfg.memory_format).mean().item()
 
@@ -359,7 +386,7 @@ def train_autoencoder(
         "autoencoder",
         images,
         None,
-        loss_fn,
+        autoencoder_loss,
         validate,
         cfg.ae_epochs,
         cfg.ae_lr,
