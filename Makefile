@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 OUT    ?= runs/latest
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench bench-ablation bench-speed benchmark-all clean
+.PHONY: run test test-slow lint bench bench-ablation bench-speed bench-cifar benchmark-all clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "osrkit needs Python 3.11+")'
@@ -38,6 +38,9 @@ bench-ablation: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(BIN)/osrkit bench speed --compare-training --compile --out benchmarks/results
+
+bench-cifar: $(STAMP)
+	$(BIN)/python benchmarks/cifar_split0.py
 
 benchmark-all: $(STAMP)
 	$(BIN)/osrkit benchmark all --out benchmarks/results

@@ -55,3 +55,25 @@ def test_seeded_generator_is_reproducible():
 def test_bad_values(rot, flip):
     with pytest.raises(ConfigError):
         Augmentation(rot, flip)
+
+
+def test_crop_shifts_each_image_by_at_most_the_padding():
+    x = torch.zeros(64, 3, 20, 24)
+    x[:, :, 8:12, 10:14] = torch.tensor([0.2, 0.5, 1.0]).view(1, 3, 1, 1)  # a colour block
+    y = Augmentation(0, 0, crop_padding=3)(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    torch.testing.assert_close(y.sum((2, 3)), x.sum((2, 3)))  # the block stays whole, colours kept
+    shifts = set()
+    for img in y:
+        rows, cols = img[2].nonzero(as_tuple=True)
+        dy, dx = int(rows.min()) - 8, int(cols.min()) - 10
+        assert abs(dy) <= 3 and abs(dx) <= 3
+        torch.testing.assert_close(img, x[0].roll((dy, dx), (1, 2)))  # a pure shift
+        shifts.add((dy, dx))
+    assert len(shifts) > 10  # random per image
+
+
+@pytest.mark.parametrize("padding", [-1, 65, 1.5])
+def test_bad_crop_padding(padding):
+    with pytest.raises(ConfigError, match="crop padding"):
+        Augmentation(0, 0, crop_padding=padding)

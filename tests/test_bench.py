@@ -28,10 +28,10 @@ def test_conventional_dataset_is_per_sample_and_matches_without_augmentation():
     plain = ConventionalDataset(data.images, data.labels, TrainConfig(rotation_degrees=0, hflip_prob=0))
     x, y = plain[3]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32
-    torch.testing.assert_close(x[0], data.images[3].float() / 255)
+    torch.testing.assert_close(x, data.images[3].float() / 255)  # images are (N, 1, 28, 28)
     assert y == data.labels[3]
     flipped = ConventionalDataset(data.images, data.labels, TrainConfig(rotation_degrees=0, hflip_prob=1))
-    torch.testing.assert_close(flipped[3][0][0], data.images[3].flip(-1).float() / 255)
+    torch.testing.assert_close(flipped[3][0], data.images[3].flip(-1).float() / 255)
     rotated = ConventionalDataset(data.images, data.labels, TrainConfig(rotation_degrees=30, hflip_prob=0))
     torch.manual_seed(0)
     assert not torch.equal(rotated[3][0], x) and 0 <= rotated[3][0].min() <= rotated[3][0].max() <= 1

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from osrkit.data.catalog import load_cifar10
+from osrkit.data.catalog import load_cifar10, load_dataset
 from osrkit.data.cifar import CLASSES, read_cifar10_test, read_cifar_batch
+from osrkit.data.spec import CIFAR10_SPEC, MNIST_SPEC
 from osrkit.errors import ChecksumError, DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -190,14 +191,27 @@ def write_png_layout(root, per_class):
 def test_read_cifar10_test_png_folder(tmp_path):
     per_class = [1, 2] * 5
     expected = write_png_layout(tmp_path, per_class)
-    data = read_cifar10_test(tmp_path)
+    data = read_cifar10_test(tmp_path)  # by default the seed's 1x28x28 grayscale
     assert len(data) == sum(per_class)
-    assert tuple(data.images.shape) == (len(expected), 28, 28)
+    assert tuple(data.images.shape) == (len(expected), 1, 28, 28)
     assert data.images.dtype == torch.uint8
     assert data.class_names == CLASSES
     assert data.labels.tolist() == [k for k, _ in expected]
-    assert data.images[:, 0, 0].tolist() == [v for _, v in expected]  # gray stays gray
+    assert data.images[:, 0, 0, 0].tolist() == [v for _, v in expected]  # gray stays gray
     assert data.class_counts() == dict(zip(CLASSES, per_class))
+
+
+def test_read_cifar10_test_png_folder_in_colour(tmp_path):
+    per_class = [1, 2] * 5
+    expected = write_png_layout(tmp_path, per_class)
+    for spec_arg in [{"spec": None}, {"spec": CIFAR10_SPEC}]:
+        data = read_cifar10_test(tmp_path, **spec_arg)
+        assert tuple(data.images.shape) == (len(expected), 3, 32, 32)
+        assert data.labels.tolist() == [k for k, _ in expected]
+        assert data.images[:, :, 5, 7].tolist() == [[v, v, v] for _, v in expected]
+    data = load_cifar10(root=tmp_path)  # the default is colour
+    assert tuple(data.images.shape) == (len(expected), 3, 32, 32)
+    assert data.spec == CIFAR10_SPEC
 
 
 def test_read_cifar10_test_png_folder_missing_class(tmp_path):
@@ -226,8 +240,46 @@ def test_read_cifar10_test_wrong_md5(tmp_path):
     assert TEST_BATCH_MD5 in str(info.value)
 
 
-def test_load_cifar10_only_test_split(tmp_path):
-    with pytest.raises(DataError, match="test"):
+@pytest.mark.parametrize("split", ["val", "TEST", ""])
+def test_load_cifar10_unknown_split(tmp_path, split):
+    with pytest.raises(DataError, match="train and test splits"):
+        load_cifar10(split, root=tmp_path)
+
+
+def write_colour_batches(root, names, n=2):
+    """Python batches ``names`` whose image i of batch b has R=10+10*b+i, G=100+i, B=200+i."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for b, name in enumerate(names):
+        rows = np.empty((n, 3072), dtype=np.uint8)
+        for i in range(n):
+            rows[i, :1024], rows[i, 1024:2048], rows[i, 2048:] = 10 + 10 * b + i, 100 + i, 200 + i
+        labels = [(b + i) % 10 for i in range(n)]
+        (folder / name).write_bytes(pickle.dumps({b"data": rows, b"labels": labels}, protocol=4))
+
+
+def test_load_cifar10_train_split_from_batches(tmp_path):
+    names = [f"data_batch_{i}" for i in range(1, 6)]
+    write_colour_batches(tmp_path, names)
+    data = load_cifar10("train", root=tmp_path)
+    assert tuple(data.images.shape) == (10, 3, 32, 32)
+    assert data.class_names == CLASSES
+    assert data.labels.tolist() == [(b + i) % 10 for b in range(5) for i in range(2)]
+    assert data.images[:, :, 31, 31].tolist() == [
+        [10 + 10 * b + i, 100 + i, 200 + i] for b in range(5) for i in range(2)
+    ]
+    gray = load_cifar10("train", root=tmp_path, spec=MNIST_SPEC)
+    assert tuple(gray.images.shape) == (10, 1, 28, 28)
+    luma = round(0.299 * 10 + 0.587 * 100 + 0.114 * 200)  # image 0: (10, 100, 200)
+    assert abs(int(gray.images[0, 0, 14, 14]) - luma) <= 1
+    # load_dataset: cifar10:train in colour by default, the seed's grayscale with MNIST_SPEC
+    assert load_dataset("cifar10:train", root=tmp_path).images.shape == (10, 3, 32, 32)
+    assert load_dataset("cifar10:train", root=tmp_path, input_spec=MNIST_SPEC).images.shape == (10, 1, 28, 28)
+
+
+def test_load_cifar10_train_split_incomplete(tmp_path):
+    write_colour_batches(tmp_path, ["data_batch_1", "data_batch_2"])
+    with pytest.raises(DataError, match="data_batch_5"):
         load_cifar10("train", root=tmp_path)
 
 
@@ -237,11 +289,16 @@ def test_load_cifar10_real():
         pytest.skip(f"real CIFAR-10 PNG folder not found at {folder}")
     data = load_cifar10(root=SHARED_DATA)
     assert len(data) == 10000
-    assert tuple(data.images.shape) == (10000, 28, 28)
+    assert tuple(data.images.shape) == (10000, 3, 32, 32)
     assert data.images.dtype == torch.uint8
     assert data.class_names == CLASSES
     assert data.class_counts() == dict.fromkeys(CLASSES, 1000)
-    assert abs(float(data.as_float().mean()) - 0.48) < 0.02
+    # per-channel means of the CIFAR-10 test set: 0.494, 0.485, 0.450
+    means = data.as_float().mean(dim=(0, 2, 3)).tolist()
+    assert means == pytest.approx([0.494, 0.485, 0.450], abs=0.01)
+    gray = load_dataset("cifar10", root=SHARED_DATA, input_spec=MNIST_SPEC)
+    assert tuple(gray.images.shape) == (10000, 1, 28, 28)
+    assert abs(float(gray.as_float().mean()) - 0.48) < 0.02
     names = [Path(p).name for p in data.paths]
     first = names.index("00000.png")
     assert data.class_names[int(data.labels[first])] == "cat"

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from osrkit import OpenSetRecognizer, load_dataset
+from osrkit.data.spec import MNIST_SPEC
 from osrkit.errors import ConfigError, ModelFormatError
-from osrkit.export import OUTPUT_NAMES, OnnxRecognizer, export_onnx
+from osrkit.export import ONNX_FORMAT_VERSION, OUTPUT_NAMES, OnnxRecognizer, export_onnx
 from osrkit.runtime import FastPaths
 from osrkit.scorers import SCORERS
 
@@ -122,6 +123,9 @@ def test_graph_has_dynamic_batch_typed_outputs_and_metadata(exported, fitted):
     assert meta["decision_scorer"] == "combined"
     assert meta["scorers"]["combined"]["medians"] == fitted.scorers_["combined"].get_state()["medians"]
     assert meta["osrkit_version"] and meta["osrkit_format"] == "osrkit-onnx"
+    assert meta["osrkit_format_version"] == ONNX_FORMAT_VERSION == 2
+    assert meta["input_spec"] == fitted.input_spec_.to_dict() == MNIST_SPEC.to_dict()
+    assert exported.onnx.input_spec == MNIST_SPEC
     backend = exported.onnx
     assert backend.class_names == fitted.class_names
     assert backend.scorer_names == list(fitted.scorers_)
@@ -208,6 +212,27 @@ def test_onnx_recognizer_refuses_what_it_cannot_run(exported, tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ConfigError, match="needs the onnx extra"):
         OnnxRecognizer(exported.path)
+
+
+def test_format_1_export_still_loads(exported, tmp_path):
+    """An export of ONNX format 1 (``preprocessing`` in the metadata, no ``input_spec``)
+    runs as the 1x28x28 grayscale model it is."""
+    model = onnx.load(str(exported.path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    del meta["input_spec"]
+    meta["osrkit_format_version"] = json.dumps(1)
+    meta["preprocessing"] = json.dumps({"size": [28, 28], "channels": 1, "invert": False})
+    onnx.helper.set_model_props(model, meta)
+    onnx.save(model, str(tmp_path / "v1.onnx"))
+    old = OnnxRecognizer(tmp_path / "v1.onnx")
+    assert old.input_spec == MNIST_SPEC
+    x = probe_images()
+    np.testing.assert_array_equal(old.run(x)["label"], exported.onnx.run(x)["label"])
+    meta["osrkit_format_version"] = json.dumps(ONNX_FORMAT_VERSION + 1)
+    onnx.helper.set_model_props(model, meta)
+    onnx.save(model, str(tmp_path / "future.onnx"))
+    with pytest.raises(ModelFormatError, match="format version"):
+        OnnxRecognizer(tmp_path / "future.onnx")
 
 
 def write_images(folder: Path) -> list[Path]:

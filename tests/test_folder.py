@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from osrkit.data.folder import list_images, load_images, read_image_folder
+from osrkit.data.folder import infer_spec, list_images, load_images, read_image_folder
+from osrkit.data.spec import MNIST_SPEC, InputSpec
 from osrkit.errors import DataError
 
 
@@ -21,8 +22,14 @@ def save(path, value, size=(28, 28), mode="L"):
     return path
 
 
+def save_colour(path, rgb, size=(28, 28)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, rgb).save(path)
+    return path
+
+
 def first_pixels(data):
-    return data.images[:, 0, 0].tolist()
+    return data.images[:, 0, 0, 0].tolist()
 
 
 def test_classes_labels_and_images(tmp_path):
@@ -34,7 +41,9 @@ def test_classes_labels_and_images(tmp_path):
     assert data.class_names == ["apple", "mango", "zebra"]
     assert data.labels.tolist() == [0, 0, 1, 2]
     assert data.labels.dtype == torch.int64
-    assert tuple(data.images.shape) == (4, 28, 28)
+    # mixed sizes, no colour: one gray channel, a square of the median shorter side (28)
+    assert tuple(data.images.shape) == (4, 1, 28, 28)
+    assert data.spec is not None and data.spec.shape == (1, 28, 28)
     assert data.images.dtype == torch.uint8
     assert first_pixels(data)[0] == 20
     assert first_pixels(data)[2:] == [40, 10]
@@ -177,6 +186,54 @@ def test_list_images_and_load_images(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in files] == ["a/2.png", "a/10.png", "b/3.png"]
     arr = load_images(files)
     assert arr.dtype == np.uint8
-    assert arr.shape == (3, 28, 28)
-    assert arr[:, 0, 0].tolist() == [2, 10, 3]
-    assert load_images([]).shape == (0, 28, 28)
+    assert arr.shape == (3, 1, 28, 28)
+    assert arr[:, 0, 0, 0].tolist() == [2, 10, 3]
+    assert load_images([]).shape == (0, 1, 28, 28)
+    rgb = load_images(files, spec=InputSpec(3, 16, 12))
+    assert rgb.shape == (3, 3, 16, 12)
+    assert rgb[:, :, 0, 0].tolist() == [[2, 2, 2], [10, 10, 10], [3, 3, 3]]
+    assert load_images(files, invert=True)[:, 0, 0, 0].tolist() == [253, 245, 252]
+
+
+def test_empty_class_folder_named(tmp_path):
+    save(tmp_path / "a" / "1.png", 1)
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(DataError, match="empty_class"):
+        read_image_folder(tmp_path)
+
+
+def test_colour_folder_read_in_colour_at_its_own_size(tmp_path):
+    save_colour(tmp_path / "red" / "1.png", (200, 10, 30), size=(20, 16))
+    save(tmp_path / "gray" / "1.png", 90, size=(20, 16))
+    data = read_image_folder(tmp_path)
+    assert data.class_names == ["gray", "red"]
+    assert tuple(data.images.shape) == (2, 3, 16, 20)
+    assert data.spec == InputSpec(3, 16, 20)
+    assert data.images[0, :, 0, 0].tolist() == [90, 90, 90]  # grayscale repeated in RGB
+    assert data.images[1, :, 0, 0].tolist() == [200, 10, 30]
+
+
+def test_spec_argument_gives_the_old_grayscale_28(tmp_path):
+    save_colour(tmp_path / "red" / "1.png", (200, 10, 30), size=(20, 16))
+    data = read_image_folder(tmp_path, spec=MNIST_SPEC)
+    assert tuple(data.images.shape) == (1, 1, 28, 28)
+    luma = round(0.299 * 200 + 0.587 * 10 + 0.114 * 30)
+    assert abs(int(data.images[0, 0, 14, 14]) - luma) <= 1
+
+
+def test_infer_spec(tmp_path):
+    gray = [save(tmp_path / "g" / f"{i}.png", i, size=(30, 24)) for i in range(3)]
+    assert infer_spec(gray) == InputSpec(1, 24, 30)
+    colour = save_colour(tmp_path / "c.png", (1, 2, 3), size=(30, 24))
+    assert infer_spec([*gray, colour]).channels == 3
+    gray_rgb = save(tmp_path / "gray_rgb.png", 7, size=(30, 24), mode="RGB")
+    assert infer_spec([*gray, gray_rgb]).channels == 1  # RGB file, but no colour in it
+    big = [save(tmp_path / "b" / f"{i}.png", i, size=(300, 200 + i)) for i in range(3)]
+    spec = infer_spec(big)
+    assert (spec.height, spec.width) == (64, 64)
+    assert spec.resize == "shorter_side_crop"
+    mixed = [save(tmp_path / "m" / f"{i}.png", i, size=(41 + i, 50)) for i in range(3)]
+    spec = infer_spec(mixed)  # median shorter side 42 -> a multiple of 4
+    assert (spec.height, spec.width) == (40, 40)
+    with pytest.raises(DataError):
+        infer_spec([])

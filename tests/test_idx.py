@@ -12,6 +12,7 @@ import torch
 
 from osrkit.data.catalog import load_idx_dataset
 from osrkit.data.idx import parse_idx, read_idx, write_idx
+from osrkit.data.spec import MNIST_SPEC, InputSpec
 from osrkit.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -177,7 +178,8 @@ def counts(imageset):
 def test_mnist_train_real():
     root = shared_root("MNIST", "raw")
     data = load_idx_dataset("mnist", "train", root=root)
-    assert tuple(data.images.shape) == (60000, 28, 28)
+    assert tuple(data.images.shape) == (60000, 1, 28, 28)
+    assert data.spec == MNIST_SPEC
     assert data.images.dtype == torch.uint8
     assert data.labels.dtype == torch.int64
     assert counts(data) == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -188,7 +190,7 @@ def test_mnist_train_real():
 def test_mnist_test_real():
     root = shared_root("MNIST", "raw")
     data = load_idx_dataset("mnist", "test", root=root)
-    assert tuple(data.images.shape) == (10000, 28, 28)
+    assert tuple(data.images.shape) == (10000, 1, 28, 28)
     assert data.images.dtype == torch.uint8
     assert counts(data) == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -199,7 +201,17 @@ def test_mnist_test_real():
 def test_other_test_sets_real(name, folder):
     root = shared_root(folder, "raw")
     data = load_idx_dataset(name, "test", root=root)
-    assert tuple(data.images.shape) == (10000, 28, 28)
+    assert tuple(data.images.shape) == (10000, 1, 28, 28)
     assert data.images.dtype == torch.uint8
     assert counts(data) == [1000] * 10
     assert len(data.class_names) == 10
+
+
+def test_mnist_test_real_brought_to_a_colour_spec():
+    root = shared_root("MNIST", "raw")
+    gray = load_idx_dataset("mnist", "test", root=root)
+    rgb = load_idx_dataset("mnist", "test", root=root, spec=InputSpec(3, 28, 28))
+    assert tuple(rgb.images.shape) == (10000, 3, 28, 28)
+    assert rgb.labels.tolist() == gray.labels.tolist()
+    for c in range(3):  # grayscale repeated in every channel, pixels unchanged
+        assert torch.equal(rgb.images[:100, c], gray.images[:100, 0])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from osrkit.data.imageset import ImageSet
+from osrkit.data.spec import CIFAR10_SPEC, MNIST_SPEC, InputSpec
 from osrkit.errors import DataError
 
 CLASSES = ["a", "b", "c"]
@@ -22,7 +23,7 @@ def make_set(n=10, with_paths=True):
 
 def ids(data):
     """The image ids (fill values) of a set made by make_set."""
-    return data.images[:, 0, 0].tolist()
+    return data.images[:, 0, 0, 0].tolist()
 
 
 def assert_aligned(data):
@@ -52,10 +53,26 @@ def test_non_uint8_images_rejected(dtype):
         ImageSet(torch.zeros(3, 28, 28, dtype=dtype), torch.zeros(3, dtype=torch.int64), CLASSES, "bad")
 
 
-@pytest.mark.parametrize("shape", [(3, 1, 28, 28), (28, 28)])
-def test_wrong_ndim_rejected(shape):
+@pytest.mark.parametrize("shape", [(3, 2, 28, 28), (3, 4, 28, 28), (28, 28), (3, 1, 1, 28, 28)])
+def test_wrong_shape_rejected(shape):
+    """Only (N, H, W) or (N, C, H, W) with C 1 (grayscale) or 3 (RGB) are images."""
     with pytest.raises(DataError, match="shape"):
         ImageSet(torch.zeros(shape, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), CLASSES)
+
+
+def test_grayscale_nhw_stored_with_one_channel():
+    images = torch.arange(3, dtype=torch.uint8).view(3, 1, 1).expand(3, 28, 28).contiguous()
+    data = ImageSet(images, torch.zeros(3, dtype=torch.int64), CLASSES)
+    assert tuple(data.images.shape) == (3, 1, 28, 28)
+    assert data.shape == (1, 28, 28)
+    assert torch.equal(data.images[:, 0], images)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28), (3, 3, 32, 32), (3, 3, 20, 40)])
+def test_nchw_accepted(shape):
+    data = ImageSet(torch.zeros(shape, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), CLASSES)
+    assert tuple(data.images.shape) == shape
+    assert data.shape == shape[1:]
 
 
 @pytest.mark.parametrize("labels", [torch.zeros(2, dtype=torch.int64), torch.zeros(4), torch.zeros(3, 1)])
@@ -143,7 +160,18 @@ def test_as_float():
     assert torch.allclose(x[:, 0], images.float() / 255.0)
     assert float(x[0, 0, 1, 0]) == pytest.approx(0.2)
     assert data.images.dtype == torch.uint8  # the stored images are not modified
-    assert int(data.images[0, 0, 1]) == 255
+    assert int(data.images[0, 0, 0, 1]) == 255
+
+
+def test_as_float_colour():
+    images = torch.zeros(2, 3, 8, 6, dtype=torch.uint8)
+    images[:, 0] = 255
+    images[:, 2] = 51
+    x = ImageSet(images, torch.zeros(2, dtype=torch.int64), CLASSES).as_float()
+    assert tuple(x.shape) == (2, 3, 8, 6)
+    assert torch.equal(x[:, 0], torch.ones(2, 8, 6))
+    assert torch.equal(x[:, 1], torch.zeros(2, 8, 6))
+    assert float(x[1, 2, 7, 5]) == pytest.approx(0.2)
 
 
 def test_class_counts():
@@ -166,3 +194,24 @@ def test_subset_boolean_mask_selects_positions_and_paths():
 def test_paths_length_mismatch_rejected():
     with pytest.raises(DataError, match="paths"):
         ImageSet(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3), ["a"], paths=["x", "y"])
+
+
+def test_to_spec_converts_channels_and_size_and_keeps_labels():
+    gray = make_set(4)
+    assert gray.to_spec(MNIST_SPEC) is gray  # already in that spec
+    rgb = gray.to_spec(InputSpec(3, 32, 32))
+    assert tuple(rgb.images.shape) == (4, 3, 32, 32)
+    assert rgb.spec == InputSpec(3, 32, 32)
+    assert rgb.labels.tolist() == gray.labels.tolist()
+    assert rgb.paths == gray.paths
+    # a uniform gray image stays uniform and equal in every channel
+    assert rgb.images[2].unique().tolist() == [2]
+    assert gray.images.shape == (4, 1, 28, 28)  # the original is unchanged
+
+
+def test_spec_dropped_when_it_does_not_match_the_images():
+    images = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    labels = torch.zeros(2, dtype=torch.int64)
+    assert ImageSet(images, labels, CLASSES, spec=MNIST_SPEC).spec == MNIST_SPEC
+    assert ImageSet(images, labels, CLASSES, spec=CIFAR10_SPEC).spec is None
+    assert ImageSet(images, labels, CLASSES, spec=MNIST_SPEC).subset(slice(0, 1)).spec == MNIST_SPEC

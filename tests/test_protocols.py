@@ -24,7 +24,7 @@ from .conftest import synthetic_set
 
 def test_uniform_noise_is_seeded_uniform_uint8():
     a, b = uniform_noise(2000, seed=3), uniform_noise(2000, seed=3)
-    assert a.images.shape == (2000, 28, 28) and a.images.dtype == torch.uint8
+    assert a.images.shape == (2000, 1, 28, 28) and a.images.dtype == torch.uint8
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, uniform_noise(2000, seed=4).images)
     x = a.images.float() / 255
     assert abs(x.mean().item() - 0.5) < 0.01 and abs(x.var().item() - 1 / 12) < 0.005
@@ -39,9 +39,11 @@ def test_gaussian_noise_is_clipped_normal():
 
 def test_mnist_noise_replaces_only_zero_pixels():
     data = synthetic_set(50)
-    data.images[:, :2] = 0  # make sure there are zero pixels
+    data.images[:, :, :2] = 0  # make sure there are zero pixels (the first two rows)
     noisy = mnist_noise(data, seed=0)
     keep = data.images != 0
+    assert keep.any() and (~keep).any()
+    assert noisy.images.shape == data.images.shape
     assert torch.equal(noisy.images[keep], data.images[keep])
     assert torch.equal(noisy.labels, data.labels) and noisy.name == "MNIST-Noise"
     replaced = noisy.images[~keep].float() / 255
@@ -81,7 +83,8 @@ def test_omniglot_is_inverted_to_white_strokes_on_black(tmp_path):
     _omniglot_folder(tmp_path)
     data = load_dataset("omniglot", tmp_path)
     assert len(data) == 6 and data.class_names == ["Alphabet0", "Alphabet1"]
-    img = data.images[0]
+    assert tuple(data.images.shape) == (6, 1, 28, 28)  # the seed's 1x28x28, not the pages' 105x105
+    img = data.images[0, 0]
     assert img[0, 0] == 0 and img[:, 13:16].max() > 200  # black background, bright stroke
 
 

@@ -7,8 +7,11 @@ import torch
 from PIL import Image
 
 from osrkit import UNKNOWN, OpenSetRecognizer
+from osrkit.data.spec import InputSpec
 from osrkit.errors import ConfigError, DataError, ModelFormatError
-from osrkit.recognizer import FORMAT_VERSION, as_input_tensor
+from osrkit.models import create_backbone
+from osrkit.persistence import FORMAT_VERSION
+from osrkit.recognizer import as_input_tensor
 from osrkit.scorers import SCORERS, FusionScorer, is_fusion
 from osrkit.training import stratified_split
 
@@ -115,12 +118,23 @@ def test_save_and_load_give_bit_identical_scores(fitted, tmp_path):
         "scorers.safetensors",
     ]
     cfg = json.loads((path / "config.json").read_text())
-    assert cfg["format_version"] == FORMAT_VERSION == 2
+    assert cfg["format_version"] == FORMAT_VERSION == 3
     assert cfg["class_names"] == fitted.class_names
     assert list(cfg["scorers"]) == list(SCORERS)
     assert cfg["scorers"]["knn"]["k"] == 5
     assert cfg["thresholds"] == fitted.thresholds_
-    assert cfg["preprocessing"]["size"] == [28, 28] and "torch" in cfg["versions"]
+    assert "torch" in cfg["versions"]
+    spec = cfg["input_spec"]
+    assert (spec["channels"], spec["height"], spec["width"]) == (1, 28, 28)
+    assert spec["mean"] is None and spec["invert"] is False
+    assert cfg["backbone"]["name"] == "small_cnn" and cfg["backbone"]["pretrained"] is False
+    # the backbone's name and options rebuild the same architecture
+    rebuilt = create_backbone("small_cnn", InputSpec(1, 28, 28), 10, **cfg["backbone"]["options"])
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in fitted.classifier_.state_dict().items()
+    }
+    assert cfg["autoencoder"]["latent_dim"] == fitted.autoencoder_.config.latent_dim
+    assert "classifier" not in cfg and "preprocessing" not in cfg  # the format-2 keys
     loaded = OpenSetRecognizer.from_pretrained(path)
     x = torch.cat(
         [
@@ -136,11 +150,27 @@ def test_save_and_load_give_bit_identical_scores(fitted, tmp_path):
     np.testing.assert_array_equal(fitted.predict(x), loaded.predict(x))
 
 
+LEGACY_PREPROCESSING = {
+    "size": [28, 28],
+    "channels": 1,
+    "grayscale": "ITU-R 601-2 luma (Pillow convert('L'))",
+    "resize": "bilinear, antialiased (Pillow resize)",
+    "scale": "uint8 / 255 -> [0, 1]",
+    "invert": False,
+}
+
+
 def write_version_1(fitted, path):
-    """A model folder as the seed (format version 1) wrote it."""
+    """A model folder as the seed (format version 1) wrote it: ``classifier`` and
+    ``preprocessing`` entries instead of ``backbone`` and ``input_spec``, only the three
+    seed scorers and no scorers.safetensors (the weights files are the same)."""
     fitted.save_pretrained(path)
     cfg = json.loads((path / "config.json").read_text())
     seed_scorers = ("msp", "reconstruction", "combined")
+    del cfg["backbone"]
+    cfg["classifier"] = fitted.classifier_.config.to_dict()  # num_classes, channels, feature_dim, dropout
+    cfg["preprocessing"] = LEGACY_PREPROCESSING
+    del cfg["input_spec"]
     cfg["format_version"] = 1
     cfg["scorers"] = {k: cfg["scorers"][k] for k in seed_scorers}
     cfg["thresholds"] = {k: cfg["thresholds"][k] for k in seed_scorers}
@@ -160,9 +190,13 @@ def test_version_1_folder_still_loads(fitted, tmp_path):
     np.testing.assert_array_equal(fitted.predict(x), loaded.predict(x))
     with pytest.raises(ConfigError, match="unknown scorer 'knn'"):
         loaded.predict(x, "knn")
-    again = OpenSetRecognizer.from_pretrained(loaded.save_pretrained(tmp_path / "v2"))  # saved as v2
+    # saved again, it is a folder of the current format
+    again = OpenSetRecognizer.from_pretrained(loaded.save_pretrained(tmp_path / "v3"))
+    assert json.loads((tmp_path / "v3" / "config.json").read_text())["format_version"] == FORMAT_VERSION
     assert list(again.scorers_) == list(loaded.scorers_)
-    assert not (tmp_path / "v2" / "scorers.safetensors").exists()
+    assert not (tmp_path / "v3" / "scorers.safetensors").exists()
+    for name, s in again.score_all(x).items():
+        np.testing.assert_array_equal(s, a[name], err_msg=name)
 
 
 def test_from_pretrained_needs_what_the_config_lists(fitted, tmp_path):
@@ -220,8 +254,12 @@ def test_corrupt_weights_are_reported(fitted, tmp_path):
 
 
 def test_unfitted_recognizer_refuses_to_predict():
-    with pytest.raises(ConfigError, match="not fitted"):
-        OpenSetRecognizer().predict(torch.zeros(1, 1, 28, 28))
+    model = OpenSetRecognizer()
+    assert model.classifier_ is None and model.autoencoder_ is None  # no networks before fit
+    with pytest.raises(ConfigError, match=r"call fit\(\) or from_pretrained\(\) first"):
+        model.predict(torch.zeros(1, 1, 28, 28))
+    with pytest.raises(ConfigError, match=r"call fit\(\) or from_pretrained\(\) first"):
+        model.score_samples(torch.zeros(1, 1, 28, 28))
 
 
 def test_input_coercion(tmp_path):
@@ -231,18 +269,48 @@ def test_input_coercion(tmp_path):
     Image.new("RGB", (50, 40), (255, 0, 0)).save(tmp_path / "a.png")
     x = as_input_tensor([tmp_path / "a.png", Image.new("L", (28, 28))])
     assert x.shape == (2, 1, 28, 28)
+    red_luma = round(0.299 * 255) / 255
+    assert abs(float(x[0, 0, 14, 14]) - red_luma) <= 1 / 255
+    for one_path in (str(tmp_path / "a.png"), tmp_path / "a.png"):  # a single path is one image
+        torch.testing.assert_close(as_input_tensor(one_path), x[:1], rtol=0, atol=0)
+
+
+def test_input_coercion_colour_array_for_a_grayscale_model(caplog):
+    rgb = torch.zeros(2, 3, 28, 28, dtype=torch.uint8)
+    rgb[:, 0] = 255  # pure red
+    with caplog.at_level("WARNING"):
+        x = as_input_tensor(rgb)
+    assert x.shape == (2, 1, 28, 28)
+    assert torch.all((x * 255).round() == round(0.299 * 255))  # ITU-R 601-2 luma
+    assert "converting 3-channel images" in caplog.text
+
+
+def test_input_coercion_for_a_colour_spec(tmp_path):
+    spec = InputSpec(3, 32, 32)
+    Image.new("RGB", (50, 40), (255, 0, 0)).save(tmp_path / "a.png")
+    x = as_input_tensor([tmp_path / "a.png", Image.new("L", (10, 10), 51)], spec)
+    assert x.shape == (2, 3, 32, 32)
+    assert x[0, :, 16, 16].tolist() == [1.0, 0.0, 0.0]
+    torch.testing.assert_close(x[1], torch.full((3, 32, 32), 0.2))
+    gray = torch.full((2, 1, 32, 32), 255, dtype=torch.uint8)
+    assert torch.equal(as_input_tensor(gray, spec), torch.ones(2, 3, 32, 32))
+    with pytest.raises(DataError, match=r"\(N, 3, 32, 32\) for this model"):
+        as_input_tensor(torch.zeros(2, 3, 28, 28), spec)
 
 
 @pytest.mark.parametrize(
     "bad, message",
     [
         (torch.full((1, 1, 28, 28), float("nan")), "NaN"),
-        (torch.zeros(1, 3, 28, 28), "shape"),
+        (torch.zeros(1, 2, 28, 28), "shape"),
+        (torch.zeros(1, 1, 32, 32), r"\(N, 1, 28, 28\) for this model"),
         (torch.zeros(2, 32, 32), "shape"),
         (torch.full((1, 28, 28), 2.0), r"\[0, 1\]"),
         (torch.zeros(1, 28, 28, dtype=torch.int32), "uint8"),
         ([], "no images"),
-        ("a string", "cannot read images"),
+        ("no/such/image.png", "does not exist"),  # a single path is read as one image
+        ({"a": 1}, "cannot read images"),
+        (np.array([object()]), "cannot read images"),
     ],
 )
 def test_bad_inputs_are_reported(bad, message):
@@ -281,7 +349,15 @@ def test_fit_resume_refuses_checkpoint_from_other_data(tmp_path):
             lambda cfg: cfg | {"scorers": {k: v for k, v in cfg["scorers"].items() if k != "combined"}},
             "lacks",
         ),
-        (lambda cfg: cfg | {"classifier": cfg["classifier"] | {"feature_dim": 7}}, "damaged"),
+        (
+            lambda cfg: (
+                cfg
+                | {"backbone": cfg["backbone"] | {"options": cfg["backbone"]["options"] | {"feature_dim": 7}}}
+            ),
+            "damaged",
+        ),
+        (lambda cfg: cfg | {"backbone": cfg["backbone"] | {"name": "no_such_net"}}, "no_such_net"),
+        (lambda cfg: cfg | {"input_spec": cfg["input_spec"] | {"channels": 2}}, "damaged"),
     ],
 )
 def test_damaged_config_is_reported(fitted, tmp_path, edit, message):

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data.catalog import load_dataset
+from .data.spec import MNIST_SPEC
 from .errors import ConfigError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
@@ -85,10 +86,11 @@ def forward_flops(recognizer: OpenSetRecognizer) -> int:
     """FLOPs of one image's forward pass through the classifier and the autoencoder
     (2 per multiply-accumulate of convolutions and matrix products, as counted by
     ``torch.utils.flop_counter``)."""
-    x = torch.zeros(1, 1, 28, 28)
+    x = torch.zeros(1, *recognizer.input_spec_.shape)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         recognizer.classifier_.forward_with_features(x)
-        recognizer.autoencoder_(x)
+        if recognizer.autoencoder_ is not None:
+            recognizer.autoencoder_(x)
     return int(counter.get_total_flops())
 
 
@@ -134,7 +136,7 @@ class ConventionalDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = Image.fromarray(self.images[i], mode="L")
+        img = Image.fromarray(self.images[i, 0], mode="L")
         if self.hflip and torch.rand(1).item() < self.hflip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if self.rotation:
@@ -383,7 +385,9 @@ def speed(out_dir: str | os.PathLike = "results", options: SpeedOptions = SpeedO
 
     train = load_dataset("mnist:train", options.data_root)
     known = load_dataset("mnist:test", options.data_root).take(options.eval_images, seed=0)
-    unknown = load_dataset("cifar10", options.data_root).take(options.eval_images, seed=0)
+    unknown = load_dataset("cifar10", options.data_root, input_spec=MNIST_SPEC).take(
+        options.eval_images, seed=0
+    )
 
     log.info("timing the training loops")
     n = min(options.train_images, len(train))

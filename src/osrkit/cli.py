@@ -19,7 +19,8 @@ from . import __version__
 from .bench import SpeedOptions, render, speed
 from .errors import ConfigError, OsrkitError
 from .export import OnnxRecognizer, export_onnx
-from .pipeline import DataSpec, ReportOptions, evaluate_model, run, train_to_folder
+from .models import list_backbones
+from .pipeline import DataSpec, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
 from .protocols import PROTOCOLS, Context, run_protocol
 from .recognizer import UNKNOWN, OpenSetRecognizer, as_input_tensor
 from .report import METRIC_COLUMNS, metrics_table_rows
@@ -126,51 +127,122 @@ def _add_data_args(p: argparse.ArgumentParser, train: bool, test: bool) -> None:
         )
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument(
-        "--epochs",
-        type=_positive_int,
-        default=DEFAULTS.epochs,
-        help="classifier epochs (default: %(default)s)",
-    )
-    g.add_argument(
-        "--ae-epochs",
-        type=_positive_int,
-        default=DEFAULTS.ae_epochs,
-        help="autoencoder epochs (default: %(default)s)",
-    )
-    g.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=DEFAULTS.batch_size,
-        help="images per training step (default: %(default)s)",
-    )
-    g.add_argument(
-        "--lr",
-        type=_positive_float,
-        default=DEFAULTS.lr,
-        help="classifier peak learning rate, one-cycle schedule (default: %(default)s)",
-    )
-    g.add_argument(
-        "--ae-lr",
-        type=_positive_float,
-        default=DEFAULTS.ae_lr,
-        help="autoencoder peak learning rate (default: %(default)s)",
-    )
-    g.add_argument(
+# Training options that override the backbone's recipe: (flag, TrainConfig field, type,
+# metavar, help). Unset options keep the recipe's value (TrainConfig.for_backbone).
+_RECIPE_OPTIONS = (
+    ("--epochs", "epochs", "int", None, "classifier epochs"),
+    ("--ae-epochs", "ae_epochs", "int", None, "autoencoder epochs"),
+    ("--batch-size", "batch_size", "int", None, "images per training step"),
+    ("--lr", "lr", "float", None, "classifier peak learning rate, one-cycle schedule"),
+    ("--ae-lr", "ae_lr", "float", None, "autoencoder peak learning rate"),
+    (
         "--val-size",
-        type=_positive_int,
-        default=DEFAULTS.val_size,
-        help="known training images held out (stratified, seeded) for early stopping "
-        "and threshold calibration (default: %(default)s)",
+        "val_size",
+        "int",
+        None,
+        "known training images held out (stratified, seeded) for early stopping and threshold calibration",
+    ),
+    ("--patience", "patience", "int", None, "stop after this many epochs without validation improvement"),
+    (
+        "--rotation",
+        "rotation_degrees",
+        "degrees",
+        "DEGREES",
+        "random rotation by up to this many degrees; 0: off",
+    ),
+    ("--hflip", "hflip_prob", "prob", "P", "probability of a random horizontal flip; 0: off"),
+    (
+        "--crop-padding",
+        "crop_padding",
+        "int0",
+        "PIXELS",
+        "random crop of the image padded by this many pixels",
+    ),
+    ("--label-smoothing", "label_smoothing", "smoothing", "EPS", "label smoothing of the cross-entropy"),
+)
+_PARSERS = {
+    "int": _positive_int,
+    "int0": _nonneg_int,
+    "float": _positive_float,
+    "degrees": _float_in(0, 180),
+    "prob": _float_in(0, 1),
+    "smoothing": _float_in(0, 0.99),
+}
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--backbone",
+        choices=list_backbones(),
+        metavar="NAME",
+        help=f"classifier network: {', '.join(list_backbones())} (default: small_cnn for grayscale "
+        "images up to 32 px, colour_cnn otherwise)",
     )
     g.add_argument(
-        "--patience",
-        type=_positive_int,
-        default=DEFAULTS.patience,
-        help="stop after this many epochs without validation improvement (default: %(default)s)",
+        "--image-size",
+        type=_image_size,
+        metavar="N|HxW",
+        help="input size of the model (default: the data's own; an image folder's from its images)",
     )
+    g.add_argument(
+        "--channels",
+        type=_channels,
+        help="1 (grayscale) or 3 (RGB) (default: the data's own)",
+    )
+    g.add_argument(
+        "--autoencoder",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the autoencoder whose reconstruction error flags unknowns (default: on for "
+        "small_cnn, off for colour_cnn)",
+    )
+    g.add_argument(
+        "--decision-scorer",
+        choices=list(SCORERS),
+        metavar="SCORER",
+        help="scorer whose threshold decides (default: combined with an autoencoder, else max_logit)",
+    )
+
+
+def _add_device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto, cpu, cuda, cuda:N or mps (default: auto = CUDA, then MPS, then CPU)",
+    )
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if len(values) not in (1, 2) or any(v < 1 or v > 4096 for v in values):
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW with sides in [1, 4096], got {text!r}")
+    return (values[0], values[-1])
+
+
+def _channels(text: str) -> int:
+    if text not in ("1", "3"):
+        raise argparse.ArgumentTypeError(f"must be 1 (grayscale) or 3 (RGB), got {text!r}")
+    return int(text)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    _add_model_args(p)
+    g = p.add_argument_group("training (unset options keep the backbone's recipe; digits: see defaults)")
+    for flag, field, kind, metavar, text in _RECIPE_OPTIONS:
+        g.add_argument(
+            flag,
+            dest=field,
+            type=_PARSERS[kind],
+            default=None,
+            metavar=metavar,
+            help=f"{text} (small_cnn default: {getattr(DEFAULTS, field)})",
+        )
     g.add_argument(
         "--seed",
         type=_nonneg_int,
@@ -178,26 +250,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="seed for the split, initialisation, shuffling and augmentation (default: %(default)s)",
     )
     g.add_argument(
-        "--rotation",
-        type=_float_in(0, 180),
-        default=DEFAULTS.rotation_degrees,
-        metavar="DEGREES",
-        help="random rotation of training images by up to this many "
-        "degrees; 0 turns it off (default: %(default)s)",
-    )
-    g.add_argument(
-        "--hflip",
-        type=_float_in(0, 1),
-        default=DEFAULTS.hflip_prob,
-        metavar="P",
-        help="probability of a random horizontal flip of a training image; 0 turns it off "
-        "(default: %(default)s: flips change what digits look like, see BENCHMARKS.md)",
-    )
-    g.add_argument(
         "--no-channels-last",
         action="store_true",
         help="train in the default NCHW memory layout instead of channels-last",
     )
+    _add_device_arg(g)
     _add_fast_arg(g)
     g.add_argument(
         "--accept-rate",
@@ -288,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for test subsampling and plots")
     _add_report_args(p)
     _add_fast_arg(p)
+    _add_device_arg(p)
 
     p = sub.add_parser(
         "predict",
@@ -301,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scorer",
         choices=sorted(SCORERS),
         default=None,
-        help="scorer that decides known vs unknown (default: the model's, combined)",
+        help="scorer that decides known vs unknown (default: the model's decision scorer)",
     )
     p.add_argument(
         "--invert", action="store_true", help="invert images first (for dark strokes on a light background)"
@@ -314,12 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ONNX Runtime (MODEL_DIR is then the .onnx file or a folder holding model.onnx) "
         "(default: %(default)s)",
     )
+    _add_device_arg(p)
 
     p = sub.add_parser(
         "export",
         help="write a model folder as one ONNX graph",
         description="Write the classifier, autoencoder, scorers, thresholds and decision rule of a "
-        "model folder as one ONNX graph (input: images float32 (N,1,28,28) in [0,1]; outputs: "
+        "model folder as one ONNX graph (input: images float32 (N,C,H,W) in [0,1], as the model's input "
+        "spec says; outputs: "
         "probabilities, logits, unknown_scores, label, is_unknown). Needs the onnx extra: "
         "pip install 'osrkit[onnx]'.",
     )
@@ -410,20 +470,26 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        epochs=args.epochs,
-        ae_epochs=args.ae_epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        ae_lr=args.ae_lr,
-        val_size=args.val_size,
-        patience=args.patience,
-        seed=args.seed,
-        rotation_degrees=args.rotation,
-        hflip_prob=args.hflip,
-        channels_last=not (args.no_channels_last or args.no_fast),
-        bf16=False if args.no_fast else None,
+def _train_overrides(args: argparse.Namespace) -> dict:
+    """The training options given on the command line, over the backbone's recipe."""
+    overrides = {
+        field: getattr(args, field) for _, field, *_ in _RECIPE_OPTIONS if getattr(args, field) is not None
+    }
+    overrides["seed"] = args.seed
+    if args.no_channels_last or args.no_fast:
+        overrides["channels_last"] = False
+    if args.no_fast:
+        overrides["bf16"] = False
+    return overrides
+
+
+def _model_options(args: argparse.Namespace) -> ModelOptions:
+    return ModelOptions(
+        backbone=args.backbone,
+        autoencoder=args.autoencoder,
+        decision_scorer=args.decision_scorer,
+        device=args.device,
+        accept_rate=args.accept_rate,
     )
 
 
@@ -438,6 +504,8 @@ def _data_spec(args: argparse.Namespace) -> DataSpec:
         max_known=getattr(args, "max_known", None),
         max_unknown=getattr(args, "max_unknown", None),
         seed=args.seed,
+        image_size=getattr(args, "image_size", None),
+        channels=getattr(args, "channels", None),
     )
 
 
@@ -459,15 +527,25 @@ def format_summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _checked_model_options(args: argparse.Namespace) -> ModelOptions:
+    """The model options, checked against the data's input spec before any data is loaded
+    (an unknown device, a scorer the model cannot have, a size the autoencoder refuses)."""
+    options = _model_options(args)
+    options.build(["check"], _data_spec(args).input_spec())
+    return options
+
+
 def _cmd_run(args: argparse.Namespace, progress: bool) -> int:
+    options = _checked_model_options(args)
     metrics = run(
         args.out,
         _data_spec(args),
-        _train_config(args),
+        _train_overrides(args),
         args.accept_rate,
         args.overwrite,
         progress,
         ReportOptions(args.embed_samples, seed=args.seed),
+        options,
     )
     print(format_summary(metrics))
     print(f"wrote {Path(args.out) / 'report.html'}, metrics.json, plots/ and model/")
@@ -475,14 +553,22 @@ def _cmd_run(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
-    config = _train_config(args)
-    model = train_to_folder(args.out, _data_spec(args), config, args.accept_rate, args.overwrite, progress)
+    options = _checked_model_options(args)
+    model = train_to_folder(
+        args.out,
+        _data_spec(args),
+        _train_overrides(args),
+        args.accept_rate,
+        args.overwrite,
+        progress,
+        options,
+    )
     print(f"saved model to {args.out}; thresholds: {json.dumps(model.thresholds_)}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
-    model = OpenSetRecognizer.from_pretrained(args.model)
+    model = OpenSetRecognizer.from_pretrained(args.model, device=args.device)
     options = ReportOptions(args.embed_samples, seed=args.seed)
     metrics = evaluate_model(model, _data_spec(args), args.out, args.overwrite, progress, options)
     print(format_summary(metrics))
@@ -494,9 +580,10 @@ def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
     if args.backend == "onnx":
         model = OnnxRecognizer(args.model)  # same outputs/scores_from_outputs/decide calls
     else:
-        model = OpenSetRecognizer.from_pretrained(args.model)
+        model = OpenSetRecognizer.from_pretrained(args.model, device=args.device)
     # Read every image first: one bad file fails the command before anything is printed.
-    outputs = model.outputs(as_input_tensor(args.images, invert=args.invert))
+    invert = True if args.invert else None
+    outputs = model.outputs(as_input_tensor(args.images, model.input_spec, invert))
     scores = model.scores_from_outputs(outputs)
     labels = model.decide(outputs, args.scorer)
     for i, path in enumerate(args.images):

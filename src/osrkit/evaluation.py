@@ -50,6 +50,9 @@ def evaluate(
         raise ConfigError(
             f"known test classes {known.class_names} differ from the model's classes {recognizer.class_names}"
         )
+    # Test sets in the model's input spec (a grayscale model meets colour unknowns as luma).
+    spec = recognizer.input_spec_
+    known, unknown = known.to_spec(spec), unknown.to_spec(spec)
     k_out = recognizer.outputs(known, progress=progress)
     u_out = recognizer.outputs(unknown, progress=progress)
     k_scores, u_scores = recognizer.scores_from_outputs(k_out), recognizer.scores_from_outputs(u_out)

@@ -6,8 +6,9 @@ PCA bases) and the decision rule as constants, so any ONNX runtime gives the
 class-or-unknown decision without osrkit or PyTorch. ``OnnxRecognizer`` runs such a file
 with ONNX Runtime behind the same calls as the PyTorch recognizer.
 
-Graph input: ``images``, float32 ``(N, 1, 28, 28)`` in [0, 1] (already preprocessed, see
-``osrkit.preprocess_image``), N dynamic. Graph outputs:
+Graph input: ``images``, float32 ``(N, C, H, W)`` in [0, 1] as the model's input spec
+says (already preprocessed, see ``osrkit.preprocess_image``; normalisation happens inside
+the graph), N dynamic. Graph outputs:
 
 - ``probabilities`` float32 ``(N, K)``: softmax class scores;
 - ``logits`` float32 ``(N, K)``;
@@ -19,7 +20,7 @@ Graph input: ``images``, float32 ``(N, 1, 28, 28)`` in [0, 1] (already preproces
 
 The model's ``metadata_props`` hold JSON values: ``class_names``, ``scorer_names``,
 ``thresholds``, ``decision_scorer``, ``scorers`` (fitted state, medians included),
-``accept_rate``, ``preprocessing``, ``osrkit_version`` and the format markers.
+``accept_rate``, ``input_spec``, ``osrkit_version`` and the format markers.
 
 Needs the ``onnx`` extra (``pip install 'osrkit[onnx]'``): onnx and onnxscript for the
 export, onnxruntime for running.
@@ -42,10 +43,11 @@ import torch
 from torch import nn
 
 from . import __version__
+from .data.spec import InputSpec
 from .errors import ConfigError, DataError, ModelFormatError
 from .io import atomic_write_bytes
-from .models import Classifier, ConvAutoencoder
-from .recognizer import PREPROCESSING, UNKNOWN, ImagesLike, OpenSetRecognizer, as_input_tensor
+from .models import Backbone, ConvAutoencoder
+from .recognizer import UNKNOWN, ImagesLike, OpenSetRecognizer, as_input_tensor
 from .scorers import (
     ClassReconstructionScorer,
     EnergyScorer,
@@ -61,7 +63,8 @@ from .scorers import (
 log = logging.getLogger(__name__)
 
 ONNX_FORMAT = "osrkit-onnx"
-ONNX_FORMAT_VERSION = 1
+ONNX_FORMAT_VERSION = 2  # 2: input_spec in the metadata (any channels and size)
+READABLE_ONNX_VERSIONS = (1, 2)
 DEFAULT_OPSET = 18  # the opset torch's exporter implements natively; ONNX Runtime >= 1.14 runs it
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "logits", "unknown_scores", "label", "is_unknown")
@@ -209,8 +212,9 @@ class _RecognizerGraph(nn.Module):
 
     def __init__(self, recognizer: OpenSetRecognizer) -> None:
         super().__init__()
-        self.classifier: Classifier = copy.deepcopy(recognizer.classifier_).eval()
-        self.autoencoder: ConvAutoencoder = copy.deepcopy(recognizer.autoencoder_).eval()
+        self.classifier: Backbone = copy.deepcopy(recognizer.classifier_).cpu().eval()
+        ae = recognizer.autoencoder_
+        self.autoencoder: ConvAutoencoder | None = copy.deepcopy(ae).cpu().eval() if ae is not None else None
         bases: dict[str, Scorer] = {}
         for name, scorer in recognizer.scorers_.items():
             for member in scorer.members if isinstance(scorer, FusionScorer) else [scorer]:
@@ -238,7 +242,9 @@ class _RecognizerGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, features = self.classifier.forward_with_features(images)
-        err = (self.autoencoder(images) - images).pow(2).flatten(1).mean(1)
+        err = None
+        if self.autoencoder is not None:
+            err = (self.autoencoder(images) - images).pow(2).flatten(1).mean(1)
         pixels = images.flatten(1)
         probabilities = torch.softmax(logits, dim=1)
         top = logits.argmax(dim=1, keepdim=True)
@@ -290,7 +296,7 @@ def _metadata(recognizer: OpenSetRecognizer) -> dict[str, str]:
         "thresholds": {name: float(recognizer.thresholds_[name]) for name in recognizer.scorers_},
         "scorers": {name: s.get_state() for name, s in recognizer.scorers_.items()},
         "accept_rate": recognizer.accept_rate,
-        "preprocessing": PREPROCESSING,
+        "input_spec": recognizer.input_spec_.to_dict(),
         "outputs": list(OUTPUT_NAMES),
     }
     return {key: json.dumps(value) for key, value in values.items()}
@@ -340,7 +346,7 @@ def export_onnx(
     _check_output_path(path, overwrite)
 
     graph = _RecognizerGraph(recognizer).eval()
-    example = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    example = torch.rand(2, *recognizer.input_spec_.shape, generator=torch.Generator().manual_seed(0))
     try:
         with _quiet_export(), torch.no_grad():
             program = torch.onnx.export(
@@ -362,8 +368,9 @@ def export_onnx(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFormatError(f"ONNX export failed: {first}") from None
 
+    c, h, w = recognizer.input_spec_.shape
     model.doc_string = (
-        "osrkit open-set recognizer: input images float32 (N,1,28,28) in [0,1]; outputs "
+        f"osrkit open-set recognizer: input images float32 (N,{c},{h},{w}) in [0,1]; outputs "
         "probabilities, logits, unknown_scores (columns in metadata scorer_names), "
         "label (class index or -1 = unknown), is_unknown"
     )
@@ -409,8 +416,8 @@ class OnnxRecognizer:
     or a folder holding ``model.onnx``.
 
     Attributes: ``path``, ``class_names``, ``scorer_names`` (the order of the
-    ``unknown_scores`` columns), ``thresholds``, ``decision_scorer``, ``metadata`` (all
-    of the model's metadata, JSON-decoded).
+    ``unknown_scores`` columns), ``thresholds``, ``decision_scorer``, ``input_spec``,
+    ``metadata`` (all of the model's metadata, JSON-decoded).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -438,6 +445,17 @@ class OnnxRecognizer:
             raise ModelFormatError(f"{self.path}: damaged osrkit metadata ({exc})") from None
         if set(self.thresholds) != set(self.scorer_names) or self.decision_scorer not in self.thresholds:
             raise ModelFormatError(f"{self.path}: osrkit metadata lacks thresholds for some scorers")
+        try:
+            spec = self.metadata.get("input_spec")
+            self.input_spec = (
+                InputSpec.from_dict(spec)
+                if spec
+                else InputSpec.from_legacy(self.metadata.get("preprocessing"))
+            )
+        except ConfigError as exc:
+            raise ModelFormatError(
+                f"{self.path}: damaged input spec in the osrkit metadata ({exc})"
+            ) from None
 
     def _read_metadata(self) -> dict[str, Any]:
         raw = self.session.get_modelmeta().custom_metadata_map
@@ -448,7 +466,7 @@ class OnnxRecognizer:
                 f"{self.path} is an ONNX model but not an osrkit export; write one with `osrkit export`"
             )
         if (
-            raw.get("osrkit_format_version") != json.dumps(ONNX_FORMAT_VERSION)
+            raw.get("osrkit_format_version") not in {json.dumps(v) for v in READABLE_ONNX_VERSIONS}
             or not set(OUTPUT_NAMES) <= outputs
         ):
             raise ModelFormatError(
@@ -464,7 +482,7 @@ class OnnxRecognizer:
 
     def run(self, x: ImagesLike, batch_size: int = 1024) -> dict[str, np.ndarray]:
         """All graph outputs for images ``x``, as numpy arrays keyed by output name."""
-        images = as_input_tensor(x).numpy()
+        images = as_input_tensor(x, self.input_spec).numpy()
         if len(images) == 0:
             raise DataError("no images given")
         parts = [

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.catalog import canonical_name, load_dataset
+from .data.catalog import canonical_name, load_dataset, native_spec
 from .data.imageset import ImageSet
+from .data.spec import InputSpec
 from .errors import ConfigError, OutputExistsError
 from .evaluation import Evaluation, evaluate
 from .io import atomic_write_json, staged_outputs
@@ -51,15 +52,31 @@ class DataSpec:
     max_known: int | None = None
     max_unknown: int | None = None
     seed: int = 0
+    image_size: tuple[int, int] | None = None  # (height, width) instead of the data's own
+    channels: int | None = None  # 1 or 3 instead of the data's own
 
-    def load(self, which: str, progress: bool = False) -> ImageSet:
-        """Load ``train``, ``known`` or ``unknown``, subsampled to its ``max_*`` size.
+    def input_spec(self) -> InputSpec:
+        """The input spec of a model trained on ``train``: the dataset's own (MNIST family
+        1x28x28, CIFAR-10 3x32x32, an image folder from its images), with ``image_size``
+        and ``channels`` applied when given."""
+        spec = native_spec(self.train, self.root)
+        if self.image_size is not None:
+            spec = spec.with_size(*self.image_size)
+        if self.channels is not None and self.channels != spec.channels:
+            spec = InputSpec(self.channels, spec.height, spec.width, spec.resize, invert=spec.invert)
+        return spec
+
+    def load(self, which: str, progress: bool = False, spec: InputSpec | None = None) -> ImageSet:
+        """Load ``train``, ``known`` or ``unknown``, subsampled to its ``max_*`` size, in
+        ``spec``'s channels and size (default: the dataset's own).
 
         A dataset name without a split means its train split for ``train`` and its test
         split otherwise.
         """
         split = "train" if which == "train" else "test"
-        data = load_dataset(getattr(self, which), self.root, self.download, progress, default_split=split)
+        data = load_dataset(
+            getattr(self, which), self.root, self.download, progress, default_split=split, input_spec=spec
+        )
         return data.take(getattr(self, f"max_{which}"), seed=self.seed)
 
     def check_distinct(self) -> None:
@@ -103,36 +120,70 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str
     return out
 
 
+@dataclass
+class ModelOptions:
+    """Which recognizer to build: backbone (None = the one that suits the data),
+    autoencoder (None = the backbone's default), decision scorer (None = the default
+    rule), device and accept rate. See ``OpenSetRecognizer``."""
+
+    backbone: str | None = None
+    backbone_options: dict | None = None
+    autoencoder: bool | None = None
+    decision_scorer: str | None = None
+    device: str = "auto"
+    accept_rate: float = 0.95
+
+    def build(self, class_names: list[str], spec: InputSpec | None = None) -> OpenSetRecognizer:
+        """An unfitted recognizer with these options (checked before any data is read)."""
+        return OpenSetRecognizer(
+            class_names,
+            self.accept_rate,
+            self.decision_scorer,
+            backbone=self.backbone,
+            backbone_options=self.backbone_options,
+            input_spec=spec,
+            autoencoder=self.autoencoder,
+            device=self.device,
+        )
+
+
 def fit_recognizer(
     train_set: ImageSet,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | dict | None = None,
     accept_rate: float = 0.95,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    options: ModelOptions | None = None,
 ) -> OpenSetRecognizer:
-    """Fit a recognizer on the known classes of ``train_set``."""
-    model = OpenSetRecognizer(train_set.class_names, accept_rate=accept_rate)
+    """Fit a recognizer on the known classes of ``train_set`` (``config`` None: the
+    backbone's default recipe)."""
+    options = options or ModelOptions(accept_rate=accept_rate)
+    model = options.build(train_set.class_names, train_set.spec)
+    model.accept_rate = accept_rate
     return model.fit(train_set, config, checkpoint_dir=checkpoint_dir, progress=progress)
 
 
 def train(
     data: DataSpec,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | dict | None = None,
     accept_rate: float = 0.95,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    options: ModelOptions | None = None,
 ) -> OpenSetRecognizer:
-    """Load ``data.train`` and fit a recognizer on it."""
-    return fit_recognizer(data.load("train", progress), config, accept_rate, checkpoint_dir, progress)
+    """Load ``data.train`` (in ``data.input_spec()``) and fit a recognizer on it."""
+    train_set = data.load("train", progress, data.input_spec())
+    return fit_recognizer(train_set, config, accept_rate, checkpoint_dir, progress, options)
 
 
 def train_to_folder(
     out: str | os.PathLike,
     data: DataSpec,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | dict | None = None,
     accept_rate: float = 0.95,
     overwrite: bool = False,
     progress: bool = False,
+    options: ModelOptions | None = None,
 ) -> OpenSetRecognizer:
     """Train on ``data.train`` and save the model folder ``out`` (what ``osrkit train`` does).
 
@@ -142,7 +193,7 @@ def train_to_folder(
     out = Path(out).resolve()
     check_output_dir(out.parent, overwrite, outputs=(out.name,))
     ckpt = out.with_name(out.name + ".checkpoints")
-    model = train(data, config, accept_rate, ckpt, progress)
+    model = train(data, config, accept_rate, ckpt, progress, options)
     model.save_pretrained(out, overwrite=True)
     shutil.rmtree(ckpt, ignore_errors=True)
     return model
@@ -159,7 +210,8 @@ def evaluate_model(
     """Evaluate on ``data.known`` vs ``data.unknown`` and write metrics, plots and report into
     ``out`` (what ``osrkit evaluate`` does); earlier outputs are replaced only at the end."""
     out = check_output_dir(out, overwrite, outputs=EVALUATION_OUTPUTS)
-    known, unknown = data.load("known", progress), data.load("unknown", progress)
+    spec = recognizer.input_spec_
+    known, unknown = data.load("known", progress, spec), data.load("unknown", progress, spec)
     with staged_outputs(out) as stage:
         return evaluate_to_folder(recognizer, known, unknown, stage, options, progress=progress)
 
@@ -205,13 +257,14 @@ def write_figures(
     # shown in random order, so every class has a chance to appear
     kr = ev.known.subset(rng.permutation(ki)[:n_rec]).as_float()
     ur = ev.unknown.subset(rng.permutation(ui)[:n_rec]).as_float()
-    figures["reconstructions"] = plot_reconstructions(
-        kr.numpy(),
-        recognizer.reconstruct(kr).numpy(),
-        ur.numpy(),
-        recognizer.reconstruct(ur).numpy(),
-        folder / "reconstructions.png",
-    )
+    if recognizer.has_autoencoder:
+        figures["reconstructions"] = plot_reconstructions(
+            kr.numpy(),
+            recognizer.reconstruct(kr).numpy(),
+            ur.numpy(),
+            recognizer.reconstruct(ur).numpy(),
+            folder / "reconstructions.png",
+        )
     name = recognizer.decision_scorer
     figures[f"confusion matrix ({name} scorer)"] = plot_confusion(
         np.asarray(m["scorers"][name]["confusion_matrix"]),
@@ -248,11 +301,12 @@ def evaluate_to_folder(
 def run(
     out: str | os.PathLike,
     data: DataSpec = DataSpec(),
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | dict | None = None,
     accept_rate: float = 0.95,
     overwrite: bool = False,
     progress: bool = False,
     options: ReportOptions = ReportOptions(),
+    model_options: ModelOptions | None = None,
 ) -> dict:
     """Train on ``data.train``, evaluate on ``data.known`` vs ``data.unknown``, write everything.
 
@@ -263,23 +317,26 @@ def run(
     out = check_output_dir(out, overwrite)
     # Every input is loaded and checked before minutes of training are spent.
     data.check_distinct()
-    train_set = data.load("train", progress)
-    known, unknown = data.load("known", progress), data.load("unknown", progress)
+    spec = data.input_spec()
+    train_set = data.load("train", progress, spec)
+    known, unknown = data.load("known", progress, spec), data.load("unknown", progress, spec)
     if known.class_names != train_set.class_names:
         raise ConfigError(
             f"known test classes {known.class_names} differ from the training classes {train_set.class_names}"
         )
     t0 = time.perf_counter()
     ckpt = out / "checkpoints"
-    recognizer = fit_recognizer(train_set, config, accept_rate, ckpt, progress)
+    recognizer = fit_recognizer(train_set, config, accept_rate, ckpt, progress, model_options)
     fit = recognizer.fit_report_
     extra = {
         "timing_s": {"train": round(time.perf_counter() - t0, 2)},
         "training": {
             "train_size": fit.train_size,
             "val_size": fit.val_size,
-            "classifier_best_epoch": fit.classifier["best_epoch"],
-            "autoencoder_best_epoch": fit.autoencoder["best_epoch"],
+            "classifier_best_epoch": fit.classifier["best_epoch"] if fit.classifier else None,
+            "autoencoder_best_epoch": fit.autoencoder["best_epoch"] if fit.autoencoder else None,
+            "backbone": recognizer.backbone_name_,
+            "input_spec": recognizer.input_spec_.describe(),
         },
     }
     with staged_outputs(out) as stage:

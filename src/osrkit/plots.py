@@ -149,7 +149,8 @@ def plot_reconstructions(
     unknown_rec: np.ndarray,
     path: str | os.PathLike,
 ) -> Path:
-    """Rows: known inputs, their reconstructions, unknown inputs, their reconstructions."""
+    """Rows: known inputs, their reconstructions, unknown inputs, their reconstructions
+    (images ``(n, C, H, W)`` or ``(n, H, W)`` in [0, 1])."""
     n = max(len(known), len(unknown))
     rows = [
         ("known", known),
@@ -163,7 +164,11 @@ def plot_reconstructions(
             ax = axes[r, c]
             ax.axis("off")
             if c < len(imgs):
-                ax.imshow(imgs[c].reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+                img = np.asarray(imgs[c])
+                if img.ndim == 3 and img.shape[0] == 3:  # (3, H, W) colour
+                    ax.imshow(img.transpose(1, 2, 0).clip(0, 1))
+                else:
+                    ax.imshow(img.reshape(img.shape[-2:]), cmap="gray", vmin=0, vmax=1)
                 if r % 2 == 1:
                     src = rows[r - 1][1][c]
                     ax.set_title(f"{np.mean((imgs[c] - src) ** 2):.3f}", fontsize=7)

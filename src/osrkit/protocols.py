@@ -27,6 +27,7 @@ import torch
 from . import __version__
 from .data.catalog import load_dataset
 from .data.imageset import ImageSet
+from .data.spec import MNIST_SPEC
 from .errors import ConfigError, DataError, OsrkitError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
@@ -147,7 +148,12 @@ class Context:
             loader = {
                 "uniform-noise": lambda: uniform_noise(),
                 "gaussian-noise": lambda: gaussian_noise(),
-            }.get(spec, lambda: load_dataset(spec, self.data_root, self.download, self.progress))
+            }.get(
+                spec,
+                lambda: load_dataset(
+                    spec, self.data_root, self.download, self.progress, input_spec=MNIST_SPEC
+                ),
+            )
             data = loader()
             limit = self.max_train if spec == "mnist:train" else self.max_test
             self._data[spec] = data.take(limit, seed=0)

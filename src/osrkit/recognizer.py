@@ -1,37 +1,48 @@
-"""``OpenSetRecognizer``: classifier + autoencoder + calibrated scorers, in one object.
+"""``OpenSetRecognizer``: classifier backbone + optional autoencoder + calibrated scorers.
 
 Follows scikit-learn's habits (``fit`` returns self, fitted attributes end in ``_``,
-``predict`` returns a class index or -1 for unknown) and Hugging Face's
-``save_pretrained``/``from_pretrained`` folder layout.
+inputs are checked against the input spec ``fit`` saw, ``predict`` returns a class index
+or -1 for unknown) and Hugging Face's ``save_pretrained``/``from_pretrained`` folder
+layout (see ``osrkit.persistence``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import safetensors.numpy
-import safetensors.torch
 import torch
-from PIL import Image
+from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
-from .calibration import check_accept_rate, threshold_at_accept_rate
+from .calibration import check_accept_rate
 from .data.imageset import ImageSet
-from .data.preprocess import preprocess_image
-from .errors import ConfigError, DataError, ModelFormatError, OsrkitError
-from .io import atomic_directory, atomic_write_json
-from .models import AutoencoderConfig, Classifier, ClassifierConfig, ConvAutoencoder
-from .runtime import FastPaths, InferenceEngine, single_threaded_blas
-from .scorers import SCORERS, FusionScorer, ModelOutputs, Scorer, make_scorer
+from .data.spec import MNIST_SPEC, InputSpec
+from .data.transforms import ImagesLike, as_input_tensor
+from .errors import ConfigError, DataError
+from .models import (
+    AutoencoderConfig,
+    Backbone,
+    ClassifierConfig,
+    ConvAutoencoder,
+    backbone_entry,
+    create_backbone,
+    default_backbone,
+    wrap_classifier,
+)
+from .runtime import FastPaths, InferenceEngine, resolve_device, single_threaded_blas
+from .scorers import SCORERS, FusionScorer, ModelOutputs, Scorer, scorer_signals
+from .scoring import (
+    available_scorers,
+    check_scorer_available,
+    default_decision_scorer,
+    fit_scorers,
+    model_signals,
+)
 from .training import (
     Checkpointer,
     TrainConfig,
@@ -43,75 +54,29 @@ from .training import (
 
 log = logging.getLogger(__name__)
 
-FORMAT = "osrkit-recognizer"
-FORMAT_VERSION = 2
-# Version 1 (osrkit <= the seed): msp, reconstruction and combined only, no scorer arrays.
-READABLE_FORMAT_VERSIONS = (1, 2)
-SCORER_ARRAYS = "scorers.safetensors"  # array state of the scorers (kNN bank, means, bases)
 UNKNOWN = -1
-PREPROCESSING = {
-    "size": [28, 28],
-    "channels": 1,
-    "grayscale": "ITU-R 601-2 luma (Pillow convert('L'))",
-    "resize": "bilinear, antialiased (Pillow resize)",
-    "scale": "uint8 / 255 -> [0, 1]",
-    "invert": False,
-}
+# The seed's preprocessing record, kept for callers; a model's own is ``input_spec_``.
+PREPROCESSING = MNIST_SPEC.to_dict()
 
-ImagesLike = torch.Tensor | np.ndarray | ImageSet | Image.Image | Sequence[Image.Image | str | os.PathLike]
-
-
-def as_input_tensor(x: ImagesLike, invert: bool = False) -> torch.Tensor:
-    """Coerce images to a float tensor ``(N, 1, 28, 28)`` in [0, 1], checking shape and values.
-
-    Accepts an ``ImageSet``; a uint8 array/tensor (values 0..255) or a float one (values in
-    [0, 1]) of shape ``(28, 28)``, ``(N, 28, 28)`` or ``(N, 1, 28, 28)``; a PIL image; or a
-    list of PIL images or file paths (any size, grayscale or RGB; preprocessed).
-    """
-    if isinstance(x, ImageSet):
-        return x.as_float()
-    if isinstance(x, Image.Image):
-        return preprocess_image(x, invert=invert).unsqueeze(0)
-    if isinstance(x, (list, tuple)):
-        if not x:
-            raise DataError("no images given")
-        return torch.stack([preprocess_image(item, invert=invert) for item in x])
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    if not isinstance(x, torch.Tensor):
-        raise DataError(
-            f"cannot read images from a {type(x).__name__}; pass a tensor, array, "
-            "ImageSet, PIL image or list of paths"
-        )
-    if x.ndim == 2:
-        x = x.unsqueeze(0)
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-        raise DataError(
-            f"images must have shape (N, 1, 28, 28) or (N, 28, 28), got {tuple(x.shape)}; "
-            "use osrkit.preprocess_image for other sizes or RGB"
-        )
-    if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
-    if not x.is_floating_point():
-        raise DataError(f"images must be uint8 (0..255) or float (0..1), got {x.dtype}")
-    x = x.float()
-    if not torch.isfinite(x).all():
-        raise DataError("images contain NaN or infinite values")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise DataError(f"float images must lie in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]")
-    return x
+__all__ = [
+    "UNKNOWN",
+    "FitReport",
+    "ImagesLike",
+    "OpenSetRecognizer",
+    "as_input_tensor",
+    "default_decision_scorer",
+]
 
 
 @dataclass
 class FitReport:
-    """What ``fit`` did: split sizes and each network's training history."""
+    """What ``fit`` did: split sizes and each network's training history (``autoencoder``
+    is None without one; both are None for a wrapped classifier, which is not trained)."""
 
     train_size: int
     val_size: int
-    classifier: dict
-    autoencoder: dict
+    classifier: dict | None
+    autoencoder: dict | None
 
 
 class OpenSetRecognizer:
@@ -121,31 +86,62 @@ class OpenSetRecognizer:
     ----------
     class_names: names of the known classes.
     accept_rate: fraction of known validation inputs each threshold accepts.
-    decision_scorer: which scorer ``predict`` uses (``combined`` by default).
+    decision_scorer: which scorer ``predict`` uses (default: ``default_decision_scorer``).
+    backbone: a registered backbone name (``osrkit.list_backbones()``); default: the one
+        that suits the input spec (``default_backbone``).
+    backbone_options: options of that backbone (e.g. ``{"widths": [32, 64, 128]}``).
+    input_spec: the input the networks take; default: chosen by ``fit`` from the training
+        data (MNIST 1x28x28, CIFAR-10 3x32x32, an image folder from its images).
+    autoencoder: train the autoencoder (True/False, or an ``AutoencoderConfig``); default:
+        the backbone's default (on for the digit network, off for the colour one).
     fast_paths: CPU inference fast paths (default: all that this CPU supports, unless
         ``OSRKIT_FAST=0``); ``FastPaths.off()`` is the plain float32 reference path.
+    device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    classifier_config: the seed's way to size the digit network (implies ``small_cnn``).
     """
 
     def __init__(
         self,
         class_names: Sequence[str] | None = None,
         accept_rate: float = 0.95,
-        decision_scorer: str = "combined",
+        decision_scorer: str | None = None,
         classifier_config: ClassifierConfig | None = None,
         autoencoder_config: AutoencoderConfig | None = None,
         fast_paths: FastPaths | None = None,
+        *,
+        backbone: str | None = None,
+        backbone_options: dict | None = None,
+        input_spec: InputSpec | None = None,
+        autoencoder: bool | AutoencoderConfig | None = None,
+        device: str | torch.device = "auto",
     ) -> None:
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(10)]
         self.accept_rate = check_accept_rate(accept_rate)
-        if decision_scorer not in SCORERS:
+        if decision_scorer is not None and decision_scorer not in SCORERS:
             raise ConfigError(f"unknown scorer {decision_scorer!r}; choose from {', '.join(SCORERS)}")
         self.decision_scorer = decision_scorer
-        self.classifier_config = classifier_config or ClassifierConfig(num_classes=len(self.class_names))
-        if self.classifier_config.num_classes != len(self.class_names):
-            raise ConfigError("classifier num_classes differs from the number of class names")
-        self.autoencoder_config = autoencoder_config or AutoencoderConfig()
-        self.classifier_ = Classifier(self.classifier_config).eval()
-        self.autoencoder_ = ConvAutoencoder(self.autoencoder_config).eval()
+        if classifier_config is not None:
+            if classifier_config.num_classes != len(self.class_names):
+                raise ConfigError("classifier num_classes differs from the number of class names")
+            backbone = backbone or "small_cnn"
+            backbone_options = classifier_config.options() | (backbone_options or {})
+        if backbone is not None:
+            backbone_entry(backbone)  # an unknown name fails here, before any data is read
+        self.backbone = backbone
+        self.backbone_options = dict(backbone_options or {})
+        self.input_spec = input_spec
+        if autoencoder_config is not None and autoencoder is None:
+            autoencoder = autoencoder_config
+        self.autoencoder = autoencoder
+        odd = input_spec is not None and (input_spec.height % 4 or input_spec.width % 4)
+        if odd and self._wants_autoencoder(input_spec):
+            ConvAutoencoder(AutoencoderConfig(), input_spec)  # raises the one-line explanation
+        self.device = resolve_device(device)
+        self.classifier_: Backbone | None = None
+        self.autoencoder_: ConvAutoencoder | None = None
+        self.input_spec_: InputSpec | None = None
+        self.backbone_name_: str | None = None
+        self.pretrained_ = False  # True for a wrapped classifier: fit trains nothing
         self.scorers_: dict[str, Scorer] = {}
         self.thresholds_: dict[str, float] = {}
         self.train_config_: TrainConfig | None = None
@@ -153,6 +149,57 @@ class OpenSetRecognizer:
         self._fast_paths = fast_paths or FastPaths.default()
         self._engine: InferenceEngine | None = None
         self._engine_version: tuple = ()
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_classifier(
+        cls,
+        module: nn.Module,
+        input_spec: InputSpec,
+        class_names: Sequence[str],
+        features: str | Callable[[torch.Tensor], torch.Tensor],
+        *,
+        backbone: str | None = None,
+        backbone_options: dict | None = None,
+        accept_rate: float = 0.95,
+        decision_scorer: str | None = None,
+        fast_paths: FastPaths | None = None,
+        device: str | torch.device = "auto",
+    ) -> OpenSetRecognizer:
+        """Wrap your own trained classifier (``module(x)`` -> logits over ``class_names``).
+
+        ``input_spec`` says what ``module`` takes (size, channels, normalisation);
+        ``features`` names the layer whose output is the penultimate representation (a
+        forward hook catches it in the same pass), or is a callable ``x -> (N, D)``.
+        ``fit(train)`` then fits the feature scorers on known training images and
+        calibrates the thresholds on known validation images; it trains nothing.
+
+        ``backbone``: the registered backbone whose factory builds this same architecture
+        (e.g. ``efficientnet_lite0``); needed by ``save_pretrained``, which records the
+        architecture by that name and its options and stores the weights as safetensors,
+        so loading never unpickles code (register your own with ``register_backbone``).
+        """
+        model = cls(
+            class_names,
+            accept_rate,
+            decision_scorer,
+            fast_paths=fast_paths,
+            backbone=None,
+            input_spec=input_spec,
+            autoencoder=False,
+            device=device,
+        )
+        if backbone is not None:
+            backbone_entry(backbone)
+        net = wrap_classifier(module, input_spec, len(model.class_names), features)
+        net.backbone_name = backbone or ""
+        net.backbone_options = dict(backbone_options or {})
+        model.backbone, model.backbone_options = backbone, dict(backbone_options or {})
+        model.classifier_ = net.eval().to(model.device)
+        model.input_spec_ = input_spec
+        model.backbone_name_ = backbone
+        model.pretrained_ = True
+        return model
 
     @property
     def fast_paths(self) -> FastPaths:
@@ -164,63 +211,133 @@ class OpenSetRecognizer:
         self._fast_paths = value
         self._engine = None
 
+    @property
+    def has_autoencoder(self) -> bool:
+        return self.autoencoder_ is not None
+
     def _weights_version(self) -> tuple:
         """Changes whenever a network is replaced or its tensors are modified in place
         (``load_state_dict``, an optimiser step): the engine's copies are then stale."""
-        nets = (self.classifier_, self.autoencoder_)
+        nets = [n for n in (self.classifier_, self.autoencoder_) if n is not None]
         return tuple(id(n) for n in nets) + tuple(
             t._version for n in nets for t in (*n.parameters(), *n.buffers())
         )
 
     def engine(self) -> InferenceEngine:
         """The inference engine for the current weights (rebuilt when they change)."""
+        self._check_networks()
         version = self._weights_version()
         if self._engine is None or self._engine_version != version:
-            self._engine = InferenceEngine(self.classifier_, self.autoencoder_, self._fast_paths)
+            self._engine = InferenceEngine(self.classifier_, self.autoencoder_, self._fast_paths, self.device)
             self._engine_version = version
         return self._engine
 
+    # ---------------------------------------------------------------- scorers
+    def signals(self) -> frozenset[str]:
+        """The model outputs this recognizer can compute for its scorers."""
+        has_ae = self.autoencoder_ is not None or (self.classifier_ is None and self._wants_autoencoder())
+        return model_signals(has_ae, self.input_spec_ or self.input_spec)
+
+    def available_scorers(self) -> list[str]:
+        """The registered scorers this model can compute (in registry order)."""
+        return available_scorers(self.signals())
+
+    def _check_scorer_available(self, name: str) -> None:
+        check_scorer_available(name, self.signals())
+
+    def _wants_autoencoder(self, spec: InputSpec | None = None) -> bool:
+        """Whether an autoencoder is trained: as asked, else the backbone's default."""
+        if self.autoencoder is None:
+            name = self.backbone or default_backbone(spec or self.input_spec or MNIST_SPEC)
+            return backbone_entry(name).autoencoder
+        return bool(self.autoencoder)
+
     # ---------------------------------------------------------------- fitting
+    def _build_networks(self, spec: InputSpec) -> None:
+        """Fresh networks for ``spec`` (seeded by the caller)."""
+        name = self.backbone or default_backbone(spec)
+        self.classifier_ = create_backbone(name, spec, len(self.class_names), **self.backbone_options)
+        self.backbone_name_ = name
+        self.autoencoder_ = None
+        if self._wants_autoencoder(spec):
+            ae = self.autoencoder if isinstance(self.autoencoder, AutoencoderConfig) else AutoencoderConfig()
+            self.autoencoder_ = ConvAutoencoder(ae, spec)
+        self._engine = None
+
     def fit(
         self,
         train: ImageSet,
-        config: TrainConfig = TrainConfig(),
+        config: TrainConfig | dict | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         progress: bool = False,
     ) -> OpenSetRecognizer:
-        """Train both networks from scratch on ``train`` (known classes only) and calibrate
+        """Train the networks from scratch on ``train`` (known classes only) and calibrate
         thresholds on a seeded, stratified validation split of it. Returns self.
 
+        ``config``: the training recipe (default: the backbone's, ``TrainConfig.for_backbone``;
+        a dict changes some of its fields).
         ``config.seed`` fixes the split, the initial weights, shuffling, augmentation and
-        dropout (it seeds torch's global generator, as ``torch.manual_seed`` does).
+        dropout (it seeds torch's global generator, as ``torch.manual_seed`` does). For a
+        wrapped classifier (``from_classifier``) nothing is trained: the split only
+        separates the images the scorers are fitted on from those that set thresholds.
         """
         if train.class_names != self.class_names:
             raise ConfigError(
                 f"training classes {train.class_names} differ from the recognizer's {self.class_names}"
             )
+        spec = (
+            self.input_spec_
+            if self.pretrained_
+            else (self.input_spec or train.spec or InputSpec(*train.shape))
+        )
+        if train.shape != spec.shape:
+            log.info(
+                "bringing %s from %s to the model's %s",
+                train.name,
+                "x".join(map(str, train.shape)),
+                spec.describe(),
+            )
+            train = train.to_spec(spec)
+        name = self.backbone_name_ if self.pretrained_ else (self.backbone or default_backbone(spec))
+        if config is None or isinstance(config, dict):
+            overrides = config or {}
+            config = TrainConfig.for_backbone(name, **overrides) if name else TrainConfig(**overrides)
+        if self.decision_scorer is None:
+            has_ae = False if self.pretrained_ else self._wants_autoencoder(spec)
+            self.decision_scorer = default_decision_scorer(has_ae)
         tr, va = stratified_split(train.labels, config.val_size, config.seed)
         images, labels = train.images[tr], train.labels[tr]
         val_images, val_labels = train.images[va], train.labels[va]
-        torch.manual_seed(config.seed)
-        self.classifier_ = Classifier(self.classifier_config)
-        self.autoencoder_ = ConvAutoencoder(self.autoencoder_config)
-        self._engine = None
-        ckpt = None
-        if checkpoint_dir:
-            identity = config.to_dict() | {
-                "class_names": self.class_names,
-                "classifier": self.classifier_config.to_dict(),
-                "autoencoder": self.autoencoder_config.to_dict(),
-                "data": data_fingerprint(train.images, train.labels),
-            }
-            ckpt = Checkpointer(checkpoint_dir, identity)
-        clf_info = train_classifier(
-            self.classifier_, images, labels, val_images, val_labels, config, ckpt, progress
-        )
-        ae_info = train_autoencoder(self.autoencoder_, images, val_images, config, ckpt, progress)
-        self._engine = None
-        self.train_config_ = config
-        self.fit_report_ = FitReport(len(tr), len(va), clf_info, ae_info)
+        self.input_spec_ = spec
+        if self.pretrained_:
+            self._check_scorer_available(self.decision_scorer)
+            self.train_config_ = config
+            self.fit_report_ = FitReport(len(tr), len(va), None, None)
+        else:
+            torch.manual_seed(config.seed)
+            self._build_networks(spec)
+            self._check_scorer_available(self.decision_scorer)  # before minutes of training
+            ckpt = None
+            if checkpoint_dir:
+                identity = config.to_dict() | {
+                    "class_names": self.class_names,
+                    "backbone": {"name": self.backbone_name_, "options": self.backbone_options},
+                    "input_spec": spec.to_dict(),
+                    "autoencoder": self.autoencoder_.config.to_dict() if self.autoencoder_ else None,
+                    "data": data_fingerprint(train.images, train.labels),
+                }
+                ckpt = Checkpointer(checkpoint_dir, identity)
+            clf_info = train_classifier(
+                self.classifier_, images, labels, val_images, val_labels, config, ckpt, progress, self.device
+            )
+            ae_info = None
+            if self.autoencoder_ is not None:
+                ae_info = train_autoencoder(
+                    self.autoencoder_, images, val_images, config, ckpt, progress, self.device
+                )
+            self._engine = None
+            self.train_config_ = config
+            self.fit_report_ = FitReport(len(tr), len(va), clf_info, ae_info)
         self.calibrate(val_images, reference=images, reference_labels=labels)
         return self
 
@@ -231,7 +348,7 @@ class OpenSetRecognizer:
         reference: ImagesLike | None = None,
         reference_labels: torch.Tensor | np.ndarray | None = None,
     ) -> OpenSetRecognizer:
-        """Fit every scorer and set every threshold, on known-class images only.
+        """Fit every available scorer and set its threshold, on known-class images only.
 
         ``known``: known VALIDATION images; every threshold and the fusions' calibration
         come from them. ``reference``: known TRAINING images (those the networks were
@@ -244,12 +361,17 @@ class OpenSetRecognizer:
         Without ``reference``, ``known`` is split in two halves by a seeded (seed 0)
         random permutation: the first fits the scorers with parameters (labelled by
         ``known.labels`` for an ``ImageSet``, else by the classifier's predictions), the
-        second sets the thresholds.
+        second sets the thresholds. Scorers whose signals the model lacks (the
+        reconstruction scorers without an autoencoder) are left out.
         """
+        self._check_networks()
         if accept_rate is not None:
             self.accept_rate = check_accept_rate(accept_rate)
+        if self.decision_scorer is None:
+            self.decision_scorer = default_decision_scorer(self.has_autoencoder)
+        self._check_scorer_available(self.decision_scorer)
         known_labels = known.labels if isinstance(known, ImageSet) else None
-        known = as_input_tensor(known)
+        known = self._as_input(known)
         if reference is None:
             if len(known) < 2:
                 raise DataError("calibration without reference images needs at least 2 known images")
@@ -262,27 +384,12 @@ class OpenSetRecognizer:
             reference_labels = reference.labels
         if isinstance(reference_labels, torch.Tensor):
             reference_labels = reference_labels.numpy()
+        names = self.available_scorers()
         reference_outputs = self.outputs(reference)
         outputs = self.outputs(known)
-        scorers: dict[str, Scorer] = {}
-        scores: dict[str, np.ndarray] = {}
-        thresholds: dict[str, float] = {}
-        for name, cls in SCORERS.items():
-            if issubclass(cls, FusionScorer):
-                continue
-            if cls.fits_on_reference:
-                scorers[name] = cls().fit(reference_outputs, self.accept_rate, labels=reference_labels)
-            else:
-                scorers[name] = cls().fit(outputs, self.accept_rate)
-            scores[name] = scorers[name].score(outputs)
-            thresholds[name] = threshold_at_accept_rate(scores[name], self.accept_rate)
-        for name, cls in SCORERS.items():
-            if issubclass(cls, FusionScorer):
-                members = [scorers[m] for m in cls.MEMBERS]
-                scorers[name] = cls(members).fit(outputs, self.accept_rate, scores=scores)
-                thresholds[name] = 1.0  # the OR rule, by construction of its scale
-        self.scorers_ = {name: scorers[name] for name in SCORERS}
-        self.thresholds_ = {name: thresholds[name] for name in SCORERS}
+        self.scorers_, self.thresholds_ = fit_scorers(
+            names, reference_outputs, reference_labels, outputs, self.accept_rate
+        )
         log.info(
             "fitted scorers on %d known training images, calibrated on %d known images: %s",
             len(reference_outputs),
@@ -292,6 +399,10 @@ class OpenSetRecognizer:
         return self
 
     # ---------------------------------------------------------------- inference
+    def _check_networks(self) -> None:
+        if self.classifier_ is None:
+            raise ConfigError("the recognizer has no networks yet: call fit() or from_pretrained() first")
+
     def _check_fitted(self) -> None:
         if not self.scorers_:
             raise ConfigError("the recognizer is not fitted: call fit() or from_pretrained() first")
@@ -301,21 +412,33 @@ class OpenSetRecognizer:
         self._check_fitted()
         name = scorer or self.decision_scorer
         if name not in self.scorers_:
+            if name in SCORERS:
+                self._check_scorer_available(name)
             raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(self.scorers_)}")
         return name
 
+    def _as_input(self, x: ImagesLike, invert: bool | None = None) -> torch.Tensor:
+        """Images as the float ``(N, C, H, W)`` batch this model's input spec asks for."""
+        self._check_networks()
+        return as_input_tensor(x, self.input_spec_, invert)
+
     @torch.inference_mode()
     def outputs(self, x: ImagesLike, batch_size: int = 1024, progress: bool = False) -> ModelOutputs:
-        """Logits, penultimate features, reconstruction errors and flattened pixels for
-        images ``x``."""
-        x = as_input_tensor(x)
+        """Logits, penultimate features, reconstruction errors (without an autoencoder:
+        None) and, where a scorer reads them, the flattened pixels of images ``x``."""
+        x = self._as_input(x)
         engine = self.engine()
+        pixels = "pixels" in self.signals() and (
+            not self.scorers_ or any("pixels" in scorer_signals(n) for n in self.scorers_)
+        )
         parts = []
         chunks = x.split(batch_size)
         for chunk in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
             logits, feats, err = engine(chunk)
-            pixels = chunk.reshape(len(chunk), -1).numpy()
-            parts.append(ModelOutputs(logits.numpy(), feats.numpy(), err.numpy(), pixels))
+            flat = chunk.reshape(len(chunk), -1).numpy() if pixels else None
+            parts.append(
+                ModelOutputs(logits.numpy(), feats.numpy(), None if err is None else err.numpy(), flat)
+            )
         if not parts:
             raise DataError("no images given")
         return ModelOutputs.concat(parts)
@@ -360,160 +483,35 @@ class OpenSetRecognizer:
         return self.decide(self.outputs(x), scorer)
 
     def reconstruct(self, x: ImagesLike) -> torch.Tensor:
-        """The autoencoder's reconstructions ``(N, 1, 28, 28)``."""
+        """The autoencoder's reconstructions ``(N, C, H, W)``, on the CPU."""
+        if self.autoencoder_ is None:
+            raise ConfigError("this model has no autoencoder, so there are no reconstructions")
         with torch.inference_mode():
-            return self.autoencoder_(as_input_tensor(x))
+            return self.autoencoder_(self._as_input(x).to(self.device)).cpu()
 
     # ---------------------------------------------------------------- persistence
-    def config_dict(self) -> dict[str, Any]:
-        """The JSON config saved beside the weights."""
-        self._check_fitted()
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "class_names": self.class_names,
-            "accept_rate": self.accept_rate,
-            "decision_scorer": self.decision_scorer,
-            "thresholds": self.thresholds_,
-            "scorers": {name: s.get_state() for name, s in self.scorers_.items()},
-            "classifier": self.classifier_config.to_dict(),
-            "autoencoder": self.autoencoder_config.to_dict(),
-            "preprocessing": PREPROCESSING,
-            "training": self.train_config_.to_dict() if self.train_config_ else None,
-            # Thresholds hold for the arithmetic they were calibrated with; a machine that
-            # resolves the fast paths differently gets a warning on loading.
-            "runtime": {
-                "calibrated_with": self.engine().fast.describe(),
-                "training_bf16": self.train_config_.use_bf16 if self.train_config_ else None,
-            },
-            "versions": {
-                "osrkit": __version__,
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-            },
-        }
+    def config_dict(self) -> dict:
+        """The JSON config saved beside the weights (see ``osrkit.persistence``)."""
+        from .persistence import config_dict
 
-    def scorer_arrays(self) -> dict[str, np.ndarray]:
-        """Every scorer's array state, keyed ``<scorer>.<array>`` (the ``scorers.safetensors``
-        file)."""
-        self._check_fitted()
-        return {
-            f"{name}.{key}": np.ascontiguousarray(value)
-            for name, scorer in self.scorers_.items()
-            for key, value in scorer.get_arrays().items()
-        }
+        return config_dict(self)
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write ``config.json``, the networks' safetensors weights and (when a scorer has
-        array state) ``scorers.safetensors`` to folder ``path``, atomically."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"{path} is a file, not a model folder; choose another path")
-        if path.exists() and not overwrite and any(path.iterdir()):
-            raise ConfigError(f"model folder {path} already exists; pass overwrite=True (--overwrite)")
-        with atomic_directory(path, overwrite=True) as tmp:
-            safetensors.torch.save_file(
-                _contiguous(self.classifier_.state_dict()), str(tmp / "classifier.safetensors")
-            )
-            safetensors.torch.save_file(
-                _contiguous(self.autoencoder_.state_dict()), str(tmp / "autoencoder.safetensors")
-            )
-            arrays = self.scorer_arrays()
-            if arrays:
-                safetensors.numpy.save_file(arrays, str(tmp / SCORER_ARRAYS))
-            atomic_write_json(tmp / "config.json", self.config_dict())
-        return path
+        """Write the model folder ``path`` atomically: ``config.json`` (input spec, backbone,
+        scorers, thresholds), the networks' safetensors weights and ``scorers.safetensors``."""
+        from .persistence import save_pretrained
+
+        return save_pretrained(self, path, overwrite)
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, fast_paths: FastPaths | None = None
+        cls,
+        path: str | os.PathLike,
+        fast_paths: FastPaths | None = None,
+        device: str | torch.device = "auto",
     ) -> OpenSetRecognizer:
         """Load a folder written by ``save_pretrained`` (no pickle involved); folders of
-        format version 1 (msp, reconstruction and combined only) load too. Needs state and
-        thresholds for the decision scorer and every scorer the config lists."""
-        path = Path(path)
-        config_path = path / "config.json"
-        if not config_path.is_file():
-            raise ModelFormatError(
-                f"{path} is not an osrkit model folder (no config.json); train one with `osrkit train`"
-            )
-        try:
-            cfg = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelFormatError(f"{config_path} is not valid JSON ({exc})") from None
-        if (
-            not isinstance(cfg, dict)
-            or cfg.get("format") != FORMAT
-            or cfg.get("format_version") not in READABLE_FORMAT_VERSIONS
-        ):
-            versions = " or ".join(map(str, READABLE_FORMAT_VERSIONS))
-            raise ModelFormatError(f"{config_path}: not an osrkit model of format version {versions}")
-        try:
-            clf_cfg = ClassifierConfig(
-                **(cfg["classifier"] | {"channels": tuple(cfg["classifier"]["channels"])})
-            )
-            ae_cfg = AutoencoderConfig(
-                **(cfg["autoencoder"] | {"channels": tuple(cfg["autoencoder"]["channels"])})
-            )
-            model = cls(
-                cfg["class_names"], cfg["accept_rate"], cfg["decision_scorer"], clf_cfg, ae_cfg, fast_paths
-            )
-            for module, fname in ((model.classifier_, "classifier"), (model.autoencoder_, "autoencoder")):
-                weights = path / f"{fname}.safetensors"
-                if not weights.is_file():
-                    raise ModelFormatError(f"model folder {path} lacks {weights.name}")
-                module.load_state_dict(safetensors.torch.load_file(str(weights)))
-                module.eval()
-            arrays_path = path / SCORER_ARRAYS
-            arrays = safetensors.numpy.load_file(str(arrays_path)) if arrays_path.is_file() else {}
-            scorers: dict[str, Scorer] = {}
-            for name, state in cfg["scorers"].items():
-                scorer = make_scorer(name)
-                if scorer.fits_on_reference and not arrays:
-                    raise ModelFormatError(f"model folder {path} lacks {SCORER_ARRAYS} (needed by {name!r})")
-                prefix = f"{name}."
-                own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-                scorers[name] = scorer.set_state(state, own)
-            for scorer in scorers.values():
-                if isinstance(scorer, FusionScorer):
-                    scorer.bind(scorers)
-            model.scorers_ = scorers
-            model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
-            required = {model.decision_scorer, *model.scorers_, *model.thresholds_}
-            missing = required - (model.scorers_.keys() & model.thresholds_.keys())
-            if missing:
-                raise ModelFormatError(
-                    f"{config_path} lacks scorer state or thresholds for {sorted(missing)}"
-                )
-            if cfg.get("training"):
-                model.train_config_ = TrainConfig.from_dict(cfg["training"])
-            # One blank image through every scorer: arrays that do not fit the networks
-            # (a scorers.safetensors from another model) fail here, not in predict().
-            model.scores_from_outputs(model.outputs(torch.zeros(1, 1, 28, 28)))
-        except ModelFormatError:
-            raise
-        except (
-            KeyError,
-            TypeError,
-            ValueError,
-            AttributeError,
-            RuntimeError,
-            OsrkitError,
-            safetensors.SafetensorError,
-        ) as exc:
-            raise ModelFormatError(f"model folder {path} is damaged or incompatible: {exc}") from None
-        calibrated = (cfg.get("runtime") or {}).get("calibrated_with")
-        here = model.engine().fast.describe()
-        if calibrated and calibrated != here:
-            log.warning(
-                "%s was calibrated with fast paths %s but runs here with %s; scores near the "
-                "thresholds may decide differently (recalibrate, or set fast_paths to match)",
-                path,
-                calibrated,
-                here,
-            )
-        return model
+        format versions 1 and 2 load too and give the same scores."""
+        from .persistence import load_pretrained
 
-
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.contiguous() for k, v in state.items()}
+        return load_pretrained(cls, path, fast_paths, device)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import ConfigError
-from .models import Classifier, ConvAutoencoder
+from .models import Backbone, ConvAutoencoder
 
 
 @functools.cache
@@ -46,6 +46,44 @@ def native_bf16() -> bool:
         return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
     except AttributeError:  # older torch without these probes
         return False
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (CUDA, else Apple's MPS, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or
+    ``mps``, checked: asking for a device this machine lacks gets one line."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    name = (device or "auto").strip().lower()
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} asked for, but this machine has no CUDA GPU; use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps" and not has_mps:
+        raise ConfigError(
+            f"device {device!r} asked for, but Apple's MPS is not available here; use --device cpu"
+        )
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 is fast on ``device``: native on this CPU, or a CUDA GPU with
+    bfloat16 support (Ampere and later)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and native_bf16()
 
 
 def fast_by_default() -> bool:
@@ -102,14 +140,24 @@ class FastPaths:
         return "+".join(on) or "off"
 
 
-def autocast(enabled: bool) -> AbstractContextManager:
-    """bfloat16 autocast on the CPU when ``enabled``."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else nullcontext()
+def autocast(enabled: bool, device_type: str = "cpu") -> AbstractContextManager:
+    """bfloat16 autocast on ``device_type`` when ``enabled``."""
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
-def fold_batchnorm(body: nn.Sequential) -> nn.Sequential:
-    """A copy of ``body`` with each Conv2d + BatchNorm2d pair (eval mode) merged into one
-    Conv2d. Same outputs up to float rounding, one pass over memory less per layer."""
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` in which every Conv2d + BatchNorm2d pair that follow each
+    other in an ``nn.Sequential`` (eval mode) is merged into one Conv2d. Same outputs up
+    to float rounding, one pass over memory less per layer."""
+    if isinstance(module, nn.Sequential):
+        return _fold_sequential(module)
+    module = copy.deepcopy(module)
+    for name, child in list(module.named_children()):
+        setattr(module, name, fold_batchnorm(child))
+    return module
+
+
+def _fold_sequential(body: nn.Sequential) -> nn.Sequential:
     layers, out = list(body), []
     i = 0
     while i < len(layers):
@@ -119,42 +167,69 @@ def fold_batchnorm(body: nn.Sequential) -> nn.Sequential:
             out.append(fuse_conv_bn_eval(copy.deepcopy(layer).eval(), copy.deepcopy(nxt).eval()))
             i += 2
         else:
-            out.append(copy.deepcopy(layer))
+            out.append(fold_batchnorm(layer))
             i += 1
     return nn.Sequential(*out)
 
 
 class InferenceEngine:
-    """Runs the classifier and autoencoder together, with the chosen fast paths.
+    """Runs the classifier (and the autoencoder, when there is one) together, with the
+    chosen fast paths, on ``device``.
 
     Built from trained networks (copied, so later changes to them need a new engine).
+    osrkit's own backbones get every fast path (folded batch norm, bfloat16 weights with
+    a float32 head, channels-last); a wrapped user network runs in float32 as it is.
     """
 
-    def __init__(self, classifier: Classifier, autoencoder: ConvAutoencoder, fast: FastPaths) -> None:
-        self.fast = fast.resolved()
-        body = fold_batchnorm(classifier.body) if fast.fold_batchnorm else copy.deepcopy(classifier.body)
+    def __init__(
+        self,
+        classifier: Backbone,
+        autoencoder: ConvAutoencoder | None,
+        fast: FastPaths,
+        device: torch.device | None = None,
+    ) -> None:
+        self.device = device or torch.device("cpu")
+        on_cpu = self.device.type == "cpu"
+        bf16 = fast.use_bf16 if on_cpu else (fast.bf16 is not False and bf16_supported(self.device))
+        self.fast = replace(fast, bf16=bf16)
         self.memory_format = torch.channels_last if fast.channels_last else torch.contiguous_format
-        # bfloat16 weights are cast once here, not on every call as autocast would.
-        self.dtype = torch.bfloat16 if self.fast.bf16 else torch.float32
-        self.body = body.eval().to(self.dtype, memory_format=self.memory_format)
-        self.head = copy.deepcopy(classifier.head).eval()
-        self.autoencoder = copy.deepcopy(autoencoder).eval().to(self.dtype, memory_format=self.memory_format)
+        self.split = getattr(classifier, "splittable", True)
+        self.dtype = torch.bfloat16 if (self.fast.bf16 and self.split) else torch.float32
+        fold = self.split and fast.fold_batchnorm
+        net = fold_batchnorm(classifier) if fold else copy.deepcopy(classifier)
+        # bfloat16 weights are cast once here, not on every call as autocast would; the
+        # head stays float32 (logits keep their precision).
+        self.head = copy.deepcopy(classifier.head).eval().to(self.device) if self.split else None
+        self.classifier = net.eval().to(self.device, self.dtype, memory_format=self.memory_format)
+        self.autoencoder = (
+            copy.deepcopy(autoencoder).eval().to(self.device, self.dtype, memory_format=self.memory_format)
+            if autoencoder is not None
+            else None
+        )
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits ``(B, K)``, features ``(B, D)`` and reconstruction errors ``(B,)`` of a
-        float batch ``(B, 1, 28, 28)``, all float32."""
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits ``(B, K)``, features ``(B, D)`` and reconstruction errors ``(B,)`` (None
+        without an autoencoder) of a float batch ``(B, C, H, W)``, all float32 on the CPU."""
         size = self.fast.sub_batch
         if size and len(x) > size:
             parts = [self._run(chunk) for chunk in x.split(size)]
-            return tuple(torch.cat(p) for p in zip(*parts))  # type: ignore[return-value]
+            logits, feats, errs = zip(*parts)
+            err = None if errs[0] is None else torch.cat(errs)
+            return torch.cat(logits), torch.cat(feats), err
         return self._run(x)
 
-    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = x.contiguous(memory_format=self.memory_format)
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        x = x.to(self.device).contiguous(memory_format=self.memory_format)
         xc = x.to(self.dtype)
-        features = self.body(xc).float()
-        recon = self.autoencoder(xc)
-        logits = self.head(features)
-        err = (recon.float() - x).pow(2).flatten(1).mean(1)
-        return logits, features, err
+        if self.split:
+            features = self.classifier.forward_features(xc).float()
+            logits = self.head(features)
+        else:
+            logits, features = self.classifier.forward_with_features(xc)
+            logits, features = logits.float(), features.float()
+        err = None
+        if self.autoencoder is not None:
+            recon = self.autoencoder(xc)
+            err = (recon.float() - x).pow(2).flatten(1).mean(1).cpu()
+        return logits.cpu(), features.cpu(), err

@@ -36,12 +36,13 @@ from .errors import ConfigError, ModelFormatError
 class ModelOutputs:
     """What the networks say about a batch: logits ``(N, K)``, penultimate features
     ``(N, D)``, per-image reconstruction error ``(N,)`` and, optionally, the input
-    pixels ``images``: float32 ``(N, 784)`` in [0, 1] (flattened 28x28), needed by
-    pixel-space scorers such as ``class_reconstruction``."""
+    pixels ``images``: float32 ``(N, C*H*W)`` in [0, 1] (flattened), needed by
+    pixel-space scorers such as ``class_reconstruction``. ``recon_error`` is None for a
+    model without an autoencoder."""
 
     logits: np.ndarray
     features: np.ndarray
-    recon_error: np.ndarray
+    recon_error: np.ndarray | None = None
     images: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -56,18 +57,19 @@ class ModelOutputs:
         return ModelOutputs(
             self.logits[index],
             self.features[index],
-            self.recon_error[index],
+            None if self.recon_error is None else self.recon_error[index],
             None if self.images is None else self.images[index],
         )
 
     @staticmethod
     def concat(parts: list[ModelOutputs]) -> ModelOutputs:
         """One ``ModelOutputs`` of all ``parts``; ``images`` only when every part has them."""
-        arrays = (
-            np.concatenate([getattr(p, f) for p in parts]) for f in ("logits", "features", "recon_error")
-        )
-        images = None if any(p.images is None for p in parts) else np.concatenate([p.images for p in parts])
-        return ModelOutputs(*arrays, images=images)
+
+        def cat(field: str) -> np.ndarray | None:
+            values = [getattr(p, field) for p in parts]
+            return None if any(v is None for v in values) else np.concatenate(values)
+
+        return ModelOutputs(cat("logits"), cat("features"), cat("recon_error"), cat("images"))
 
 
 class Scorer:
@@ -81,6 +83,9 @@ class Scorer:
     name: ClassVar[str] = ""
     log_scale: ClassVar[bool] = False
     fits_on_reference: ClassVar[bool] = False
+    # The model outputs the scorer reads: "logits", "features", "recon_error" (needs the
+    # autoencoder) or "pixels".
+    signals: ClassVar[frozenset[str]] = frozenset({"logits"})
 
     def fit(self, known: ModelOutputs, accept_rate: float = 0.95, labels: np.ndarray | None = None) -> Scorer:
         """Fit on outputs of known inputs (``labels``: their classes, where a scorer needs
@@ -203,6 +208,7 @@ class MahalanobisScorer(Scorer):
     name = "mahalanobis"
     log_scale = True
     fits_on_reference = True
+    signals = frozenset({"features", "logits"})
 
     def __init__(self) -> None:
         self.means_: np.ndarray | None = None  # (C, D) float64
@@ -334,6 +340,7 @@ class KNNScorer(Scorer):
     name = "knn"
     log_scale = True
     fits_on_reference = True
+    signals = frozenset({"features"})
     K: ClassVar[int] = 5
     BANK_SIZE: ClassVar[int] = 5_000
     CHUNK: ClassVar[int] = 256  # queries per matrix product (sims stay in the L2 cache)
@@ -417,8 +424,11 @@ class ReconstructionScorer(Scorer):
 
     name = "reconstruction"
     log_scale = True
+    signals = frozenset({"recon_error"})
 
     def score(self, outputs: ModelOutputs) -> np.ndarray:
+        if outputs.recon_error is None:
+            raise ConfigError("the reconstruction scorer needs the autoencoder, and this model has none")
         return outputs.recon_error.astype(np.float64)
 
 
@@ -448,6 +458,7 @@ class ClassReconstructionScorer(Scorer):
     name = "class_reconstruction"
     log_scale = True
     fits_on_reference = True
+    signals = frozenset({"pixels", "logits"})
     N_COMPONENTS: ClassVar[int] = 32
     CHUNK: ClassVar[int] = 1024
 
@@ -738,6 +749,24 @@ SCORERS: dict[str, type[Scorer]] = {
         ReconFusionScorer,
     )
 }
+
+
+# class_reconstruction fits one full SVD per class, whose cost grows with the square of
+# the pixel count: 784 pixels (MNIST) take seconds, while 3,072 (CIFAR-10 in colour) took
+# over 15 minutes for six classes of 4,200 images on 2 cores. Larger images leave it out.
+MAX_PCA_PIXELS = 1024
+SIGNAL_NEEDS = {
+    "recon_error": "the autoencoder's reconstruction error, and this model has no autoencoder",
+    "pixels": f"images of at most {MAX_PCA_PIXELS} pixel values (its PCA bases grow with them)",
+}
+
+
+def scorer_signals(name: str) -> frozenset[str]:
+    """The model outputs a registered scorer reads (a fusion: those of its members)."""
+    cls = SCORERS[name]
+    if issubclass(cls, FusionScorer):
+        return frozenset().union(*(SCORERS[m].signals for m in cls.MEMBERS))
+    return cls.signals
 
 
 def is_fusion(name: str) -> bool:

@@ -7,6 +7,7 @@ it to float and augments it with batched tensor operations (no per-sample Python
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
 import logging
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from .augment import Augmentation
 from .errors import ConfigError
 from .io import atomic_write_bytes
-from .runtime import autocast, fast_by_default, native_bf16
+from .runtime import autocast, bf16_supported, fast_by_default, native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,16 @@ class TrainConfig:
     seed: int = 0
     rotation_degrees: float = 10.0
     hflip_prob: float = 0.0
+    crop_padding: int = 0
+    label_smoothing: float = 0.0
+    # The classifier's optimiser: "adamw" (one-cycle schedule, the digit recipe) or "sgd"
+    # (Nesterov, linear warm-up then linear decay, the fast CIFAR trainers' recipe; see
+    # make_optimizer). The autoencoder always uses AdamW.
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    warmup: float = 0.3
+    bias_lr_mult: float = 1.0
+    freeze_bn_weight: bool = False
     # CPU fast paths (OSRKIT_FAST=0 turns both off by default): channels-last tensors and
     # bfloat16 autocast (None = where the CPU has native support).
     channels_last: bool = field(default_factory=fast_by_default)
@@ -61,16 +72,34 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight-decay must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1):
+            raise ConfigError(f"label-smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if not (0 <= self.momentum < 1 and 0 < self.warmup < 1 and self.bias_lr_mult > 0):
+            raise ConfigError("momentum must be in [0, 1), warmup in (0, 1) and bias_lr_mult positive")
         self.augmentation  # validates rotation and flip  # noqa: B018
+
+    @classmethod
+    def for_backbone(cls, backbone: str, **overrides: object) -> TrainConfig:
+        """The default recipe of a registered backbone (its ``recipe`` over these
+        defaults, which are the digit network's), with ``overrides`` on top."""
+        from .models import backbone_entry
+
+        return cls(**(backbone_entry(backbone).recipe | overrides))
 
     @property
     def augmentation(self) -> Augmentation:
-        return Augmentation(self.rotation_degrees, self.hflip_prob)
+        return Augmentation(self.rotation_degrees, self.hflip_prob, self.crop_padding)
 
     @property
     def use_bf16(self) -> bool:
         """Whether training runs under bfloat16 autocast on this CPU."""
         return native_bf16() if self.bf16 is None else bool(self.bf16)
+
+    def bf16_on(self, device: torch.device) -> bool:
+        """Whether training on ``device`` runs under bfloat16 autocast."""
+        return bf16_supported(device) if self.bf16 is None else bool(self.bf16)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -117,9 +146,15 @@ def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
     return f"{len(images)}:{h.hexdigest()}"
 
 
-def to_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 ``(B, 28, 28)`` -> float ``(B, 1, 28, 28)`` in [0, 1]."""
-    x = images.unsqueeze(1).float().div_(255.0)
+def to_input(
+    images: torch.Tensor, channels_last: bool = False, device: torch.device | None = None
+) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` (or ``(B, H, W)``) -> float ``(B, C, H, W)`` in [0, 1] on ``device``."""
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if device is not None:
+        images = images.to(device, non_blocking=True)
+    x = images.float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -165,25 +200,54 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
 
 
 def make_optimizer(
-    model: nn.Module, lr: float, total_steps: int, cfg: TrainConfig
+    model: nn.Module, lr: float, total_steps: int, cfg: TrainConfig, optimizer: str = "adamw"
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with a one-cycle learning-rate schedule over ``total_steps``.
+    """The optimiser and its learning-rate schedule over ``total_steps``.
 
-    With the fast paths on (``cfg.channels_last``), AdamW's fused CPU kernel updates all
-    parameters in one call instead of a dozen small tensor operations per parameter.
+    ``adamw``: AdamW with a one-cycle schedule (Smith and Topin 2019). With the fast paths
+    on (``cfg.channels_last``), AdamW's fused CPU kernel updates all parameters in one call
+    instead of a dozen small tensor operations per parameter.
+
+    ``sgd``: Nesterov SGD (momentum ``cfg.momentum``), the learning rate rising linearly
+    from a fifth of its peak over the first ``cfg.warmup`` of the steps, then falling
+    linearly to zero, as in the fast CIFAR-10 trainers (Page 2018; Jordan 2024's airbench):
+    biases and batch-norm parameters get no weight decay and ``cfg.bias_lr_mult`` times the
+    learning rate, and with ``cfg.freeze_bn_weight`` the batch-norm scales stay at 1.
     """
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=True if cfg.channels_last else None
+    if optimizer == "adamw":
+        fused = True if cfg.channels_last else None
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=fused)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps)
+    if cfg.freeze_bn_weight:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+                m.weight.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay, no_decay = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=[lr, lr * cfg.bias_lr_mult],
+        total_steps=total_steps,
+        pct_start=cfg.warmup,
+        anneal_strategy="linear",
+        cycle_momentum=False,
+        div_factor=5.0,
+        final_div_factor=1e6,
     )
-    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps)
+    return opt, sched
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def classifier_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy of the classifier's logits (in float32, also under bf16 autocast)."""
-    return F.cross_entropy(model(x).float(), y)
+def classifier_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Cross-entropy of the classifier's logits (in float32, also under bf16 autocast),
+    optionally with label smoothing (Szegedy et al. 2016)."""
+    return F.cross_entropy(model(x).float(), y, label_smoothing=label_smoothing)
 
 
 def autoencoder_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -202,6 +266,7 @@ def train_epoch(
     gen: torch.Generator,
     cfg: TrainConfig,
     on_step: Callable[[float], None] | None = None,
+    device: torch.device | None = None,
 ) -> float:
     """One pass over ``batches`` (index tensors into the in-memory uint8 ``images``):
     slice, convert and augment whole batches, then step. Returns the mean loss;
@@ -210,12 +275,14 @@ def train_epoch(
     The fast paths of ``cfg`` apply: channels-last tensors and bfloat16 autocast.
     """
     model.train()
-    aug, fmt, bf16 = cfg.augmentation, cfg.memory_format, cfg.use_bf16
+    device = device or torch.device("cpu")
+    aug, fmt, bf16 = cfg.augmentation, cfg.memory_format, cfg.bf16_on(device)
     total, count = 0.0, 0
     for idx in batches:
-        x = aug(to_input(images[idx]), gen).contiguous(memory_format=fmt)
-        y = labels[idx] if labels is not None else None
-        with autocast(bf16):
+        # augmentation draws from the CPU generator, so runs on any device are alike
+        x = aug(to_input(images[idx]), gen).to(device, non_blocking=True).contiguous(memory_format=fmt)
+        y = labels[idx].to(device, non_blocking=True) if labels is not None else None
+        with autocast(bf16, device.type):
             loss = loss_fn(model, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -240,11 +307,15 @@ def _fit(
     cfg: TrainConfig,
     checkpoint: Checkpointer | None,
     progress: bool,
+    device: torch.device | None = None,
 ) -> dict:
     """Generic loop: AdamW + one-cycle LR, best-on-validation weights, early stopping."""
-    model.to(memory_format=cfg.memory_format)
+    device = device or torch.device("cpu")
+    model.to(device, memory_format=cfg.memory_format)
     steps = math.ceil(len(images) / cfg.batch_size)
-    opt, sched = make_optimizer(model, lr, epochs * steps, cfg)
+    opt, sched = make_optimizer(
+        model, lr, epochs * steps, cfg, cfg.optimizer if stage == "classifier" else "adamw"
+    )
     gen = torch.Generator().manual_seed(cfg.seed + (0 if stage == "classifier" else 1))
     history: list[dict] = []
     best = {"metric": math.inf, "epoch": -1, "state": copy.deepcopy(model.state_dict())}
@@ -280,9 +351,10 @@ def _fit(
             gen,
             cfg,
             on_step=lambda loss, bar=bar: bar.set_postfix(loss=f"{loss:.4f}", refresh=False),
+            device=device,
         )
         model.eval()
-        with autocast(cfg.use_bf16):
+        with autocast(cfg.bf16_on(device), device.type):
             metric = validate(model)
         if not math.isfinite(metric):
             raise ConfigError(
@@ -330,9 +402,12 @@ def _predict_batched(
     images: torch.Tensor,
     memory_format: torch.memory_format = torch.contiguous_format,
     batch_size: int = 1024,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    chunks = (to_input(c).contiguous(memory_format=memory_format) for c in images.split(batch_size))
-    return torch.cat([fn(x).float() for x in chunks])
+    chunks = (
+        to_input(c, device=device).contiguous(memory_format=memory_format) for c in images.split(batch_size)
+    )
+    return torch.cat([fn(x).float().cpu() for x in chunks])
 
 
 def train_classifier(
@@ -344,11 +419,12 @@ def train_classifier(
     cfg: TrainConfig,
     checkpoint: Checkpointer | None = None,
     progress: bool = False,
+    device: torch.device | None = None,
 ) -> dict:
     """Train with cross-entropy; keep the weights with the lowest validation error."""
 
     def validate(m: nn.Module) -> float:
-        logits = _predict_batched(m, val_images, cfg.memory_format)
+        logits = _predict_batched(m, val_images, cfg.memory_format, device=device)
         err = (logits.argmax(1) != val_labels).float().mean().item()
         # Ties in error are broken by the validation loss (scaled far below one error).
         return err + 1e-6 * F.cross_entropy(logits, val_labels).item()
@@ -358,13 +434,14 @@ def train_classifier(
         "classifier",
         images,
         labels,
-        classifier_loss,
+        functools.partial(classifier_loss, label_smoothing=cfg.label_smoothing),
         validate,
         cfg.epochs,
         cfg.lr,
         cfg,
         checkpoint,
         progress,
+        device,
     )
 
 
@@ -375,11 +452,13 @@ def train_autoencoder(
     cfg: TrainConfig,
     checkpoint: Checkpointer | None = None,
     progress: bool = False,
+    device: torch.device | None = None,
 ) -> dict:
     """Train to reconstruct the known training images; keep the lowest validation MSE."""
 
     def validate(m: nn.Module) -> float:
-        return _predict_batched(m.reconstruction_error, val_images, cfg.memory_format).mean().item()
+        errors = _predict_batched(m.reconstruction_error, val_images, cfg.memory_format, device=device)
+        return errors.mean().item()
 
     return _fit(
         model,
@@ -393,4 +472,5 @@ def train_autoencoder(
         cfg,
         checkpoint,
         progress,
+        device,
     )

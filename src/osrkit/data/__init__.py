@@ -4,10 +4,16 @@ from .catalog import DATASET_NAMES, IDX_DATASETS, load_cifar10, load_dataset, lo
 from .folder import load_images, read_image_folder
 from .idx import read_idx, write_idx
 from .imageset import ImageSet
-from .preprocess import load_image, preprocess_image, to_gray28_uint8
 from .root import resolve_data_root
+from .spec import CIFAR10_SPEC, IMAGENET_SPEC, MNIST_SPEC, InputSpec
+from .transforms import as_input_tensor, load_image, preprocess_image, to_gray28_uint8
 
 __all__ = [
+    "CIFAR10_SPEC",
+    "IMAGENET_SPEC",
+    "MNIST_SPEC",
+    "InputSpec",
+    "as_input_tensor",
     "DATASET_NAMES",
     "IDX_DATASETS",
     "ImageSet",

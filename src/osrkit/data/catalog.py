@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from .cifar import TEST_BATCH_MD5, read_cifar10_test
+from .cifar import TEST_BATCH_MD5, TRAIN_BATCHES, read_cifar10
 from .download import RemoteFile, ensure_file, verify_md5
-from .folder import read_image_folder
+from .folder import infer_spec, list_images, read_image_folder
 from .idx import read_idx
 from .imageset import ImageSet
 from .root import resolve_data_root
+from .spec import CIFAR10_SPEC, MNIST_SPEC, InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,28 +130,35 @@ DATASET_NAMES = (*IDX_DATASETS, "cifar10", "omniglot")
 
 
 def load_idx_dataset(
-    name: str, split: str = "test", root: str | os.PathLike | None = None, download: bool = False
+    name: str,
+    split: str = "test",
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    spec: InputSpec | None = None,
 ) -> ImageSet:
-    """Load an MNIST-layout dataset (``mnist``, ``fashion-mnist``, ``kmnist``, ``notmnist``)."""
-    spec = IDX_DATASETS[name]
+    """Load an MNIST-layout dataset (``mnist``, ``fashion-mnist``, ``kmnist``, ``notmnist``),
+    1x28x28 grayscale (or brought to ``spec``)."""
+    entry = IDX_DATASETS[name]
     base = resolve_data_root(root)
-    images = read_idx(ensure_file(base, spec.remote(split, "images"), download), ndim=3)
-    labels = read_idx(ensure_file(base, spec.remote(split, "labels"), download), ndim=1)
+    images = read_idx(ensure_file(base, entry.remote(split, "images"), download), ndim=3)
+    labels = read_idx(ensure_file(base, entry.remote(split, "labels"), download), ndim=1)
     if len(images) != len(labels):
         raise DataError(
-            f"{spec.title} {split}: {len(images)} images but {len(labels)} labels; "
+            f"{entry.title} {split}: {len(images)} images but {len(labels)} labels; "
             "the files do not belong together"
         )
     if images.shape[1:] != (28, 28):
-        raise DataError(f"{spec.title} {split}: images are {images.shape[1:]}, expected 28x28")
-    if labels.max(initial=0) >= len(spec.class_names):
-        raise DataError(f"{spec.title} {split}: label {labels.max()} out of range")
-    return ImageSet(
+        raise DataError(f"{entry.title} {split}: images are {images.shape[1:]}, expected 28x28")
+    if labels.max(initial=0) >= len(entry.class_names):
+        raise DataError(f"{entry.title} {split}: label {labels.max()} out of range")
+    data = ImageSet(
         torch.from_numpy(images),
         torch.from_numpy(labels.astype("int64")),
-        list(spec.class_names),
-        f"{spec.title} {split}",
+        list(entry.class_names),
+        f"{entry.title} {split}",
+        spec=MNIST_SPEC,
     )
+    return data.to_spec(spec) if spec is not None else data
 
 
 def _extract_cifar_archive(archive: Path, root: Path) -> None:
@@ -165,18 +173,27 @@ def _extract_cifar_archive(archive: Path, root: Path) -> None:
 
 
 def load_cifar10(
-    split: str = "test", root: str | os.PathLike | None = None, download: bool = False
+    split: str = "test",
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    spec: InputSpec | None = None,
+    progress: bool = False,
 ) -> ImageSet:
-    """CIFAR-10 test set, converted to 28x28 grayscale (ITU-R 601 luma, antialiased)."""
-    if split != "test":
-        raise DataError("osrkit reads only the CIFAR-10 test split (it is used as unknowns)")
+    """CIFAR-10 ``train`` or ``test`` in colour, 3x32x32 (or brought to ``spec``)."""
+    if split not in ("train", "test"):
+        raise DataError(f"CIFAR-10 has train and test splits, not {split!r}")
     base = resolve_data_root(root)
-    has_local = (base / CIFAR10_TEST_BATCH.relpath).is_file() or (base / "CIFAR10" / "test").is_dir()
+    batches = (
+        [CIFAR10_TEST_BATCH.relpath]
+        if split == "test"
+        else [f"cifar-10-batches-py/{b}" for b in TRAIN_BATCHES]
+    )
+    has_local = all((base / b).is_file() for b in batches) or (base / "CIFAR10" / split).is_dir()
     if not has_local and download:
         archive = ensure_file(base, CIFAR10_ARCHIVE, allow_download=True)
         _extract_cifar_archive(archive, base)
         verify_md5(base / CIFAR10_TEST_BATCH.relpath, CIFAR10_TEST_BATCH.md5)
-    return read_cifar10_test(base)
+    return read_cifar10(base, split, spec, progress)
 
 
 def _extract_zip(archive: Path, dest: Path, top: str) -> None:
@@ -193,10 +210,13 @@ def _extract_zip(archive: Path, dest: Path, top: str) -> None:
 
 
 def load_omniglot(
-    split: str = "test", root: str | os.PathLike | None = None, download: bool = False
+    split: str = "test",
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    spec: InputSpec | None = None,
 ) -> ImageSet:
-    """Every image of the Omniglot evaluation set (Lake et al. 2015), resized to 28x28 and
-    inverted to white strokes on black like MNIST; one class per alphabet.
+    """Every image of the Omniglot evaluation set (Lake et al. 2015), resized to 28x28 (or
+    to ``spec``) and inverted to white strokes on black like MNIST; one class per alphabet.
 
     Read from ``omniglot-py/images_evaluation/<alphabet>/<character>/*.png``; with
     ``download`` the official ``images_evaluation.zip`` is fetched, md5-checked and
@@ -215,7 +235,7 @@ def load_omniglot(
             os.replace(Path(tmp) / "images_evaluation", folder)
     if not folder.is_dir():
         raise DataError(f"Omniglot evaluation images not found at {folder}; pass --data-root or --download")
-    return read_image_folder(folder, invert=True, name="Omniglot evaluation")
+    return read_image_folder(folder, invert=True, name="Omniglot evaluation", spec=spec or MNIST_SPEC)
 
 
 def _parse(spec: str) -> tuple[str | None, str]:
@@ -238,29 +258,55 @@ def canonical_name(spec: str, default_split: str = "test") -> str:
     return str(Path(spec).resolve()) if Path(spec).is_dir() else spec
 
 
+def native_spec(spec: str, root: str | os.PathLike | None = None) -> InputSpec:
+    """The input spec a dataset suggests: 1x28x28 for the MNIST family and Omniglot,
+    3x32x32 for CIFAR-10, and for an image folder the one chosen from its images."""
+    key, _ = _parse(spec)
+    if key == "cifar10":
+        return CIFAR10_SPEC
+    if key is not None:
+        return MNIST_SPEC
+    path = Path(spec)
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise DataError(f"image folder {path} holds no images (.png, .jpg, ...) in its class folders")
+        return infer_spec(files)
+    raise _unknown_dataset(spec)
+
+
+def _unknown_dataset(spec: str) -> DataError:
+    if any(sep in spec for sep in ("/", "\\")) or spec.startswith("."):
+        return DataError(f"image folder {spec} does not exist; check the path")
+    return DataError(
+        f"unknown dataset {spec!r}: use one of {', '.join(DATASET_NAMES)} (with :train or :test) "
+        "or the path of an image folder laid out as <class>/<image>"
+    )
+
+
 def load_dataset(
     spec: str,
     root: str | os.PathLike | None = None,
     download: bool = False,
     progress: bool = False,
     default_split: str = "test",
+    input_spec: InputSpec | None = None,
 ) -> ImageSet:
     """Load a dataset by ``name[:split]`` (``mnist:train``, ``cifar10``) or an image-folder path.
 
     A name without a split gets ``default_split`` (osrkit's CLI passes ``train`` for
-    training data and ``test`` for test data).
+    training data and ``test`` for test data). ``input_spec``: the channels and size to
+    load into (grayscale sets become RGB, colour becomes luma, sizes are resized), as a
+    model expects; default: the dataset's own (``native_spec``).
     """
     key, split = _parse(spec)
     if key == "cifar10":
-        return load_cifar10(split or "test", root, download)
+        return load_cifar10(split or default_split, root, download, input_spec, progress)
     if key == "omniglot":
-        return load_omniglot(split or "test", root, download)
+        return load_omniglot(split or "test", root, download, input_spec)
     if key is not None:
-        return load_idx_dataset(key, split or default_split, root, download)
+        return load_idx_dataset(key, split or default_split, root, download, input_spec)
     path = Path(spec)
     if path.is_dir():
-        return read_image_folder(path, progress=progress)
-    raise DataError(
-        f"unknown dataset {spec!r}: use one of {', '.join(DATASET_NAMES)} (with :train or :test) "
-        "or the path of an image folder laid out as <class>/<image>"
-    )
+        return read_image_folder(path, progress=progress, spec=input_spec)
+    raise _unknown_dataset(spec)

@@ -14,7 +14,7 @@ from ..errors import DataError
 from .download import verify_md5
 from .folder import read_image_folder
 from .imageset import ImageSet
-from .preprocess import to_gray28_uint8
+from .spec import CIFAR10_SPEC, MNIST_SPEC, InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +62,43 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-def rgb_to_gray28(rgb: np.ndarray) -> np.ndarray:
-    """``(N, H, W, 3)`` uint8 RGB -> ``(N, 28, 28)`` uint8 via the shared preprocessing."""
-    from PIL import Image
-
-    return np.stack([to_gray28_uint8(Image.fromarray(img, "RGB")) for img in rgb])
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 
 
-def read_cifar10_test(root: Path) -> ImageSet:
-    """CIFAR-10 test set as 28x28 grayscale, from ``cifar-10-batches-py/test_batch`` or
-    ``CIFAR10/test/<class>/*.png``, whichever exists (the batch is preferred)."""
-    batch = root / "cifar-10-batches-py" / "test_batch"
-    folder = root / "CIFAR10" / "test"
-    if batch.is_file():
-        verify_md5(batch, TEST_BATCH_MD5)
-        rgb, labels = read_cifar_batch(batch)
-        images = torch.from_numpy(rgb_to_gray28(rgb))
-        return ImageSet(images, torch.from_numpy(labels), list(CLASSES), "CIFAR-10")
+def _from_batches(files: list[Path], spec: InputSpec | None, name: str) -> ImageSet:
+    parts = [read_cifar_batch(f) for f in files]
+    rgb = np.concatenate([p[0] for p in parts]).transpose(0, 3, 1, 2)
+    labels = np.concatenate([p[1] for p in parts])
+    images = torch.from_numpy(np.ascontiguousarray(rgb))
+    data = ImageSet(images, torch.from_numpy(labels), list(CLASSES), name, spec=CIFAR10_SPEC)
+    return data.to_spec(spec) if spec is not None else data
+
+
+def read_cifar10(
+    root: Path, split: str = "test", spec: InputSpec | None = None, progress: bool = False
+) -> ImageSet:
+    """CIFAR-10 in colour, 3x32x32 (or brought to ``spec``), from the python batches
+    (``cifar-10-batches-py/test_batch`` or ``data_batch_1..5``) when present, else from the
+    image folders ``CIFAR10/<split>/<class>/*`` (PNG for test, a JPEG copy for train)."""
+    batches = root / "cifar-10-batches-py"
+    files = [batches / "test_batch"] if split == "test" else [batches / b for b in TRAIN_BATCHES]
+    folder = root / "CIFAR10" / split
+    name = "CIFAR-10" if split == "test" else "CIFAR-10 train"
+    if all(f.is_file() for f in files):
+        if split == "test":
+            verify_md5(files[0], TEST_BATCH_MD5)
+        return _from_batches(files, spec, name)
     if folder.is_dir():
-        return read_image_folder(folder, name="CIFAR-10", class_names=list(CLASSES))
+        return read_image_folder(
+            folder, name=name, class_names=list(CLASSES), spec=spec or CIFAR10_SPEC, progress=progress
+        )
+    md5 = f" (md5 {TEST_BATCH_MD5})" if split == "test" else ""
     raise DataError(
-        f"CIFAR-10 test set not found under {root}: expected {batch} (md5 "
-        f"{TEST_BATCH_MD5}) or PNG folders {folder}/<class>/*.png; "
-        "rerun with --download or point --data-root at it"
+        f"CIFAR-10 {split} set not found under {root}: expected {', '.join(f.name for f in files)}{md5} in "
+        f"{batches} or image folders {folder}/<class>/*; rerun with --download or point --data-root at it"
     )
+
+
+def read_cifar10_test(root: Path, spec: InputSpec | None = MNIST_SPEC) -> ImageSet:
+    """CIFAR-10 test set (by default as the seed's 28x28 grayscale)."""
+    return read_cifar10(root, "test", spec)

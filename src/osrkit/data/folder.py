@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,8 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from .imageset import ImageSet
-from .preprocess import load_image, to_gray28_uint8
+from .spec import MNIST_SPEC, InputSpec
+from .transforms import load_image, to_spec_array
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +38,81 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(files, key=_sort_key)
 
 
+SAMPLE_FOR_SPEC = 200  # images decoded to choose a folder's input spec
+MAX_INFERRED_SIDE = 64  # larger photos are brought down to this by default (CPU budget)
+
+
+def infer_spec(paths: list[Path], seed: int = 0) -> InputSpec:
+    """The input spec an image folder suggests, from a seeded sample of its images.
+
+    Channels: 3 when any sampled image has colour (R, G and B differ somewhere), else 1.
+    Size: the images' own size when they all share one no larger than 64 pixels
+    (stretched, i.e. unchanged); otherwise a square of the median shorter side, at most
+    64 and rounded down to a multiple of 4 (the autoencoder halves it twice), with the
+    shorter side resized and the centre cropped. ``--image-size`` overrides it.
+    """
+    if not paths:
+        raise DataError("no images to choose an input spec from")
+    rng = np.random.default_rng(seed)
+    sample = [
+        paths[i] for i in sorted(rng.choice(len(paths), min(len(paths), SAMPLE_FOR_SPEC), replace=False))
+    ]
+    colour, sizes = False, []
+    for path in sample:
+        img = load_image(path)
+        sizes.append(img.size)
+        if not colour and img.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+            rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+            colour = bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+    channels = 3 if colour else 1
+    w, h = sizes[0]
+    if all(s == (w, h) for s in sizes) and max(w, h) <= MAX_INFERRED_SIDE:
+        spec = InputSpec(channels, h, w)
+    else:
+        side = int(statistics.median(min(s) for s in sizes))
+        side = max(8, min(MAX_INFERRED_SIDE, side) // 4 * 4)
+        spec = InputSpec(channels, side, side, "shorter_side_crop")
+    log.info("input spec chosen from %d sampled images: %s", len(sample), spec.describe())
+    return spec
+
+
+def _decode(path: Path, spec: InputSpec, invert: bool | None) -> np.ndarray:
+    return to_spec_array(load_image(path), spec, invert)
+
+
 def load_images(
-    paths: Iterable[str | os.PathLike], invert: bool = False, progress: bool = False
+    paths: Iterable[str | os.PathLike],
+    invert: bool | None = None,
+    progress: bool = False,
+    spec: InputSpec = MNIST_SPEC,
 ) -> np.ndarray:
-    """Read and preprocess image files into a uint8 array ``(N, 28, 28)``."""
-    paths = list(paths)
-    out = np.empty((len(paths), 28, 28), dtype=np.uint8)
-    for i, path in enumerate(tqdm(paths, desc="reading images", disable=not progress, leave=False)):
-        out[i] = to_gray28_uint8(load_image(path), invert=invert)
+    """Read image files into a uint8 array ``(N, C, H, W)`` per ``spec`` (default 1x28x28).
+
+    Decoding runs in two threads (Pillow releases the GIL while it decodes)."""
+    paths = [Path(p) for p in paths]
+    out = np.empty((len(paths), *spec.shape), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        decoded = pool.map(_decode, paths, [spec] * len(paths), [invert] * len(paths), chunksize=64)
+        bar = tqdm(decoded, total=len(paths), desc="reading images", disable=not progress, leave=False)
+        for i, arr in enumerate(bar):
+            out[i] = arr
     return out
 
 
 def read_image_folder(
     root: str | os.PathLike,
-    invert: bool = False,
+    invert: bool | None = None,
     name: str | None = None,
     class_names: list[str] | None = None,
     progress: bool = False,
+    spec: InputSpec | None = None,
 ) -> ImageSet:
     """Read ``<root>/<class>/...`` into an ``ImageSet``; each top-level subfolder is a class.
 
     Images in deeper subfolders belong to their top-level class (so Omniglot's
     ``<alphabet>/<character>/*.png`` gives one class per alphabet). ``class_names``
-    fixes the class order; by default it is the sorted subfolder names.
+    fixes the class order; by default it is the sorted subfolder names. ``spec``: the
+    channels and size to read into (default: chosen from the images, see ``infer_spec``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -73,11 +128,16 @@ def read_image_folder(
     labels: list[int] = []
     for label, cls in enumerate(names):
         files = list_images(root / cls)
+        if not files:
+            raise DataError(
+                f"class folder {root / cls} holds no images (.png, .jpg, ...); add images or remove it"
+            )
         paths += files
         labels += [label] * len(files)
     if not paths:
         raise DataError(f"image folder {root} holds no images (.png, .jpg, ...) in its class folders")
-    images = load_images(paths, invert=invert, progress=progress)
+    spec = spec or infer_spec(paths)
+    images = load_images(paths, invert=invert, progress=progress, spec=spec)
     log.info("read %d images in %d classes from %s", len(paths), len(names), root)
     return ImageSet(
         torch.from_numpy(images),
@@ -85,4 +145,5 @@ def read_image_folder(
         names,
         name or root.name,
         [str(p) for p in paths],
+        spec,
     )

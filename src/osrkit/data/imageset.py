@@ -1,4 +1,4 @@
-"""``ImageSet``: a labelled set of 28x28 grayscale images held in memory as uint8."""
+"""``ImageSet``: a labelled set of images held in memory as uint8 ``(N, C, H, W)``."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .spec import InputSpec
 
 
 @dataclass
 class ImageSet:
-    """Images ``(N, 28, 28)`` uint8, labels ``(N,)`` int64 and the class names.
+    """Images ``(N, C, H, W)`` uint8 (C = 1 or 3), labels ``(N,)`` int64 and the class names.
 
-    A label indexes ``class_names``; unknown-class sets may carry their own
-    labels (for example CIFAR-10 classes) that the recognizer never sees.
+    Grayscale images may be given as ``(N, H, W)``; they are stored with C = 1. A label
+    indexes ``class_names``; unknown-class sets may carry their own labels (for example
+    CIFAR-10 classes) that the recognizer never sees.
     """
 
     images: torch.Tensor = field(repr=False)
@@ -23,12 +25,17 @@ class ImageSet:
     class_names: list[str] = field(repr=False)
     name: str = "images"
     paths: list[str] | None = field(default=None, repr=False)
+    # The input spec the images were read into, when a reader knows it (its resize mode
+    # and normalisation); ``fit`` adopts it as the model's.
+    spec: InputSpec | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 3:
+        if self.images.dtype == torch.uint8 and self.images.ndim == 3:
+            self.images = self.images.unsqueeze(1)
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] not in (1, 3):
             raise DataError(
-                f"{self.name}: images must be a uint8 tensor of shape (N, H, W), "
-                f"got {self.images.dtype} {tuple(self.images.shape)}"
+                f"{self.name}: images must be a uint8 tensor of shape (N, C, H, W) with C 1 or 3, "
+                f"or (N, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
             )
         if self.labels.shape != (self.images.shape[0],):
             raise DataError(
@@ -37,6 +44,8 @@ class ImageSet:
         if self.paths is not None and len(self.paths) != self.images.shape[0]:
             raise DataError(f"{self.name}: {self.images.shape[0]} images but {len(self.paths)} paths")
         self.labels = self.labels.to(torch.int64)
+        if self.spec is not None and self.spec.shape != self.shape:
+            self.spec = None
 
     def __repr__(self) -> str:
         return f"ImageSet(name={self.name!r}, n={len(self)}, classes={len(self.class_names)})"
@@ -55,7 +64,12 @@ class ImageSet:
             idx = range(len(self))[index] if isinstance(index, slice) else index.tolist()
             paths = [self.paths[i] for i in idx]
         return ImageSet(
-            self.images[index], self.labels[index], list(self.class_names), name or self.name, paths
+            self.images[index],
+            self.labels[index],
+            list(self.class_names),
+            name or self.name,
+            paths,
+            self.spec,
         )
 
     def take(self, n: int | None, seed: int = 0) -> ImageSet:
@@ -68,9 +82,24 @@ class ImageSet:
         index = torch.randperm(len(self), generator=g)[:n].sort().values
         return self.subset(index)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def to_spec(self, spec: InputSpec) -> ImageSet:
+        """The same images in ``spec``'s channels and size (self when they already are);
+        converted image by image through Pillow, as image files are."""
+        from .transforms import convert_array
+
+        if self.shape == spec.shape:
+            return self
+        images = convert_array(self.images, spec)
+        return ImageSet(images, self.labels, list(self.class_names), self.name, self.paths, spec)
+
     def as_float(self) -> torch.Tensor:
-        """Images as a float tensor ``(N, 1, 28, 28)`` in [0, 1]."""
-        return self.images.unsqueeze(1).float().div_(255.0)
+        """Images as a float tensor ``(N, C, H, W)`` in [0, 1]."""
+        return self.images.float().div_(255.0)
 
     def class_counts(self) -> dict[str, int]:
         """How many images each class has."""

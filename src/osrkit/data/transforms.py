@@ -1,0 +1,221 @@
+"""Bring any image to a model's ``InputSpec``: files, PIL images, arrays and tensors.
+
+Decoding uses Pillow; every image path in osrkit (training data, test data, ``predict``,
+the ONNX backend) goes through ``to_spec_array`` or ``as_input_tensor``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+from .spec import MNIST_SPEC, InputSpec
+
+if TYPE_CHECKING:
+    from .imageset import ImageSet
+
+log = logging.getLogger(__name__)
+
+ImagesLike = torch.Tensor | np.ndarray | Image.Image | str | os.PathLike | Sequence
+
+
+def _unreadable(path: Path, exc: BaseException) -> DataError:
+    """A one-line error naming why ``path`` could not be read."""
+    text = str(exc).lower()
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        cause = "a symbolic-link loop"
+    elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM):
+        cause = "permission denied"
+    elif isinstance(exc, IsADirectoryError):
+        cause = "a folder, not an image file"
+    elif "truncated" in text or "broken data stream" in text or "premature end" in text:
+        cause = "truncated or corrupt image data"
+    elif isinstance(exc, UnidentifiedImageError):
+        cause = (
+            "empty file" if path.is_file() and path.stat().st_size == 0 else "not an image Pillow can read"
+        )
+    else:
+        cause = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+    return DataError(f"{path}: not a readable image ({cause}); supply a PNG or JPEG file")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and decode an image file with Pillow, raising a one-line ``DataError`` that
+    names the cause (missing, truncated, not an image, too large, a link loop)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"{path}: image is too large to decode safely (over Pillow's pixel limit); resize it first"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _flatten_mode(image: Image.Image, mode: str) -> Image.Image:
+    """``image`` in Pillow mode ``mode`` (``L`` or ``RGB``): 16-bit and float images are
+    scaled to 8 bits, transparent pixels composited on black (MNIST's background)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        hi = arr.max() if arr.size else 1.0
+        scale = 255.0 / (65535.0 if image.mode.startswith("I;16") else max(hi, 1.0))
+        image = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
+    elif image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _resize(image: Image.Image, spec: InputSpec) -> Image.Image:
+    """Antialiased bilinear resize per ``spec.resize`` (Pillow widens the kernel when
+    shrinking, which antialiases)."""
+    w, h = spec.width, spec.height
+    if image.size == (w, h):
+        return image
+    if spec.resize == "shorter_side_crop":
+        scale = max(w / image.width, h / image.height)
+        size = (max(w, round(image.width * scale)), max(h, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
+        left, top = (size[0] - w) // 2, (size[1] - h) // 2
+        return image.crop((left, top, left + w, top + h))
+    return image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+
+
+def to_spec_array(image: Image.Image, spec: InputSpec = MNIST_SPEC, invert: bool | None = None) -> np.ndarray:
+    """A PIL image as uint8 ``(C, H, W)`` in ``spec``'s channels and size.
+
+    Grayscale uses Pillow's ITU-R 601-2 luma (L = 0.299 R + 0.587 G + 0.114 B); a
+    grayscale image given to an RGB spec repeats its channel. ``invert`` (default:
+    ``spec.invert``) turns dark-on-light into light-on-dark.
+    """
+    if image.width <= 0 or image.height <= 0:
+        raise DataError("image has zero width or height")
+    image = _resize(_flatten_mode(image, spec.mode), spec)
+    arr = np.asarray(image, dtype=np.uint8)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    if spec.invert if invert is None else invert:
+        arr = 255 - arr
+    return np.require(arr, requirements=["C", "W"])  # contiguous and writable (torch.from_numpy)
+
+
+def to_gray28_uint8(image: Image.Image, size: int = 28, invert: bool = False) -> np.ndarray:
+    """Grayscale ``size x size`` uint8 ``(H, W)``: the seed's preprocessing, kept for callers."""
+    return to_spec_array(image, InputSpec(1, size, size), invert)[0]
+
+
+def preprocess_image(
+    image: Image.Image | str | os.PathLike, spec: InputSpec = MNIST_SPEC, invert: bool | None = None
+) -> torch.Tensor:
+    """Any image (or image path) -> float tensor ``(C, H, W)`` in [0, 1] per ``spec``
+    (default: the seed's 1x28x28 grayscale)."""
+    if isinstance(spec, bool):  # the seed's signature was preprocess_image(image, invert)
+        spec, invert = MNIST_SPEC, spec
+    if not isinstance(image, Image.Image):
+        image = load_image(image)
+    return torch.from_numpy(to_spec_array(image, spec, invert)).float().div_(255.0)
+
+
+def convert_array(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """uint8 images ``(N, C, H, W)`` brought to ``spec`` through Pillow, image by image, as
+    files are (so a CIFAR-10 array and the same images as PNGs give the same pixels)."""
+    if tuple(x.shape[1:]) == spec.shape:
+        return x
+    mode = "L" if x.shape[1] == 1 else "RGB"
+    out = np.empty((len(x), *spec.shape), dtype=np.uint8)
+    arr = x.numpy()
+    for i, img in enumerate(arr):
+        pil = Image.fromarray(img[0] if mode == "L" else img.transpose(1, 2, 0), mode)
+        out[i] = to_spec_array(pil, spec, invert=False)
+    return torch.from_numpy(out)
+
+
+def _as_tensor(x: ImagesLike, spec: InputSpec, invert: bool | None) -> torch.Tensor:
+    from .imageset import ImageSet
+
+    if isinstance(x, ImageSet):
+        return x.to_spec(spec).as_float()
+    if isinstance(x, (str, os.PathLike, Image.Image)):
+        return preprocess_image(x, spec, invert).unsqueeze(0)
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise DataError("no images given")
+        return torch.stack([preprocess_image(item, spec, invert) for item in x])
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            raise DataError("cannot read images from an object array; pass numbers or a list of paths")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise DataError(
+            f"cannot read images from a {type(x).__name__}; pass a tensor, array, "
+            "ImageSet, PIL image, path or list of paths"
+        )
+    return x
+
+
+def check_array_shape(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """``x`` as ``(N, C, H, W)``: ``(H, W)`` and ``(N, H, W)`` are accepted for grayscale
+    specs. A 3-channel array for a grayscale spec is converted to luma (and a 1-channel
+    array for an RGB spec repeated), with a log line saying so; any other shape is
+    refused in one line naming the shape expected."""
+    c, h, w = spec.shape
+    if x.ndim == 2 and c == 1:
+        x = x.unsqueeze(0)
+    if x.ndim == 3 and (c == 1 or tuple(x.shape) != spec.shape):
+        x = x.unsqueeze(1)
+    elif x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or tuple(x.shape[2:]) != (h, w) or x.shape[1] not in (1, 3):
+        raise DataError(
+            f"images must have shape (N, {c}, {h}, {w}) for this model ({spec.describe()}), got "
+            f"{tuple(x.shape)}; pass files or PIL images to have them resized"
+        )
+    if x.shape[1] != c:
+        log.warning("converting %d-channel images to the model's %d channel(s)", x.shape[1], c)
+        if c == 1:  # ITU-R 601-2 luma, as Pillow's convert("L")
+            weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
+            luma = (x.to(torch.float64) * weights).sum(1, keepdim=True)
+            x = luma.round().to(torch.uint8) if x.dtype == torch.uint8 else luma.to(x.dtype)
+        else:
+            x = x.expand(-1, 3, -1, -1)
+    return x
+
+
+def as_input_tensor(
+    x: ImagesLike | ImageSet, spec: InputSpec = MNIST_SPEC, invert: bool | None = None
+) -> torch.Tensor:
+    """Coerce images to a float tensor ``(N, C, H, W)`` in [0, 1] per ``spec``.
+
+    Accepts an ``ImageSet`` (converted to the spec); a path, PIL image, or a list of
+    either (any size, grayscale or colour; decoded, converted and resized); or a uint8
+    (0..255) or float (0..1) array/tensor already of the spec's height and width (see
+    ``check_array_shape``). ``invert`` applies to files and PIL images only.
+    """
+    x = _as_tensor(x, spec, invert)
+    x = check_array_shape(x, spec)
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    if not x.is_floating_point():
+        raise DataError(f"images must be uint8 (0..255) or float (0..1), got {x.dtype}")
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise DataError("images contain NaN or infinite values")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise DataError(f"float images must lie in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]")
+    return x.contiguous()

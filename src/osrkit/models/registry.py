@@ -1,0 +1,138 @@
+"""The backbone registry: ``register_backbone``, ``create_backbone``, ``list_backbones``.
+
+As timm's ``register_model``/``create_model``: adding a network is one file that calls
+``register_backbone``, and the tests parametrized over ``list_backbones()`` pick it up.
+A backbone is a classifier built for an ``InputSpec``: ``forward_features(x) -> (N, D)``
+penultimate features and a linear ``head`` on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.spec import InputSpec
+from ..errors import ConfigError
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, the spec's normalisation, inside the network (so an
+    exported graph applies it too)."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        super().__init__()
+        c = spec.channels
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, c, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(spec.std, dtype=torch.float32).view(1, c, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) * self.inv_std.to(x.dtype)
+
+
+class Backbone(nn.Module):
+    """Base class of the classifier networks.
+
+    Subclasses implement ``forward_features`` (the penultimate features, ``(N, D)``) and
+    set ``head`` (a linear layer ``D -> num_classes``) and ``feature_dim``. Inputs are
+    float ``(N, C, H, W)`` in [0, 1]; a normalising spec is applied by ``normalize``.
+    ``create_backbone`` records ``backbone_name`` and ``backbone_options`` so that a model
+    folder can build the same network again.
+    """
+
+    feature_dim: int
+    head: nn.Module
+    backbone_name: str = ""
+    backbone_options: dict[str, Any]
+    # Whether the inference engine may fold batch norm, cast to bfloat16 and run the head
+    # apart (osrkit's own networks); wrapped user networks run as they are.
+    splittable: bool = True
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from penultimate features."""
+        return self.head(features)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and penultimate features in one pass."""
+        f = self.forward_features(x)
+        return self.classify(f), f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_features(x)[0]
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A registered backbone: its factory ``(spec, num_classes, **options) -> Backbone``,
+    the default training recipe (``TrainConfig`` fields), and whether an autoencoder is
+    trained beside it by default."""
+
+    name: str
+    factory: Callable[..., Backbone]
+    description: str = ""
+    recipe: dict[str, Any] = field(default_factory=dict)
+    autoencoder: bool = False
+
+
+_REGISTRY: dict[str, BackboneEntry] = {}
+
+
+def register_backbone(
+    name: str,
+    factory: Callable[..., Backbone] | None = None,
+    *,
+    description: str = "",
+    recipe: dict[str, Any] | None = None,
+    autoencoder: bool = False,
+):
+    """Register ``factory(spec, num_classes, **options) -> Backbone`` under ``name``; usable
+    as a decorator. Registering a name again replaces the entry (a notebook may redefine
+    its own network)."""
+
+    def add(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = BackboneEntry(name, fn, doc, dict(recipe or {}), autoencoder)
+        return fn
+
+    return add(factory) if factory is not None else add
+
+
+def list_backbones() -> list[str]:
+    """The registered backbone names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def backbone_entry(name: str) -> BackboneEntry:
+    """The registry entry of ``name``; one line naming the registered ones otherwise."""
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))} "
+            "(register your own with osrkit.register_backbone)"
+        )
+    return _REGISTRY[name]
+
+
+def create_backbone(name: str, spec: InputSpec, num_classes: int, **options: Any) -> Backbone:
+    """A new, untrained backbone ``name`` for inputs ``spec`` and ``num_classes`` classes."""
+    entry = backbone_entry(name)
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    try:
+        model = entry.factory(spec, num_classes, **options)
+    except TypeError as exc:
+        raise ConfigError(f"backbone {name!r} does not take these options {sorted(options)}: {exc}") from None
+    model.backbone_name = name
+    model.backbone_options = dict(options)
+    return model
+
+
+def default_backbone(spec: InputSpec) -> str:
+    """The backbone that suits ``spec`` without being asked: the digit network for small
+    grayscale images (at most 32 pixels a side), the colour network for anything else."""
+    return "small_cnn" if spec.channels == 1 and max(spec.height, spec.width) <= 32 else "colour_cnn"

@@ -1,0 +1,275 @@
+"""The model folder: what a recognizer needs travels with it, and loads back alike.
+
+A folder holds ``config.json`` (format, classes, input spec, backbone name and options,
+autoencoder or none, scorers with their state, thresholds, the training recipe),
+``classifier.safetensors``, ``autoencoder.safetensors`` (when there is one) and
+``scorers.safetensors`` (the scorers' arrays). Nothing is pickled: the architecture is
+recorded by its registered backbone name and options and rebuilt from the registry, so a
+model folder can never run code of its own.
+
+Format versions: 3 (this one); 2 (osrkit 0.1 with seven scorers) and 1 (the seed: msp,
+reconstruction, combined) still load, as the 1x28x28 ``small_cnn`` with an autoencoder,
+and give the same scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import safetensors.numpy
+import safetensors.torch
+import torch
+
+from . import __version__
+from .data.spec import InputSpec
+from .errors import ConfigError, ModelFormatError, OsrkitError
+from .io import atomic_directory, atomic_write_json
+from .models import AutoencoderConfig, ConvAutoencoder, backbone_entry, create_backbone
+from .runtime import FastPaths
+from .scorers import SCORERS, FusionScorer, Scorer, make_scorer
+from .training import TrainConfig
+
+if TYPE_CHECKING:
+    from .recognizer import OpenSetRecognizer
+
+log = logging.getLogger(__name__)
+
+FORMAT = "osrkit-recognizer"
+FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
+SCORER_ARRAYS = "scorers.safetensors"  # array state of the scorers (kNN bank, means, bases)
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def config_dict(model: OpenSetRecognizer) -> dict[str, Any]:
+    """The JSON config of a fitted recognizer."""
+    model._check_fitted()
+    clf = model.classifier_
+    if not getattr(clf, "backbone_name", ""):
+        raise ConfigError(
+            "this wrapped classifier cannot be saved: name the registered backbone that builds its "
+            "architecture, from_classifier(..., backbone='name') (see osrkit.register_backbone)"
+        )
+    if getattr(clf, "feature_fn", None) is not None:
+        raise ConfigError("features given as a callable cannot be saved; name the feature layer instead")
+    options = dict(clf.backbone_options)
+    if getattr(clf, "feature_layer", None):
+        options["features"] = clf.feature_layer
+    train = model.train_config_
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "class_names": model.class_names,
+        "accept_rate": model.accept_rate,
+        "decision_scorer": model.decision_scorer,
+        "thresholds": model.thresholds_,
+        "scorers": {name: s.get_state() for name, s in model.scorers_.items()},
+        "input_spec": model.input_spec_.to_dict(),
+        "backbone": {"name": clf.backbone_name, "options": options, "pretrained": model.pretrained_},
+        "autoencoder": model.autoencoder_.config.to_dict() if model.autoencoder_ is not None else None,
+        "training": train.to_dict() if train else None,
+        # Thresholds hold for the arithmetic they were calibrated with; a machine that
+        # resolves the fast paths differently gets a warning on loading.
+        "runtime": {
+            "calibrated_with": model.engine().fast.describe(),
+            "device": model.device.type,
+            "training_bf16": train.bf16_on(model.device) if train else None,
+        },
+        "versions": {"osrkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def save_pretrained(model: OpenSetRecognizer, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``model`` to folder ``path``, atomically (see the module docstring)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is a file, not a model folder; choose another path")
+    if path.exists() and not overwrite and any(path.iterdir()):
+        raise ConfigError(f"model folder {path} already exists; pass overwrite=True (--overwrite)")
+    config = config_dict(model)
+    arrays = {
+        f"{name}.{key}": np.ascontiguousarray(value)
+        for name, scorer in model.scorers_.items()
+        for key, value in scorer.get_arrays().items()
+    }
+    with atomic_directory(path, overwrite=True) as tmp:
+        safetensors.torch.save_file(
+            _contiguous(model.classifier_.state_dict()), str(tmp / "classifier.safetensors")
+        )
+        if model.autoencoder_ is not None:
+            safetensors.torch.save_file(
+                _contiguous(model.autoencoder_.state_dict()), str(tmp / "autoencoder.safetensors")
+            )
+        if arrays:
+            safetensors.numpy.save_file(arrays, str(tmp / SCORER_ARRAYS))
+        for weights in tmp.glob("*.safetensors"):  # one file mode for the whole folder
+            os.chmod(weights, 0o666 & ~_umask())
+        atomic_write_json(tmp / "config.json", config)
+    return path
+
+
+def _umask() -> int:
+    from .io import _UMASK
+
+    return _UMASK
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelFormatError(
+            f"{path} is not an osrkit model folder (no config.json); train one with `osrkit train`"
+        )
+    try:
+        cfg = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{config_path} is not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise ModelFormatError(f"{config_path}: not an osrkit model folder")
+    version = cfg.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{path} was written by a newer osrkit (model format {version}; this one reads up to "
+            f"{FORMAT_VERSION}); upgrade osrkit"
+        )
+    if version not in READABLE_FORMAT_VERSIONS:
+        versions = ", ".join(map(str, READABLE_FORMAT_VERSIONS))
+        raise ModelFormatError(f"{config_path}: not an osrkit model of format version {versions}")
+    return cfg
+
+
+def _architecture(cfg: dict[str, Any]) -> tuple[InputSpec, str, dict, AutoencoderConfig | None]:
+    """Input spec, backbone name and options, autoencoder config of a config of any version."""
+    if cfg["format_version"] < 3:  # the seed's digit network, always with an autoencoder
+        clf = cfg["classifier"]
+        options = {
+            "channels": list(clf["channels"]),
+            "feature_dim": clf["feature_dim"],
+            "dropout": clf["dropout"],
+        }
+        return (
+            InputSpec.from_legacy(cfg.get("preprocessing")),
+            "small_cnn",
+            options,
+            AutoencoderConfig.from_dict(cfg["autoencoder"]),
+        )
+    backbone = cfg["backbone"]
+    ae = AutoencoderConfig.from_dict(cfg["autoencoder"]) if cfg.get("autoencoder") else None
+    return (
+        InputSpec.from_dict(cfg["input_spec"]),
+        str(backbone["name"]),
+        dict(backbone.get("options", {})),
+        ae,
+    )
+
+
+def _load_weights(module: torch.nn.Module, file: Path, folder: Path) -> None:
+    if not file.is_file():
+        raise ModelFormatError(f"model folder {folder} lacks {file.name}")
+    module.load_state_dict(safetensors.torch.load_file(str(file)))
+    module.eval()
+
+
+def load_pretrained(
+    cls: type[OpenSetRecognizer],
+    path: str | os.PathLike,
+    fast_paths: FastPaths | None = None,
+    device: str | torch.device = "auto",
+) -> OpenSetRecognizer:
+    """Load a model folder of any readable format version (no pickle involved)."""
+    path = Path(path)
+    cfg = _read_config(path)
+    try:
+        spec, name, options, ae_cfg = _architecture(cfg)
+        try:
+            backbone_entry(name)
+        except ConfigError:
+            raise ModelFormatError(
+                f"model folder {path} uses backbone {name!r}, which this osrkit lacks; upgrade osrkit, "
+                f"install the extra that provides it, or register it (osrkit.register_backbone)"
+            ) from None
+        class_names = cfg["class_names"]
+        model = cls(
+            class_names, cfg["accept_rate"], cfg["decision_scorer"], fast_paths=fast_paths, device=device
+        )
+        model.classifier_ = create_backbone(name, spec, len(class_names), **options)
+        _load_weights(model.classifier_, path / "classifier.safetensors", path)
+        model.autoencoder_ = ConvAutoencoder(ae_cfg, spec) if ae_cfg is not None else None
+        if model.autoencoder_ is not None:
+            _load_weights(model.autoencoder_, path / "autoencoder.safetensors", path)
+        model.classifier_.to(model.device)
+        if model.autoencoder_ is not None:
+            model.autoencoder_.to(model.device)
+        model.input_spec_, model.input_spec, model.backbone_name_ = spec, spec, name
+        model.backbone, model.backbone_options = name, {k: v for k, v in options.items() if k != "features"}
+        model.pretrained_ = bool(cfg.get("backbone", {}).get("pretrained", False))
+        model.scorers_ = _load_scorers(cfg, path)
+        model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
+        required = {model.decision_scorer, *model.scorers_, *model.thresholds_}
+        missing = required - (model.scorers_.keys() & model.thresholds_.keys())
+        if missing:
+            raise ModelFormatError(
+                f"{path / 'config.json'} lacks scorer state or thresholds for {sorted(missing)}"
+            )
+        for scorer_name in model.scorers_:
+            model._check_scorer_available(scorer_name)
+        if cfg.get("training"):
+            model.train_config_ = TrainConfig.from_dict(cfg["training"])
+        # One blank image through every scorer: arrays that do not fit the networks
+        # (a scorers.safetensors from another model) fail here, not in predict().
+        model.scores_from_outputs(model.outputs(torch.zeros(1, *spec.shape)))
+    except ModelFormatError:
+        raise
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        RuntimeError,
+        OsrkitError,
+        safetensors.SafetensorError,
+    ) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFormatError(f"model folder {path} is damaged or incompatible: {first}") from None
+    calibrated = (cfg.get("runtime") or {}).get("calibrated_with")
+    here = model.engine().fast.describe()
+    if calibrated and calibrated != here:
+        log.warning(
+            "%s was calibrated with fast paths %s but runs here with %s; scores near the "
+            "thresholds may decide differently (recalibrate, or set fast_paths to match)",
+            path,
+            calibrated,
+            here,
+        )
+    return model
+
+
+def _load_scorers(cfg: dict[str, Any], path: Path) -> dict[str, Scorer]:
+    arrays_path = path / SCORER_ARRAYS
+    arrays = safetensors.numpy.load_file(str(arrays_path)) if arrays_path.is_file() else {}
+    scorers: dict[str, Scorer] = {}
+    for name, state in cfg["scorers"].items():
+        if name not in SCORERS:
+            raise ModelFormatError(
+                f"model folder {path} uses scorer {name!r}, which this osrkit lacks; upgrade osrkit "
+                f"(known scorers: {', '.join(SCORERS)})"
+            )
+        scorer = make_scorer(name)
+        if scorer.fits_on_reference and not arrays:
+            raise ModelFormatError(f"model folder {path} lacks {SCORER_ARRAYS} (needed by {name!r})")
+        prefix = f"{name}."
+        own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+        scorers[name] = scorer.set_state(state, own)
+    for scorer in scorers.values():
+        if isinstance(scorer, FusionScorer):
+            scorer.bind(scorers)
+    return scorers

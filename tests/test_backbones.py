@@ -1,0 +1,184 @@
+"""The backbone registry: every registered backbone, for every input spec it takes, builds,
+runs, saves and loads back to identical predictions (parametrized over list_backbones())."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import osrkit
+from osrkit import ImageSet, InputSpec, OpenSetRecognizer, TrainConfig
+from osrkit.data.spec import CIFAR10_SPEC, MNIST_SPEC
+from osrkit.errors import ConfigError, ModelFormatError
+from osrkit.models import Backbone, backbone_entry, create_backbone, default_backbone, list_backbones
+from osrkit.runtime import FastPaths, InferenceEngine
+
+SPECS = [MNIST_SPEC, CIFAR10_SPEC, InputSpec(3, 24, 40)]
+OWN = [name for name in list_backbones() if name in ("small_cnn", "colour_cnn")]
+
+
+def _available(name: str) -> None:
+    try:
+        create_backbone(name, InputSpec(3, 32, 32), 3)
+    except ConfigError as exc:
+        if "extra" in str(exc):
+            pytest.skip(str(exc))
+        raise
+
+
+@pytest.mark.parametrize("name", list_backbones())
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: "x".join(map(str, s.shape)))
+def test_every_backbone_builds_and_runs(name, spec):
+    _available(name)
+    torch.manual_seed(0)
+    if name == "efficientnet_lite0" and spec.channels == 1:
+        with pytest.raises(ConfigError, match="takes RGB input"):
+            create_backbone(name, spec, 5)
+        return
+    if name == "efficientnet_lite0" and min(spec.height, spec.width) < 32:
+        pytest.skip("EfficientNet's 5x5 kernels at 1/32 scale need inputs of at least 32 pixels")
+    net = create_backbone(name, spec, 5).eval()
+    assert isinstance(net, Backbone) and net.backbone_name == name
+    x = torch.rand(3, *spec.shape)
+    with torch.no_grad():
+        logits, features = net.forward_with_features(x)
+        assert logits.shape == (3, 5)
+        assert features.shape == (3, net.feature_dim)
+        torch.testing.assert_close(net(x), logits)
+
+
+@pytest.mark.parametrize("name", OWN)
+def test_engine_fast_paths_match_reference(name):
+    spec = MNIST_SPEC if name == "small_cnn" else CIFAR10_SPEC
+    torch.manual_seed(0)
+    net = create_backbone(name, spec, 4)
+    net.train()
+    net(torch.rand(16, *spec.shape))  # batch-norm statistics that fold into something non-trivial
+    net.eval()
+    x = torch.rand(8, *spec.shape)
+    ref = InferenceEngine(net, None, FastPaths.off())(x)
+    fast = InferenceEngine(net, None, FastPaths(bf16=False))(x)
+    torch.testing.assert_close(fast[0], ref[0], atol=1e-4, rtol=1e-4)
+    assert ref[2] is None
+
+
+def test_registry_errors_and_defaults():
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet9000'; registered: .*small_cnn"):
+        create_backbone("resnet9000", MNIST_SPEC, 10)
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        OpenSetRecognizer(backbone="resnet9000")
+    assert default_backbone(MNIST_SPEC) == "small_cnn"
+    assert default_backbone(CIFAR10_SPEC) == "colour_cnn"
+    assert default_backbone(InputSpec(1, 64, 64)) == "colour_cnn"
+    assert backbone_entry("small_cnn").autoencoder and not backbone_entry("colour_cnn").autoencoder
+
+
+def test_register_your_own_backbone():
+    class Tiny(Backbone):
+        def __init__(self, spec, num_classes, width=4):
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Conv2d(spec.channels, width, 3, padding=1),
+                torch.nn.AdaptiveAvgPool2d(1),
+                torch.nn.Flatten(),
+            )
+            self.feature_dim = width
+            self.head = torch.nn.Linear(width, num_classes)
+
+        def forward_features(self, x):
+            return self.body(x)
+
+    osrkit.register_backbone("test_tiny", Tiny)
+    try:
+        assert "test_tiny" in list_backbones()
+        net = create_backbone("test_tiny", CIFAR10_SPEC, 3, width=6)
+        assert net.backbone_options == {"width": 6} and net.feature_dim == 6
+    finally:
+        from osrkit.models.registry import _REGISTRY
+
+        _REGISTRY.pop("test_tiny")
+
+
+def _colour_set(n: int, seed: int = 0) -> ImageSet:
+    """3 classes of 16x16 colour images: a red, green or blue square at a jittered place."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    x = (rng.random((n, 3, 16, 16)) * 40).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r, c = rng.integers(2, 8, size=2)
+        x[i, k, r : r + 6, c : c + 6] = 220
+    return ImageSet(torch.from_numpy(x), torch.from_numpy(labels), ["red", "green", "blue"], "colour squares")
+
+
+# colour_cnn's own recipe (Nesterov SGD, label smoothing, crops and flips), shortened
+COLOUR_FAST = TrainConfig.for_backbone("colour_cnn", epochs=3, ae_epochs=1, batch_size=32, val_size=60)
+
+
+@pytest.mark.parametrize("autoencoder", [False, True])
+def test_colour_model_fits_saves_and_loads_alike(tmp_path, autoencoder):
+    train = _colour_set(300)
+    model = OpenSetRecognizer(train.class_names, autoencoder=autoencoder, device="cpu")
+    model.fit(train, COLOUR_FAST)
+    assert model.input_spec_ == InputSpec(3, 16, 16) and model.backbone_name_ == "colour_cnn"
+    assert model.decision_scorer == ("combined" if autoencoder else "max_logit")
+    assert ("reconstruction" in model.scorers_) == autoencoder
+    test = _colour_set(90, seed=1)
+    assert (model.predict(test) == test.labels.numpy()).mean() > 0.5
+    model.save_pretrained(tmp_path / "m")
+    again = OpenSetRecognizer.from_pretrained(tmp_path / "m", device="cpu")
+    assert again.input_spec_ == model.input_spec_ and again.has_autoencoder == autoencoder
+    for name, s in model.score_all(test).items():
+        np.testing.assert_array_equal(again.score_all(test)[name], s)
+    np.testing.assert_array_equal(again.predict(test), model.predict(test))
+
+
+def test_reconstruction_scorer_needs_the_autoencoder():
+    train = _colour_set(150)
+    model = OpenSetRecognizer(train.class_names, autoencoder=False, decision_scorer="combined")
+    with pytest.raises(ConfigError, match="needs the autoencoder's reconstruction error"):
+        model.fit(train, COLOUR_FAST)
+    model = OpenSetRecognizer(train.class_names, autoencoder=False).fit(train, COLOUR_FAST)
+    with pytest.raises(ConfigError, match="no autoencoder"):
+        model.score_samples(train, "reconstruction")
+    with pytest.raises(ConfigError, match="no autoencoder"):
+        model.reconstruct(train)
+
+
+def test_autoencoder_needs_sides_divisible_by_4():
+    train = _colour_set(150).to_spec(InputSpec(3, 18, 18))
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        OpenSetRecognizer(train.class_names, autoencoder=True).fit(train, COLOUR_FAST)
+
+
+def test_folder_naming_a_missing_backbone(tmp_path, fitted):
+    import json
+
+    fitted.save_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["backbone"]["name"] = "resnet9000"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="uses backbone 'resnet9000', which this osrkit lacks"):
+        OpenSetRecognizer.from_pretrained(tmp_path / "m")
+    cfg["format_version"] = 99
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="upgrade osrkit"):
+        OpenSetRecognizer.from_pretrained(tmp_path / "m")
+
+
+def test_colour_model_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from osrkit.export import OnnxRecognizer, export_onnx
+
+    train = _colour_set(300)
+    model = OpenSetRecognizer(train.class_names, autoencoder=False, device="cpu").fit(train, COLOUR_FAST)
+    model.fast_paths = FastPaths.off()
+    export_onnx(model, tmp_path / "m.onnx")
+    onnx_model = OnnxRecognizer(tmp_path / "m.onnx")
+    assert onnx_model.input_spec == model.input_spec_
+    test = _colour_set(40, seed=3)
+    ours, theirs = model.score_all(test), onnx_model.score_all(test)
+    assert set(theirs) == set(ours)
+    for name, s in ours.items():
+        np.testing.assert_allclose(theirs[name], s, rtol=1e-4, atol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(onnx_model.predict(test), model.predict(test))

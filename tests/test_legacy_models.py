@@ -1,0 +1,45 @@
+"""Model folders written by earlier osrkit versions (formats 1 and 2) load and give the
+same scores: fixtures in tests/fixtures/legacy_models, written by the commits named there."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from osrkit import OpenSetRecognizer
+from osrkit.data.spec import MNIST_SPEC
+from osrkit.runtime import FastPaths
+
+FIXTURES = Path(__file__).parent / "fixtures" / "legacy_models"
+
+
+def _probe_images() -> np.ndarray:
+    spec = importlib.util.spec_from_file_location("make_inputs", FIXTURES / "make_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.inputs()
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_legacy_folder_scores_as_when_written(version, tmp_path):
+    expected = json.loads((FIXTURES / version / "expected.json").read_text())
+    images = _probe_images()
+    model = OpenSetRecognizer.from_pretrained(FIXTURES / version, fast_paths=FastPaths.off(), device="cpu")
+    assert model.input_spec_ == MNIST_SPEC and model.backbone_name_ == "small_cnn" and model.has_autoencoder
+    scores = model.score_all(images)
+    assert set(scores) == set(expected["scores"])
+    for name, values in expected["scores"].items():
+        # written with the float32 reference path on an AVX2 CPU: bit-identical there; other
+        # CPUs' float32 kernels may round differently in the last bits
+        np.testing.assert_allclose(scores[name], values, rtol=1e-6, atol=1e-9, err_msg=name)
+    np.testing.assert_array_equal(model.predict(images), expected["predictions"])
+    # saved again, it becomes a format-3 folder with the same scores
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["format_version"] == 3
+    again = OpenSetRecognizer.from_pretrained(tmp_path / "m", fast_paths=FastPaths.off(), device="cpu")
+    for name, values in scores.items():
+        np.testing.assert_array_equal(again.score_all(images)[name], values)
