@@ -182,3 +182,36 @@ def test_colour_model_exports_to_onnx(tmp_path):
     for name, s in ours.items():
         np.testing.assert_allclose(theirs[name], s, rtol=1e-4, atol=1e-4, err_msg=name)
     np.testing.assert_array_equal(onnx_model.predict(test), model.predict(test))
+
+
+def test_default_autoencoder_follows_what_the_spec_allows():
+    """small_cnn comes with an autoencoder by default, but not for a size it cannot take
+    (a folder of 24x30 images): then the default leaves it out instead of failing; asked
+    for explicitly, it still fails in one line."""
+    odd = InputSpec(1, 24, 30)
+    model = OpenSetRecognizer(input_spec=odd)
+    train = ImageSet(
+        torch.randint(0, 256, (200, 1, 24, 30), dtype=torch.uint8), torch.arange(200) % 10, list("0123456789")
+    )
+    model.fit(train, TrainConfig(epochs=1, ae_epochs=1, val_size=50))
+    assert model.backbone_name_ == "small_cnn" and not model.has_autoencoder
+    assert model.decision_scorer == "max_logit"
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        OpenSetRecognizer(input_spec=odd, autoencoder=True)
+
+
+@pytest.mark.parametrize("side", [8, 12])
+def test_colour_cnn_refuses_images_too_small_in_one_line(side):
+    with pytest.raises(ConfigError, match="at least 16x16 pixels"):
+        create_backbone("colour_cnn", InputSpec(3, side, side), 3)
+
+
+def test_model_folder_files_share_one_mode(tmp_path, fitted):
+    import os
+    import stat
+
+    fitted.save_pretrained(tmp_path / "m")
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "m").iterdir()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert set(modes.values()) == {0o666 & ~umask}, modes

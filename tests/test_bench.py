@@ -7,6 +7,7 @@ import torch
 from osrkit.bench import (
     ConventionalDataset,
     SpeedOptions,
+    compiled_throughput,
     conventional_throughput,
     forward_flops,
     latency_ms,
@@ -133,3 +134,24 @@ def test_speed_checks_the_model_before_measuring(tmp_path, monkeypatch):
 def test_cli_bench_refuses_no_fast(capsys):
     assert main(["--no-fast", "bench", "speed", "--skip-run", "--model", "x"]) == 2
     assert "--no-fast" in capsys.readouterr().err
+
+
+def test_compiled_throughput_swaps_the_engine_networks_and_restores_them(fitted, monkeypatch):
+    """--compile compiles the engine's networks (a bug once looked for an attribute the engine
+    no longer has); torch.compile itself is replaced by a recorder to keep the test fast."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    engine = fitted.engine()
+    before = (engine.classifier, engine.autoencoder)
+    images = torch.from_numpy(synthetic_set(64).images.numpy())
+    compile_s, rate = compiled_throughput(fitted, images)
+    assert compiled == list(before) and compile_s > 0 and rate > 0
+    assert (engine.classifier, engine.autoencoder) == before
+
+
+def test_conventional_dataset_reads_colour_images():
+    images = torch.randint(0, 256, (4, 3, 10, 12), dtype=torch.uint8)
+    ds = ConventionalDataset(images, torch.arange(4), TrainConfig(rotation_degrees=0, hflip_prob=0))
+    x, _ = ds[1]
+    assert x.shape == (3, 10, 12)
+    torch.testing.assert_close(x, images[1].float() / 255)

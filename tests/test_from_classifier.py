@@ -123,3 +123,15 @@ def test_efficientnet_lite0_wrapped():
     )
     model.fit(_colour_set(90), TrainConfig(val_size=30))
     assert model.outputs(_colour_set(4)).features.shape == (4, 1280)
+
+
+def test_wrapping_leaves_the_users_network_as_it_was(user_net):
+    """The feature hook lives for one pass: wrapping twice and using the network directly
+    afterwards leaves no hook behind and keeps nothing alive."""
+    for _ in range(2):
+        model = OpenSetRecognizer.from_classifier(user_net, SPEC, ["red", "green", "blue"], features="embed")
+        model.outputs(_colour_set(4))
+    assert not user_net.embed._forward_hooks
+    with torch.no_grad():
+        user_net(torch.rand(2, 3, 16, 16))
+    assert not user_net.embed._forward_hooks

@@ -47,7 +47,7 @@ def test_rgb_and_gray_conversions():
     colour = to_spec_array(img, CIFAR10_SPEC)
     assert gray.shape == (1, 28, 28) and colour.shape == (3, 32, 32)
     assert gray.dtype == colour.dtype == np.uint8
-    # grayscale is Pillow's ITU-R 601 luma of the resized colour image, up to rounding
+    # grayscale is Pillow's ITU-R 601 luma (convert("L")), then the antialiased resize
     luma = np.asarray(img.convert("L").resize((28, 28), Image.Resampling.BILINEAR, reducing_gap=None))
     np.testing.assert_array_equal(gray[0], luma)
     # a grayscale image given to an RGB spec repeats its channel
@@ -180,3 +180,25 @@ def test_empty_class_folder_refused(tmp_path):
     Image.fromarray(RGB).save(tmp_path / "a" / "0.png")
     with pytest.raises(DataError, match="class folder .*b holds no images"):
         read_image_folder(tmp_path)
+
+
+def test_colour_array_to_gray_matches_the_imageset_and_file_path():
+    """A uint8 colour array given to a grayscale model goes through Pillow's luma, as an
+    ImageSet of the same images (and so the same files) would."""
+    rgb = torch.from_numpy((RNG.random((64, 3, 28, 28)) * 255).astype(np.uint8))
+    via_array = as_input_tensor(rgb, MNIST_SPEC)
+    via_set = as_input_tensor(ImageSet(rgb, torch.zeros(64), ["x"]), MNIST_SPEC)
+    torch.testing.assert_close(via_array, via_set, rtol=0, atol=0)
+
+
+def test_folder_spec_and_folder_read_agree(tmp_path):
+    """The spec a training folder suggests (native_spec, before any image is read) is the one
+    read_image_folder reads it in: both look at the class folders only, so a stray colour
+    file at the root changes neither."""
+    from osrkit.data.catalog import native_spec
+
+    (tmp_path / "a").mkdir()
+    for i in range(3):
+        Image.fromarray((RNG.random((20, 20)) * 255).astype(np.uint8)).save(tmp_path / "a" / f"{i}.png")
+    Image.fromarray(RGB).save(tmp_path / "stray.png")
+    assert native_spec(str(tmp_path)) == read_image_folder(tmp_path).spec == InputSpec(1, 20, 20)

@@ -38,11 +38,11 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data.catalog import load_dataset
-from .data.spec import MNIST_SPEC
+from .data.spec import InputSpec
 from .errors import ConfigError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
-from .models import Classifier
+from .models import Backbone, create_backbone
 from .recognizer import OpenSetRecognizer
 from .report import target_line
 from .runtime import FastPaths, native_bf16
@@ -136,20 +136,31 @@ class ConventionalDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = Image.fromarray(self.images[i, 0], mode="L")
+        img = self.images[i]  # (C, H, W) uint8
+        img = (
+            Image.fromarray(img[0], "L")
+            if img.shape[0] == 1
+            else Image.fromarray(img.transpose(1, 2, 0), "RGB")
+        )
         if self.hflip and torch.rand(1).item() < self.hflip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if self.rotation:
             angle = float(torch.empty(1).uniform_(-self.rotation, self.rotation))
             img = img.rotate(angle, resample=Image.Resampling.BILINEAR)
-        x = torch.from_numpy(np.array(img, dtype=np.float32)).div_(255.0).unsqueeze(0)
-        return x, self.labels[i]
+        x = torch.from_numpy(np.array(img, dtype=np.float32)).div_(255.0)
+        return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)), self.labels[i]
+
+
+def _network(images: torch.Tensor, labels: torch.Tensor) -> Backbone:
+    """The digit network for these images' shape and classes, as ``fit`` would build it."""
+    spec = InputSpec(*images.shape[1:])
+    return create_backbone("small_cnn", spec, int(labels.max()) + 1)
 
 
 def conventional_throughput(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> float:
     """Images/s of one epoch of the conventional loop (float32, NCHW, DataLoader defaults)."""
     torch.manual_seed(cfg.seed)
-    model = Classifier().train()
+    model = _network(images, labels).train()
     loader = DataLoader(ConventionalDataset(images, labels, cfg), batch_size=cfg.batch_size, shuffle=True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=len(loader))
@@ -170,7 +181,7 @@ def conventional_throughput(images: torch.Tensor, labels: torch.Tensor, cfg: Tra
 def osrkit_throughput(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> float:
     """Images/s of one epoch of osrkit's own loop (``training.train_epoch``) under ``cfg``."""
     torch.manual_seed(cfg.seed)
-    model = Classifier().to(memory_format=cfg.memory_format)
+    model = _network(images, labels).to(memory_format=cfg.memory_format)
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = list(torch.randperm(len(images), generator=gen).split(cfg.batch_size))
     opt, sched = make_optimizer(model, cfg.lr, len(batches), cfg)
@@ -223,7 +234,7 @@ def scoring_throughput(recognizer: OpenSetRecognizer, images: torch.Tensor, batc
 
 
 def latency_ms(recognizer: OpenSetRecognizer, images: torch.Tensor, calls: int) -> tuple[float, float]:
-    """p50 and p99 of ``recognizer.predict`` on one 28x28 uint8 image, in ms."""
+    """p50 and p99 of ``recognizer.predict`` on one uint8 image of the model's spec, in ms."""
     recognizer.predict(images[0])
     times = []
     for i in range(calls):
@@ -237,13 +248,14 @@ def latency_ms(recognizer: OpenSetRecognizer, images: torch.Tensor, calls: int) 
 def compiled_throughput(recognizer: OpenSetRecognizer, images: torch.Tensor) -> tuple[float, float]:
     """(compile seconds, images/s at batch 1024) of the engine under ``torch.compile``."""
     engine = recognizer.engine()
-    body, ae = engine.body, engine.autoencoder
-    engine.body, engine.autoencoder = torch.compile(body), torch.compile(ae)
+    clf, ae = engine.classifier, engine.autoencoder
+    engine.classifier = torch.compile(clf)
+    engine.autoencoder = torch.compile(ae) if ae is not None else None
     try:
         compile_s = _seconds(lambda: score_and_decide(recognizer, images[:1024]))
         rate = scoring_throughput(recognizer, images, 1024)
     finally:
-        engine.body, engine.autoencoder = body, ae
+        engine.classifier, engine.autoencoder = clf, ae
     return compile_s, rate
 
 
@@ -386,10 +398,6 @@ def speed(out_dir: str | os.PathLike = "results", options: SpeedOptions = SpeedO
     r["mm_bf16_gflops"] = mm_gflops(n=2048 if native_bf16() else 512, dtype=torch.bfloat16)
 
     train = load_dataset("mnist:train", options.data_root)
-    known = load_dataset("mnist:test", options.data_root).take(options.eval_images, seed=0)
-    unknown = load_dataset("cifar10", options.data_root, input_spec=MNIST_SPEC).take(
-        options.eval_images, seed=0
-    )
 
     log.info("timing the training loops")
     n = min(options.train_images, len(train))
@@ -406,6 +414,9 @@ def speed(out_dir: str | os.PathLike = "results", options: SpeedOptions = SpeedO
         if model_dir is None:
             raise ConfigError("nothing to score with: pass --model MODEL_DIR or let the benchmark run")
         recognizer = given or OpenSetRecognizer.from_pretrained(model_dir)
+    spec = recognizer.input_spec_  # the test sets in the scored model's spec
+    known = load_dataset("mnist:test", options.data_root, input_spec=spec).take(options.eval_images, seed=0)
+    unknown = load_dataset("cifar10", options.data_root, input_spec=spec).take(options.eval_images, seed=0)
 
     log.info("timing scoring")
     r["fast_paths"] = FastPaths().describe()

@@ -489,7 +489,6 @@ def _model_options(args: argparse.Namespace) -> ModelOptions:
         autoencoder=args.autoencoder,
         decision_scorer=args.decision_scorer,
         device=args.device,
-        accept_rate=args.accept_rate,
     )
 
 
@@ -527,42 +526,27 @@ def format_summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _checked_model_options(args: argparse.Namespace) -> ModelOptions:
-    """The model options, checked against the data's input spec before any data is loaded
-    (an unknown device, a scorer the model cannot have, a size the autoencoder refuses)."""
-    options = _model_options(args)
-    options.build(["check"], _data_spec(args).input_spec())
-    return options
+def _training_job(args: argparse.Namespace) -> tuple[DataSpec, dict, ModelOptions]:
+    """Data, training options and model options of `run`/`train`, the model options checked
+    against the data's input spec before any data is loaded (an unknown device, a scorer
+    the model cannot have, a size the autoencoder refuses). The spec is worked out once."""
+    data, options = _data_spec(args), _model_options(args)
+    options.build(["check"], data.input_spec(), args.accept_rate)
+    return data, _train_overrides(args), options
 
 
 def _cmd_run(args: argparse.Namespace, progress: bool) -> int:
-    options = _checked_model_options(args)
-    metrics = run(
-        args.out,
-        _data_spec(args),
-        _train_overrides(args),
-        args.accept_rate,
-        args.overwrite,
-        progress,
-        ReportOptions(args.embed_samples, seed=args.seed),
-        options,
-    )
+    data, config, options = _training_job(args)
+    report = ReportOptions(args.embed_samples, seed=args.seed)
+    metrics = run(args.out, data, config, args.accept_rate, args.overwrite, progress, report, options)
     print(format_summary(metrics))
     print(f"wrote {Path(args.out) / 'report.html'}, metrics.json, plots/ and model/")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
-    options = _checked_model_options(args)
-    model = train_to_folder(
-        args.out,
-        _data_spec(args),
-        _train_overrides(args),
-        args.accept_rate,
-        args.overwrite,
-        progress,
-        options,
-    )
+    data, config, options = _training_job(args)
+    model = train_to_folder(args.out, data, config, args.accept_rate, args.overwrite, progress, options)
     print(f"saved model to {args.out}; thresholds: {json.dumps(model.thresholds_)}")
     return 0
 
@@ -583,7 +567,8 @@ def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
         model = OpenSetRecognizer.from_pretrained(args.model, device=args.device)
     # Read every image first: one bad file fails the command before anything is printed.
     invert = True if args.invert else None
-    outputs = model.outputs(as_input_tensor(args.images, model.input_spec, invert))
+    spec = model.input_spec if args.backend == "onnx" else model.input_spec_
+    outputs = model.outputs(as_input_tensor(args.images, spec, invert))
     scores = model.scores_from_outputs(outputs)
     labels = model.decide(outputs, args.scorer)
     for i, path in enumerate(args.images):

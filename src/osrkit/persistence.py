@@ -29,7 +29,7 @@ import torch
 from . import __version__
 from .data.spec import InputSpec
 from .errors import ConfigError, ModelFormatError, OsrkitError
-from .io import atomic_directory, atomic_write_json
+from .io import atomic_directory, atomic_write_bytes, atomic_write_json
 from .models import AutoencoderConfig, ConvAutoencoder, backbone_entry, create_backbone
 from .runtime import FastPaths
 from .scorers import SCORERS, FusionScorer, Scorer, make_scorer
@@ -59,11 +59,6 @@ def config_dict(model: OpenSetRecognizer) -> dict[str, Any]:
             "this wrapped classifier cannot be saved: name the registered backbone that builds its "
             "architecture, from_classifier(..., backbone='name') (see osrkit.register_backbone)"
         )
-    if getattr(clf, "feature_fn", None) is not None:
-        raise ConfigError("features given as a callable cannot be saved; name the feature layer instead")
-    options = dict(clf.backbone_options)
-    if getattr(clf, "feature_layer", None):
-        options["features"] = clf.feature_layer
     train = model.train_config_
     return {
         "format": FORMAT,
@@ -74,7 +69,11 @@ def config_dict(model: OpenSetRecognizer) -> dict[str, Any]:
         "thresholds": model.thresholds_,
         "scorers": {name: s.get_state() for name, s in model.scorers_.items()},
         "input_spec": model.input_spec_.to_dict(),
-        "backbone": {"name": clf.backbone_name, "options": options, "pretrained": model.pretrained_},
+        "backbone": {
+            "name": clf.backbone_name,
+            "options": clf.backbone_options,
+            "pretrained": model.pretrained_,
+        },
         "autoencoder": model.autoencoder_.config.to_dict() if model.autoencoder_ is not None else None,
         "training": train.to_dict() if train else None,
         # Thresholds hold for the arithmetic they were calibrated with; a machine that
@@ -102,25 +101,18 @@ def save_pretrained(model: OpenSetRecognizer, path: str | os.PathLike, overwrite
         for key, value in scorer.get_arrays().items()
     }
     with atomic_directory(path, overwrite=True) as tmp:
-        safetensors.torch.save_file(
-            _contiguous(model.classifier_.state_dict()), str(tmp / "classifier.safetensors")
+        # every file through atomic_write_bytes: one file mode (the umask's) for the folder
+        atomic_write_bytes(
+            tmp / "classifier.safetensors",
+            safetensors.torch.save(_contiguous(model.classifier_.state_dict())),
         )
         if model.autoencoder_ is not None:
-            safetensors.torch.save_file(
-                _contiguous(model.autoencoder_.state_dict()), str(tmp / "autoencoder.safetensors")
-            )
+            state = _contiguous(model.autoencoder_.state_dict())
+            atomic_write_bytes(tmp / "autoencoder.safetensors", safetensors.torch.save(state))
         if arrays:
-            safetensors.numpy.save_file(arrays, str(tmp / SCORER_ARRAYS))
-        for weights in tmp.glob("*.safetensors"):  # one file mode for the whole folder
-            os.chmod(weights, 0o666 & ~_umask())
+            atomic_write_bytes(tmp / SCORER_ARRAYS, safetensors.numpy.save(arrays))
         atomic_write_json(tmp / "config.json", config)
     return path
-
-
-def _umask() -> int:
-    from .io import _UMASK
-
-    return _UMASK
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -199,7 +191,14 @@ def load_pretrained(
             ) from None
         class_names = cfg["class_names"]
         model = cls(
-            class_names, cfg["accept_rate"], cfg["decision_scorer"], fast_paths=fast_paths, device=device
+            class_names,
+            cfg["accept_rate"],
+            cfg["decision_scorer"],
+            fast_paths=fast_paths,
+            device=device,
+            backbone=name,
+            backbone_options=options,
+            autoencoder=ae_cfg or False,
         )
         model.classifier_ = create_backbone(name, spec, len(class_names), **options)
         _load_weights(model.classifier_, path / "classifier.safetensors", path)
@@ -209,8 +208,7 @@ def load_pretrained(
         model.classifier_.to(model.device)
         if model.autoencoder_ is not None:
             model.autoencoder_.to(model.device)
-        model.input_spec_, model.input_spec, model.backbone_name_ = spec, spec, name
-        model.backbone, model.backbone_options = name, {k: v for k, v in options.items() if k != "features"}
+        model.input_spec_ = spec
         model.pretrained_ = bool(cfg.get("backbone", {}).get("pretrained", False))
         model.scorers_ = _load_scorers(cfg, path)
         model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +54,18 @@ class DataSpec:
     seed: int = 0
     image_size: tuple[int, int] | None = None  # (height, width) instead of the data's own
     channels: int | None = None  # 1 or 3 instead of the data's own
+    _spec: InputSpec | None = field(default=None, init=False, repr=False, compare=False)
 
     def input_spec(self) -> InputSpec:
         """The input spec of a model trained on ``train``: the dataset's own (MNIST family
         1x28x28, CIFAR-10 3x32x32, an image folder from its images), with ``image_size``
-        and ``channels`` applied when given."""
+        and ``channels`` applied when given. Worked out once (a folder's means decoding a
+        sample of its images)."""
+        if self._spec is None:
+            self._spec = self._resolve_spec()
+        return self._spec
+
+    def _resolve_spec(self) -> InputSpec:
         spec = native_spec(self.train, self.root)
         if self.image_size is not None:
             spec = spec.with_size(*self.image_size)
@@ -124,20 +131,21 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str
 class ModelOptions:
     """Which recognizer to build: backbone (None = the one that suits the data),
     autoencoder (None = the backbone's default), decision scorer (None = the default
-    rule), device and accept rate. See ``OpenSetRecognizer``."""
+    rule) and device. See ``OpenSetRecognizer``."""
 
     backbone: str | None = None
     backbone_options: dict | None = None
     autoencoder: bool | None = None
     decision_scorer: str | None = None
     device: str = "auto"
-    accept_rate: float = 0.95
 
-    def build(self, class_names: list[str], spec: InputSpec | None = None) -> OpenSetRecognizer:
+    def build(
+        self, class_names: list[str], spec: InputSpec | None = None, accept_rate: float = 0.95
+    ) -> OpenSetRecognizer:
         """An unfitted recognizer with these options (checked before any data is read)."""
         return OpenSetRecognizer(
             class_names,
-            self.accept_rate,
+            accept_rate,
             self.decision_scorer,
             backbone=self.backbone,
             backbone_options=self.backbone_options,
@@ -157,9 +165,7 @@ def fit_recognizer(
 ) -> OpenSetRecognizer:
     """Fit a recognizer on the known classes of ``train_set`` (``config`` None: the
     backbone's default recipe)."""
-    options = options or ModelOptions(accept_rate=accept_rate)
-    model = options.build(train_set.class_names, train_set.spec)
-    model.accept_rate = accept_rate
+    model = (options or ModelOptions()).build(train_set.class_names, train_set.spec, accept_rate)
     return model.fit(train_set, config, checkpoint_dir=checkpoint_dir, progress=progress)
 
 
@@ -253,11 +259,10 @@ def write_figures(
         ev.known.name,
         ev.unknown.name,
     )
-    n_rec = options.reconstructions
-    # shown in random order, so every class has a chance to appear
-    kr = ev.known.subset(rng.permutation(ki)[:n_rec]).as_float()
-    ur = ev.unknown.subset(rng.permutation(ui)[:n_rec]).as_float()
     if recognizer.has_autoencoder:
+        # shown in random order, so every class has a chance to appear
+        kr = ev.known.subset(rng.permutation(ki)[: options.reconstructions]).as_float()
+        ur = ev.unknown.subset(rng.permutation(ui)[: options.reconstructions]).as_float()
         figures["reconstructions"] = plot_reconstructions(
             kr.numpy(),
             recognizer.reconstruct(kr).numpy(),

@@ -27,7 +27,7 @@ import torch
 from . import __version__
 from .data.catalog import load_dataset
 from .data.imageset import ImageSet
-from .data.spec import MNIST_SPEC
+from .data.spec import MNIST_SPEC, InputSpec
 from .errors import ConfigError, DataError, OsrkitError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
@@ -82,19 +82,19 @@ PUBLISHED = {
 
 
 # ----------------------------------------------------------------------------- unknown sets
-def uniform_noise(n: int = NOISE_IMAGES, seed: int = 0) -> ImageSet:
-    """Images whose pixels are i.i.d. uniform in [0, 1] (as in ODIN, Liang et al. 2018),
-    stored as uint8 (``round(255 u)``)."""
+def uniform_noise(n: int = NOISE_IMAGES, seed: int = 0, spec: InputSpec = MNIST_SPEC) -> ImageSet:
+    """Images of ``spec``'s shape whose pixels are i.i.d. uniform in [0, 1] (as in ODIN,
+    Liang et al. 2018), stored as uint8 (``round(255 u)``)."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, 28, 28, generator=g).mul_(255).round_().to(torch.uint8)
+    images = torch.rand(n, *spec.shape, generator=g).mul_(255).round_().to(torch.uint8)
     return ImageSet(images, torch.zeros(n, dtype=torch.int64), ["noise"], "uniform noise")
 
 
-def gaussian_noise(n: int = NOISE_IMAGES, seed: int = 0) -> ImageSet:
-    """Images whose pixels are i.i.d. N(0.5, 1) clipped to [0, 1] (as in ODIN, Liang et al.
-    2018), stored as uint8."""
+def gaussian_noise(n: int = NOISE_IMAGES, seed: int = 0, spec: InputSpec = MNIST_SPEC) -> ImageSet:
+    """Images of ``spec``'s shape whose pixels are i.i.d. N(0.5, 1) clipped to [0, 1] (as in
+    ODIN, Liang et al. 2018), stored as uint8."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 28, 28, generator=g).add_(0.5).clamp_(0, 1)
+    x = torch.randn(n, *spec.shape, generator=g).add_(0.5).clamp_(0, 1)
     return ImageSet(
         x.mul_(255).round_().to(torch.uint8), torch.zeros(n, dtype=torch.int64), ["noise"], "Gaussian noise"
     )
@@ -140,24 +140,25 @@ class Context:
     # Pre-declared before any protocol was run: the fusion of every base scorer, the one
     # choice that selects nothing (see osrkit.scorers); never picked by unknown results.
     decision_scorer: str = "fusion"
+    # Every dataset and noise set is brought to this input spec: the MNIST protocols' own.
+    spec: InputSpec = MNIST_SPEC
     _data: dict[str, ImageSet] = field(default_factory=dict, repr=False)
 
-    def data(self, spec: str) -> ImageSet:
-        """A dataset, loaded once per run."""
-        if spec not in self._data:
+    def data(self, name: str) -> ImageSet:
+        """A dataset in this context's input spec, loaded once per run."""
+        if name not in self._data:
             loader = {
-                "uniform-noise": lambda: uniform_noise(),
-                "gaussian-noise": lambda: gaussian_noise(),
+                "uniform-noise": lambda: uniform_noise(spec=self.spec),
+                "gaussian-noise": lambda: gaussian_noise(spec=self.spec),
             }.get(
-                spec,
+                name,
                 lambda: load_dataset(
-                    spec, self.data_root, self.download, self.progress, input_spec=MNIST_SPEC
+                    name, self.data_root, self.download, self.progress, input_spec=self.spec
                 ),
             )
-            data = loader()
-            limit = self.max_train if spec == "mnist:train" else self.max_test
-            self._data[spec] = data.take(limit, seed=0)
-        return self._data[spec]
+            limit = self.max_train if name == "mnist:train" else self.max_test
+            self._data[name] = loader().take(limit, seed=0)
+        return self._data[name]
 
     def __post_init__(self) -> None:
         if self.decision_scorer not in SCORERS:  # checked before minutes of training

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .calibration import check_accept_rate
 from .data.imageset import ImageSet
-from .data.spec import MNIST_SPEC, InputSpec
+from .data.spec import InputSpec
 from .data.transforms import ImagesLike, as_input_tensor
 from .errors import ConfigError, DataError
 from .models import (
@@ -29,7 +29,9 @@ from .models import (
     Backbone,
     ClassifierConfig,
     ConvAutoencoder,
+    autoencoder_fits,
     backbone_entry,
+    check_autoencoder_spec,
     create_backbone,
     default_backbone,
     wrap_classifier,
@@ -56,7 +58,6 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = -1
 # The seed's preprocessing record, kept for callers; a model's own is ``input_spec_``.
-PREPROCESSING = MNIST_SPEC.to_dict()
 
 __all__ = [
     "UNKNOWN",
@@ -133,14 +134,12 @@ class OpenSetRecognizer:
         if autoencoder_config is not None and autoencoder is None:
             autoencoder = autoencoder_config
         self.autoencoder = autoencoder
-        odd = input_spec is not None and (input_spec.height % 4 or input_spec.width % 4)
-        if odd and self._wants_autoencoder(input_spec):
-            ConvAutoencoder(AutoencoderConfig(), input_spec)  # raises the one-line explanation
+        if input_spec is not None and self._wants_autoencoder(input_spec):
+            check_autoencoder_spec(input_spec)  # an asked-for autoencoder that cannot be: one line now
         self.device = resolve_device(device)
         self.classifier_: Backbone | None = None
         self.autoencoder_: ConvAutoencoder | None = None
         self.input_spec_: InputSpec | None = None
-        self.backbone_name_: str | None = None
         self.pretrained_ = False  # True for a wrapped classifier: fit trains nothing
         self.scorers_: dict[str, Scorer] = {}
         self.thresholds_: dict[str, float] = {}
@@ -179,25 +178,24 @@ class OpenSetRecognizer:
         architecture by that name and its options and stores the weights as safetensors,
         so loading never unpickles code (register your own with ``register_backbone``).
         """
+        # A named feature layer is an option of the backbone, so a model folder can rebuild
+        # the wrapper; with a callable, the registered factory must make the features itself.
+        layer = {"features": features} if isinstance(features, str) else {}
         model = cls(
             class_names,
             accept_rate,
             decision_scorer,
             fast_paths=fast_paths,
-            backbone=None,
+            backbone=backbone,
+            backbone_options=dict(backbone_options or {}) | layer,
             input_spec=input_spec,
             autoencoder=False,
             device=device,
         )
-        if backbone is not None:
-            backbone_entry(backbone)
         net = wrap_classifier(module, input_spec, len(model.class_names), features)
-        net.backbone_name = backbone or ""
-        net.backbone_options = dict(backbone_options or {})
-        model.backbone, model.backbone_options = backbone, dict(backbone_options or {})
+        net.backbone_name, net.backbone_options = backbone or "", model.backbone_options
         model.classifier_ = net.eval().to(model.device)
         model.input_spec_ = input_spec
-        model.backbone_name_ = backbone
         model.pretrained_ = True
         return model
 
@@ -214,6 +212,12 @@ class OpenSetRecognizer:
     @property
     def has_autoencoder(self) -> bool:
         return self.autoencoder_ is not None
+
+    @property
+    def backbone_name_(self) -> str | None:
+        """The registered name of the classifier network (None before fitting, or for a
+        wrapped classifier given no backbone name)."""
+        return getattr(self.classifier_, "backbone_name", None) or None
 
     def _weights_version(self) -> tuple:
         """Changes whenever a network is replaced or its tensors are modified in place
@@ -235,8 +239,7 @@ class OpenSetRecognizer:
     # ---------------------------------------------------------------- scorers
     def signals(self) -> frozenset[str]:
         """The model outputs this recognizer can compute for its scorers."""
-        has_ae = self.autoencoder_ is not None or (self.classifier_ is None and self._wants_autoencoder())
-        return model_signals(has_ae, self.input_spec_ or self.input_spec)
+        return model_signals(self.autoencoder_ is not None, self.input_spec_)
 
     def available_scorers(self) -> list[str]:
         """The registered scorers this model can compute (in registry order)."""
@@ -245,19 +248,18 @@ class OpenSetRecognizer:
     def _check_scorer_available(self, name: str) -> None:
         check_scorer_available(name, self.signals())
 
-    def _wants_autoencoder(self, spec: InputSpec | None = None) -> bool:
-        """Whether an autoencoder is trained: as asked, else the backbone's default."""
+    def _wants_autoencoder(self, spec: InputSpec) -> bool:
+        """Whether an autoencoder goes with a model for ``spec``: as asked, else the
+        backbone's default where the spec allows one (sides divisible by 4)."""
         if self.autoencoder is None:
-            name = self.backbone or default_backbone(spec or self.input_spec or MNIST_SPEC)
-            return backbone_entry(name).autoencoder
+            name = self.backbone or default_backbone(spec)
+            return backbone_entry(name).autoencoder and autoencoder_fits(spec)
         return bool(self.autoencoder)
 
     # ---------------------------------------------------------------- fitting
-    def _build_networks(self, spec: InputSpec) -> None:
-        """Fresh networks for ``spec`` (seeded by the caller)."""
-        name = self.backbone or default_backbone(spec)
+    def _build_networks(self, spec: InputSpec, name: str) -> None:
+        """Fresh networks ``name`` for ``spec`` (seeded by the caller)."""
         self.classifier_ = create_backbone(name, spec, len(self.class_names), **self.backbone_options)
-        self.backbone_name_ = name
         self.autoencoder_ = None
         if self._wants_autoencoder(spec):
             ae = self.autoencoder if isinstance(self.autoencoder, AutoencoderConfig) else AutoencoderConfig()
@@ -315,7 +317,7 @@ class OpenSetRecognizer:
             self.fit_report_ = FitReport(len(tr), len(va), None, None)
         else:
             torch.manual_seed(config.seed)
-            self._build_networks(spec)
+            self._build_networks(spec, name)
             self._check_scorer_available(self.decision_scorer)  # before minutes of training
             ckpt = None
             if checkpoint_dir:
@@ -385,8 +387,9 @@ class OpenSetRecognizer:
         if isinstance(reference_labels, torch.Tensor):
             reference_labels = reference_labels.numpy()
         names = self.available_scorers()
-        reference_outputs = self.outputs(reference)
-        outputs = self.outputs(known)
+        pixels = any("pixels" in scorer_signals(n) for n in names)
+        reference_outputs = self.outputs(reference, pixels=pixels)
+        outputs = self.outputs(known, pixels=pixels)
         self.scorers_, self.thresholds_ = fit_scorers(
             names, reference_outputs, reference_labels, outputs, self.accept_rate
         )
@@ -423,17 +426,32 @@ class OpenSetRecognizer:
         return as_input_tensor(x, self.input_spec_, invert)
 
     @torch.inference_mode()
-    def outputs(self, x: ImagesLike, batch_size: int = 1024, progress: bool = False) -> ModelOutputs:
+    def _input_chunks(self, x: ImagesLike | ImageSet, batch_size: int) -> list[torch.Tensor] | Iterator:
+        """``x`` as float batches in the model's spec; an ``ImageSet`` stays uint8 until
+        each batch is needed (at 224 pixels a float copy of a whole set is 0.6 MB an image)."""
+        if isinstance(x, ImageSet):
+            images = x.to_spec(self.input_spec_).images
+            return (images[i : i + batch_size].float().div_(255.0) for i in range(0, len(images), batch_size))
+        return list(self._as_input(x).split(batch_size))
+
+    @torch.inference_mode()
+    def outputs(
+        self, x: ImagesLike, batch_size: int = 1024, progress: bool = False, pixels: bool | None = None
+    ) -> ModelOutputs:
         """Logits, penultimate features, reconstruction errors (without an autoencoder:
-        None) and, where a scorer reads them, the flattened pixels of images ``x``."""
-        x = self._as_input(x)
+        None) and, with ``pixels`` (default: when a fitted scorer reads them), the flattened
+        pixels of images ``x``."""
+        self._check_networks()
+        if pixels is None:
+            pixels = any("pixels" in scorer_signals(n) for n in self.scorers_)
         engine = self.engine()
-        pixels = "pixels" in self.signals() and (
-            not self.scorers_ or any("pixels" in scorer_signals(n) for n in self.scorers_)
-        )
+        n = len(x) if isinstance(x, ImageSet) else None
+        total = -(-n // batch_size) if n is not None else None
         parts = []
-        chunks = x.split(batch_size)
-        for chunk in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
+        chunks = self._input_chunks(x, batch_size)
+        for chunk in tqdm(
+            chunks, total=total, desc="scoring", unit="batch", disable=not progress, leave=False
+        ):
             logits, feats, err = engine(chunk)
             flat = chunk.reshape(len(chunk), -1).numpy() if pixels else None
             parts.append(

@@ -86,6 +86,13 @@ def bf16_supported(device: torch.device) -> bool:
     return device.type == "cpu" and native_bf16()
 
 
+def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
+    """A bfloat16 switch (True, False, or None = "where ``device`` has fast bfloat16")
+    decided for ``device``; training (``TrainConfig.bf16``) and inference (``FastPaths.bf16``)
+    both resolve theirs here."""
+    return bf16_supported(device) if setting is None else bool(setting)
+
+
 def fast_by_default() -> bool:
     """False when the environment variable ``OSRKIT_FAST`` is ``0``, ``false`` or ``off``."""
     return os.environ.get("OSRKIT_FAST", "1").strip().lower() not in {"0", "false", "off", "no"}
@@ -125,7 +132,7 @@ class FastPaths:
 
     @property
     def use_bf16(self) -> bool:
-        return native_bf16() if self.bf16 is None else self.bf16
+        return resolve_bf16(self.bf16, torch.device("cpu"))
 
     def resolved(self) -> FastPaths:
         """A copy with ``bf16`` decided for this CPU."""
@@ -189,12 +196,11 @@ class InferenceEngine:
         device: torch.device | None = None,
     ) -> None:
         self.device = device or torch.device("cpu")
-        on_cpu = self.device.type == "cpu"
-        bf16 = fast.use_bf16 if on_cpu else (fast.bf16 is not False and bf16_supported(self.device))
-        self.fast = replace(fast, bf16=bf16)
-        self.memory_format = torch.channels_last if fast.channels_last else torch.contiguous_format
         self.split = getattr(classifier, "splittable", True)
-        self.dtype = torch.bfloat16 if (self.fast.bf16 and self.split) else torch.float32
+        # a wrapped network runs in float32 as it is, and its engine says so
+        self.fast = replace(fast, bf16=self.split and resolve_bf16(fast.bf16, self.device))
+        self.memory_format = torch.channels_last if fast.channels_last else torch.contiguous_format
+        self.dtype = torch.bfloat16 if self.fast.bf16 else torch.float32
         fold = self.split and fast.fold_batchnorm
         net = fold_batchnorm(classifier) if fold else copy.deepcopy(classifier)
         # bfloat16 weights are cast once here, not on every call as autocast would; the

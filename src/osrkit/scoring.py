@@ -11,7 +11,7 @@ import numpy as np
 from .calibration import threshold_at_accept_rate
 from .data.spec import InputSpec
 from .errors import ConfigError
-from .scorers import MAX_PCA_PIXELS, SCORERS, SIGNAL_NEEDS, FusionScorer, ModelOutputs, Scorer, scorer_signals
+from .scorers import MAX_PCA_PIXELS, SCORERS, SIGNAL_NEEDS, ModelOutputs, Scorer, is_fusion, scorer_signals
 
 
 def default_decision_scorer(has_autoencoder: bool) -> str:
@@ -68,7 +68,7 @@ def fit_scorers(
     thresholds: dict[str, float] = {}
     for name in names:
         cls = SCORERS[name]
-        if issubclass(cls, FusionScorer):
+        if is_fusion(name):
             continue
         if cls.fits_on_reference:
             scorers[name] = cls().fit(reference, accept_rate, labels=reference_labels)
@@ -78,7 +78,7 @@ def fit_scorers(
         thresholds[name] = threshold_at_accept_rate(scores[name], accept_rate)
     for name in names:
         cls = SCORERS[name]
-        if issubclass(cls, FusionScorer):
+        if is_fusion(name):
             members = [scorers[m] for m in cls.MEMBERS]
             scorers[name] = cls(members).fit(known, accept_rate, scores=scores)
             thresholds[name] = 1.0

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .augment import Augmentation
 from .errors import ConfigError
 from .io import atomic_write_bytes
-from .runtime import autocast, bf16_supported, fast_by_default, native_bf16
+from .runtime import autocast, fast_by_default, resolve_bf16
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,11 @@ class TrainConfig:
     @property
     def use_bf16(self) -> bool:
         """Whether training runs under bfloat16 autocast on this CPU."""
-        return native_bf16() if self.bf16 is None else bool(self.bf16)
+        return self.bf16_on(torch.device("cpu"))
 
     def bf16_on(self, device: torch.device) -> bool:
         """Whether training on ``device`` runs under bfloat16 autocast."""
-        return bf16_supported(device) if self.bf16 is None else bool(self.bf16)
+        return resolve_bf16(self.bf16, device)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -146,16 +146,13 @@ def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
     return f"{len(images)}:{h.hexdigest()}"
 
 
-def to_input(
-    images: torch.Tensor, channels_last: bool = False, device: torch.device | None = None
-) -> torch.Tensor:
+def to_input(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` (or ``(B, H, W)``) -> float ``(B, C, H, W)`` in [0, 1] on ``device``."""
     if images.ndim == 3:
         images = images.unsqueeze(1)
     if device is not None:
         images = images.to(device, non_blocking=True)
-    x = images.float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return images.float().div_(255.0)
 
 
 class Checkpointer:
@@ -309,7 +306,8 @@ def _fit(
     progress: bool,
     device: torch.device | None = None,
 ) -> dict:
-    """Generic loop: AdamW + one-cycle LR, best-on-validation weights, early stopping."""
+    """Generic loop: the recipe's optimiser and schedule (``make_optimizer``), best-on-validation
+    weights, early stopping, a checkpoint after every epoch."""
     device = device or torch.device("cpu")
     model.to(device, memory_format=cfg.memory_format)
     steps = math.ceil(len(images) / cfg.batch_size)

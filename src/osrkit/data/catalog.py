@@ -15,7 +15,7 @@ import torch
 from ..errors import DataError
 from .cifar import TEST_BATCH_MD5, TRAIN_BATCHES, read_cifar10
 from .download import RemoteFile, ensure_file, verify_md5
-from .folder import infer_spec, list_images, read_image_folder
+from .folder import folder_images, infer_spec, read_image_folder
 from .idx import read_idx
 from .imageset import ImageSet
 from .root import resolve_data_root
@@ -268,10 +268,7 @@ def native_spec(spec: str, root: str | os.PathLike | None = None) -> InputSpec:
         return MNIST_SPEC
     path = Path(spec)
     if path.is_dir():
-        files = list_images(path)
-        if not files:
-            raise DataError(f"image folder {path} holds no images (.png, .jpg, ...) in its class folders")
-        return infer_spec(files)
+        return infer_spec(folder_images(path)[0])  # the images read_image_folder reads
     raise _unknown_dataset(spec)
 
 

@@ -47,9 +47,10 @@ def infer_spec(paths: list[Path], seed: int = 0) -> InputSpec:
 
     Channels: 3 when any sampled image has colour (R, G and B differ somewhere), else 1.
     Size: the images' own size when they all share one no larger than 64 pixels
-    (stretched, i.e. unchanged); otherwise a square of the median shorter side, at most
-    64 and rounded down to a multiple of 4 (the autoencoder halves it twice), with the
-    shorter side resized and the centre cropped. ``--image-size`` overrides it.
+    (stretched, i.e. unchanged); otherwise a square of the median shorter side, within
+    [16, 64] (16: the smallest the colour backbone takes) and rounded down to a multiple
+    of 4 (the autoencoder halves it twice), with the shorter side resized and the centre
+    cropped. ``--image-size`` overrides it.
     """
     if not paths:
         raise DataError("no images to choose an input spec from")
@@ -70,7 +71,7 @@ def infer_spec(paths: list[Path], seed: int = 0) -> InputSpec:
         spec = InputSpec(channels, h, w)
     else:
         side = int(statistics.median(min(s) for s in sizes))
-        side = max(8, min(MAX_INFERRED_SIDE, side) // 4 * 4)
+        side = max(16, min(MAX_INFERRED_SIDE, side) // 4 * 4)
         spec = InputSpec(channels, side, side, "shorter_side_crop")
     log.info("input spec chosen from %d sampled images: %s", len(sample), spec.describe())
     return spec
@@ -88,10 +89,10 @@ def load_images(
 ) -> np.ndarray:
     """Read image files into a uint8 array ``(N, C, H, W)`` per ``spec`` (default 1x28x28).
 
-    Decoding runs in two threads (Pillow releases the GIL while it decodes)."""
+    Decoding runs in a few threads (Pillow releases the GIL while it decodes)."""
     paths = [Path(p) for p in paths]
     out = np.empty((len(paths), *spec.shape), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         decoded = pool.map(_decode, paths, [spec] * len(paths), [invert] * len(paths), chunksize=64)
         bar = tqdm(decoded, total=len(paths), desc="reading images", disable=not progress, leave=False)
         for i, arr in enumerate(bar):
@@ -99,20 +100,14 @@ def load_images(
     return out
 
 
-def read_image_folder(
-    root: str | os.PathLike,
-    invert: bool | None = None,
-    name: str | None = None,
-    class_names: list[str] | None = None,
-    progress: bool = False,
-    spec: InputSpec | None = None,
-) -> ImageSet:
-    """Read ``<root>/<class>/...`` into an ``ImageSet``; each top-level subfolder is a class.
+def folder_images(
+    root: str | os.PathLike, class_names: list[str] | None = None
+) -> tuple[list[Path], list[int], list[str]]:
+    """The image files of an image folder ``<root>/<class>/...``, their labels and the class
+    names (default: the sorted subfolder names); one line naming what is wrong otherwise.
 
     Images in deeper subfolders belong to their top-level class (so Omniglot's
-    ``<alphabet>/<character>/*.png`` gives one class per alphabet). ``class_names``
-    fixes the class order; by default it is the sorted subfolder names. ``spec``: the
-    channels and size to read into (default: chosen from the images, see ``infer_spec``).
+    ``<alphabet>/<character>/*.png`` gives one class per alphabet).
     """
     root = Path(root)
     if not root.is_dir():
@@ -134,8 +129,24 @@ def read_image_folder(
             )
         paths += files
         labels += [label] * len(files)
-    if not paths:
-        raise DataError(f"image folder {root} holds no images (.png, .jpg, ...) in its class folders")
+    return paths, labels, names
+
+
+def read_image_folder(
+    root: str | os.PathLike,
+    invert: bool | None = None,
+    name: str | None = None,
+    class_names: list[str] | None = None,
+    progress: bool = False,
+    spec: InputSpec | None = None,
+) -> ImageSet:
+    """Read ``<root>/<class>/...`` into an ``ImageSet``; each top-level subfolder is a class
+    (see ``folder_images``). ``class_names`` fixes the class order; by default it is the
+    sorted subfolder names. ``spec``: the channels and size to read into (default: chosen
+    from the images, see ``infer_spec``).
+    """
+    root = Path(root)
+    paths, labels, names = folder_images(root, class_names)
     spec = spec or infer_spec(paths)
     images = load_images(paths, invert=invert, progress=progress, spec=spec)
     log.info("read %d images in %d classes from %s", len(paths), len(names), root)

@@ -188,12 +188,12 @@ def check_array_shape(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
         )
     if x.shape[1] != c:
         log.warning("converting %d-channel images to the model's %d channel(s)", x.shape[1], c)
-        if c == 1:  # ITU-R 601-2 luma, as Pillow's convert("L")
+        if x.dtype == torch.uint8:  # through Pillow, as files and ImageSets are converted
+            return convert_array(x.contiguous(), spec)
+        if c == 1:  # float images: ITU-R 601-2 luma, the weights of Pillow's convert("L")
             weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
-            luma = (x.to(torch.float64) * weights).sum(1, keepdim=True)
-            x = luma.round().to(torch.uint8) if x.dtype == torch.uint8 else luma.to(x.dtype)
-        else:
-            x = x.expand(-1, 3, -1, -1)
+            return (x.to(torch.float64) * weights).sum(1, keepdim=True).to(x.dtype)
+        return x.expand(-1, 3, -1, -1)
     return x
 
 

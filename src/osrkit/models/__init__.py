@@ -4,7 +4,7 @@ Importing this package registers every backbone that ships with osrkit.
 """
 
 from . import colour, pretrained, small_cnn  # noqa: F401  (each registers its backbones)
-from .autoencoder import AutoencoderConfig, ConvAutoencoder
+from .autoencoder import AutoencoderConfig, ConvAutoencoder, autoencoder_fits, check_autoencoder_spec
 from .external import ExternalClassifier, wrap_classifier
 from .registry import (
     Backbone,
@@ -27,6 +27,8 @@ __all__ = [
     "ConvAutoencoder",
     "ExternalClassifier",
     "Normalize",
+    "autoencoder_fits",
+    "check_autoencoder_spec",
     "backbone_entry",
     "create_backbone",
     "default_backbone",

@@ -26,6 +26,20 @@ class AutoencoderConfig:
         return cls(tuple(d["channels"]), int(d["latent_dim"]))
 
 
+def autoencoder_fits(spec: InputSpec) -> bool:
+    """Whether the autoencoder can take ``spec`` (two stride-2 stages: sides divisible by 4)."""
+    return spec.height % 4 == 0 and spec.width % 4 == 0
+
+
+def check_autoencoder_spec(spec: InputSpec) -> None:
+    """One line saying why the autoencoder cannot take ``spec``, and what to do."""
+    if not autoencoder_fits(spec):
+        raise ConfigError(
+            f"the autoencoder needs height and width divisible by 4, got {spec.height}x{spec.width}; "
+            "choose another --image-size or train without it (--no-autoencoder)"
+        )
+
+
 class ConvAutoencoder(nn.Module):
     """Convolutional autoencoder ``C x H x W -> latent_dim -> C x H x W`` (sigmoid output,
     pixels in [0, 1]); two stride-2 stages, so H and W must be divisible by 4. For 1x28x28
@@ -37,11 +51,7 @@ class ConvAutoencoder(nn.Module):
 
     def __init__(self, config: AutoencoderConfig = AutoencoderConfig(), spec: InputSpec = MNIST_SPEC) -> None:
         super().__init__()
-        if spec.height % 4 or spec.width % 4:
-            raise ConfigError(
-                f"the autoencoder needs height and width divisible by 4, got {spec.height}x{spec.width}; "
-                "choose another --image-size or train without it (--no-autoencoder)"
-            )
+        check_autoencoder_spec(spec)
         self.config = config
         c1, c2 = config.channels
         h, w, c = spec.height // 4, spec.width // 4, spec.channels

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..data.spec import InputSpec
 from ..errors import ConfigError
-from .registry import Backbone, Normalize, register_backbone
+from .registry import Backbone, register_backbone
 
 
 class ScaledLinear(nn.Linear):
@@ -38,16 +38,14 @@ class ColourNet(Backbone):
 
     def __init__(self, spec: InputSpec, num_classes: int, widths: tuple[int, ...] = (64, 128, 256)) -> None:
         super().__init__()
-        if len(widths) < 2:
-            raise ConfigError(
-                f"colour_cnn needs at least two widths (stem and one stage), got {list(widths)}"
-            )
-        scale = 2 ** len(widths)
+        if not widths:
+            raise ConfigError("colour_cnn needs at least one width")
+        scale = 2 ** (len(widths) + 1)  # the space-to-depth stem halves, and so does each stage
         if spec.height < scale or spec.width < scale:
             raise ConfigError(
                 f"colour_cnn with {len(widths)} stages needs images of at least {scale}x{scale} pixels"
             )
-        self.normalize = Normalize(spec) if spec.normalizes else None
+        self.set_normalization(spec)
         stem, stages = widths[0], widths
         layers: list[nn.Module] = [
             nn.PixelUnshuffle(2),  # 2x2 pixel blocks -> 4C channels at half resolution
@@ -73,7 +71,7 @@ class ColourNet(Backbone):
         self.head = ScaledLinear(cin, num_classes, 1 / 9)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalize(x) if self.normalize is not None else x)
+        return self.body(self.normalized(x))
 
 
 @register_backbone(

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..data.spec import InputSpec
 from ..errors import ConfigError
-from .registry import Backbone, Normalize
+from .registry import Backbone
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,10 +34,9 @@ class ExternalClassifier(Backbone):
         if not isinstance(net, nn.Module):
             raise ConfigError(f"the classifier must be a torch.nn.Module, got {type(net).__name__}")
         self.net = net
-        self.normalize = Normalize(spec) if spec.normalizes else None
+        self.set_normalization(spec)
         self.feature_fn: FeatureFn | None = None
         self.feature_layer: str | None = None
-        self._caught: list[torch.Tensor] = []
         if isinstance(features, str):
             modules = dict(net.named_modules())
             if features not in modules or not features:
@@ -46,30 +45,30 @@ class ExternalClassifier(Backbone):
                     f"the classifier has no layer {features!r}; its layers include {', '.join(names)}"
                 )
             self.feature_layer = features
-            modules[features].register_forward_hook(self._catch)
         elif callable(features):
             self.feature_fn = features
         else:
             raise ConfigError("features must be a layer name or a callable x -> (N, D) features")
         self.feature_dim = 0  # set by probe()
 
-    def _catch(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        self._caught.append(output)
-
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.normalize is not None:
-            x = self.normalize(x)
-        self._caught.clear()
-        logits = self.net(x)
+        x = self.normalized(x)
         if self.feature_fn is not None:
-            features = self.feature_fn(x)
+            logits, features = self.net(x), self.feature_fn(x)
         else:
-            if not self._caught:
+            # The hook lives for this one pass only: the user's network is left as it was.
+            caught: list[torch.Tensor] = []
+            layer = self.net.get_submodule(self.feature_layer)
+            handle = layer.register_forward_hook(lambda module, args, output: caught.append(output))
+            try:
+                logits = self.net(x)
+            finally:
+                handle.remove()
+            if not caught:
                 raise ConfigError(
                     f"layer {self.feature_layer!r} did not run in the classifier's forward pass"
                 )
-            features = self._caught[-1]
-            self._caught.clear()
+            features = caught[-1]
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ConfigError("the classifier must return logits of shape (N, num_classes)")
         if features.ndim == 4:

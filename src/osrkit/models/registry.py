@@ -51,6 +51,15 @@ class Backbone(nn.Module):
     # apart (osrkit's own networks); wrapped user networks run as they are.
     splittable: bool = True
 
+    def set_normalization(self, spec: InputSpec) -> None:
+        """Apply ``spec``'s mean/std inside the network (nothing when it has none)."""
+        self.normalize = Normalize(spec) if spec.normalizes else None
+
+    def normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` normalised as the input spec says."""
+        normalize = getattr(self, "normalize", None)
+        return normalize(x) if normalize is not None else x
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

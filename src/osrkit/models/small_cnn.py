@@ -9,7 +9,7 @@ from torch import nn
 
 from ..data.spec import MNIST_SPEC, InputSpec
 from ..errors import ConfigError
-from .registry import Backbone, Normalize, register_backbone
+from .registry import Backbone, register_backbone
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Classifier(Backbone):
         self.config = config
         self.feature_dim = config.feature_dim
         c1, c2, c3 = config.channels
-        self.normalize = Normalize(spec) if spec.normalizes else None
+        self.set_normalization(spec)
         self.body = nn.Sequential(
             *_conv(spec.channels, c1),
             *_conv(c1, c1),
@@ -70,7 +70,7 @@ class Classifier(Backbone):
         return self.forward_features(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalize(x) if self.normalize is not None else x)
+        return self.body(self.normalized(x))
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(features))
