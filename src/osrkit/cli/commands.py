@@ -1,0 +1,167 @@
+"""The commands behind ``osrkit``: each takes parsed arguments and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from ..bench import SpeedOptions, render, speed
+from ..errors import ConfigError
+from ..export import OnnxRecognizer, export_onnx
+from ..pipeline import DataSpec, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
+from ..protocols import PROTOCOLS, Context, run_protocol
+from ..recognizer import UNKNOWN, OpenSetRecognizer, as_input_tensor
+from ..report import METRIC_COLUMNS, metrics_table_rows
+from ..training import TrainConfig
+from .arguments import _data_spec, _model_options, _train_overrides
+
+
+def format_summary(metrics: dict) -> str:
+    """Plain-text table of the per-scorer metrics, for the end of a run."""
+    header = ["scorer"] + [label for _, label in METRIC_COLUMNS]
+    rows = [header] + metrics_table_rows(metrics)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    c = metrics["counts"]
+    lines.insert(
+        0,
+        f"closed-set accuracy {metrics['closed_set_accuracy']:.4f} on {c['known']} known "
+        f"images; {c['unknown']} unknown images",
+    )
+    return "\n".join(lines)
+
+
+def _training_job(args: argparse.Namespace) -> tuple[DataSpec, dict, ModelOptions]:
+    """Data, training options and model options of `run`/`train`, the model options checked
+    against the data's input spec before any data is loaded (an unknown device, a scorer
+    the model cannot have, a size the autoencoder refuses). The spec is worked out once."""
+    data, options = _data_spec(args), _model_options(args)
+    options.build(["check"], data.input_spec(), args.accept_rate)
+    return data, _train_overrides(args), options
+
+
+def _cmd_run(args: argparse.Namespace, progress: bool) -> int:
+    data, config, options = _training_job(args)
+    report = ReportOptions(args.embed_samples, seed=args.seed)
+    metrics = run(args.out, data, config, args.accept_rate, args.overwrite, progress, report, options)
+    print(format_summary(metrics))
+    print(f"wrote {Path(args.out) / 'report.html'}, metrics.json, plots/ and model/")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
+    data, config, options = _training_job(args)
+    model = train_to_folder(args.out, data, config, args.accept_rate, args.overwrite, progress, options)
+    print(f"saved model to {args.out}; thresholds: {json.dumps(model.thresholds_)}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
+    model = OpenSetRecognizer.from_pretrained(args.model, device=args.device)
+    options = ReportOptions(args.embed_samples, seed=args.seed)
+    metrics = evaluate_model(model, _data_spec(args), args.out, args.overwrite, progress, options)
+    print(format_summary(metrics))
+    print(f"wrote {Path(args.out) / 'report.html'}, metrics.json and plots/")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
+    if args.backend == "onnx":
+        model = OnnxRecognizer(args.model)  # same outputs/scores_from_outputs/decide calls
+    else:
+        model = OpenSetRecognizer.from_pretrained(args.model, device=args.device)
+    # Read every image first: one bad file fails the command before anything is printed.
+    invert = True if args.invert else None
+    spec = model.input_spec if args.backend == "onnx" else model.input_spec_
+    outputs = model.outputs(as_input_tensor(args.images, spec, invert))
+    scores = model.scores_from_outputs(outputs)
+    labels = model.decide(outputs, args.scorer)
+    for i, path in enumerate(args.images):
+        idx = int(labels[i])
+        row = {
+            "path": str(path),
+            "label": "unknown" if idx == UNKNOWN else model.class_names[idx],
+            "class_index": idx,
+            "known": idx != UNKNOWN,
+            "scores": {name: float(s[i]) for name, s in scores.items()},
+        }
+        print(json.dumps(row))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
+    model = OpenSetRecognizer.from_pretrained(args.model)
+    path = export_onnx(model, args.output, overwrite=args.overwrite)
+    print(
+        f"wrote {path} ({path.stat().st_size:,} bytes): classifier, autoencoder and scorers "
+        f"{', '.join(model.scorers_)}; label/is_unknown decided by {model.decision_scorer}"
+    )
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, progress: bool) -> int:
+    if args.no_fast:
+        raise ConfigError("bench speed compares the fast paths with the plain path itself; drop --no-fast")
+    if args.skip_run and not args.model:
+        raise ConfigError("--skip-run needs --model MODEL_DIR to score with")
+    options = SpeedOptions(
+        data_root=args.data_root,
+        train_images=args.train_images,
+        repeats=args.repeats,
+        model=args.model,
+        run=not args.skip_run,
+        compare_training=args.compare_training,
+        compile=args.compile,
+        eval_images=args.eval_images,
+    )
+    if progress:
+        logging.getLogger("osrkit.bench").setLevel(logging.INFO)
+    result = speed(args.out, options)
+    print(render(result), end="")
+    print(f"wrote {Path(args.out) / 'speed.json'} and speed.md")
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace, progress: bool) -> int:
+    config = TrainConfig(
+        epochs=args.epochs,
+        ae_epochs=args.ae_epochs,
+        val_size=args.val_size,
+        seed=args.seed,
+        **({"channels_last": False, "bf16": False} if args.no_fast else {}),
+    )
+    ctx = Context(
+        Path(args.out),
+        args.data_root,
+        config,
+        args.download,
+        progress,
+        args.max_train,
+        args.max_test,
+        decision_scorer=args.decision_scorer,
+    )
+    names = list(PROTOCOLS) if args.name == "all" else [args.name]
+    t0 = time.perf_counter()
+    for name in names:
+        run_protocol(name, ctx)
+        print((Path(args.out) / f"{name}.md").read_text())
+    if len(names) > 1:
+        print(f"all protocols: {time.perf_counter() - t0:.1f} s; results in {args.out}/")
+    return 0
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+    "export": _cmd_export,
+    "bench": _cmd_bench,
+    "benchmark": _cmd_benchmark,
+}

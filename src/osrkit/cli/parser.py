@@ -1,0 +1,198 @@
+"""The argument parser of ``osrkit``: one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from .. import __version__
+from ..bench import SpeedOptions
+from ..protocols import PROTOCOLS, Context
+from ..scorers import SCORERS
+from .arguments import (
+    DEFAULTS,
+    _add_data_args,
+    _add_data_root,
+    _add_device_arg,
+    _add_fast_arg,
+    _add_output_args,
+    _add_report_args,
+    _add_train_args,
+    _nonneg_int,
+    _positive_int,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="osrkit", description="Open-set recognition: classify known classes, reject unknown inputs."
+    )
+    parser.add_argument("--version", action="version", version=f"osrkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_fast_arg(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run",
+        help="train and evaluate, writing model, metrics, plots and report",
+        description="Train on known classes, evaluate against unknowns and write "
+        "DIR/model/, DIR/metrics.json, DIR/plots/*.png and DIR/report.html.",
+    )
+    _add_output_args(p, "runs/latest")
+    _add_data_args(p, train=True, test=True)
+    _add_train_args(p)
+    _add_report_args(p)
+
+    p = sub.add_parser(
+        "train",
+        help="train a recognizer and save its model folder",
+        description="Train the classifier and autoencoder on known classes, calibrate "
+        "thresholds on held-out known images, and save the model folder.",
+    )
+    _add_output_args(p, None)
+    _add_data_args(p, train=True, test=False)
+    _add_train_args(p)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved model on known vs unknown test data",
+        description="Score known and unknown test images with a saved model and "
+        "write DIR/metrics.json, DIR/plots/*.png and DIR/report.html.",
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `osrkit train`")
+    _add_output_args(p, None)
+    _add_data_args(p, train=False, test=True)
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for test subsampling and plots")
+    _add_report_args(p)
+    _add_fast_arg(p)
+    _add_device_arg(p)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify image files; one JSON line per image",
+        description="Print one JSON line per image: {path, label, class_index, "
+        'known, scores}. label is the class name or "unknown".',
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `osrkit train`")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, any size, gray or RGB")
+    p.add_argument(
+        "--scorer",
+        choices=sorted(SCORERS),
+        default=None,
+        help="scorer that decides known vs unknown (default: the model's decision scorer)",
+    )
+    p.add_argument(
+        "--invert", action="store_true", help="invert images first (for dark strokes on a light background)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch: the model folder with PyTorch; onnx: a graph written by `osrkit export`, with "
+        "ONNX Runtime (MODEL_DIR is then the .onnx file or a folder holding model.onnx) "
+        "(default: %(default)s)",
+    )
+    _add_device_arg(p)
+
+    p = sub.add_parser(
+        "export",
+        help="write a model folder as one ONNX graph",
+        description="Write the classifier, autoencoder, scorers, thresholds and decision rule of a "
+        "model folder as one ONNX graph (input: images float32 (N,C,H,W) in [0,1], as the model's input "
+        "spec says; outputs: "
+        "probabilities, logits, unknown_scores, label, is_unknown). Needs the onnx extra: "
+        "pip install 'osrkit[onnx]'.",
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `osrkit train`")
+    p.add_argument("output", metavar="OUTPUT.onnx", help="ONNX file to write (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT.onnx if it exists")
+    _add_bench_parser(sub)
+    _add_benchmark_parser(sub)
+    return parser
+
+
+def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="standard open-set protocols: seed, mnist-splits, crosr, near-far, all",
+        description="Run a standard open-set benchmark protocol (or all of them). Each writes "
+        "DIR/<name>.json and DIR/<name>.md, ending in one line per target; trained models are "
+        "cached in DIR/cache/ and reused when data, classes, config and seed match.",
+    )
+    p.add_argument("name", choices=[*PROTOCOLS, "all"], metavar="NAME", help=f"{', '.join(PROTOCOLS)} or all")
+    p.add_argument("--out", default="results", metavar="DIR", help="results folder (default: %(default)s)")
+    _add_data_root(p)
+    p.add_argument("--download", action="store_true", help="fetch missing datasets, md5-verified")
+    p.add_argument(
+        "--seed", type=_nonneg_int, default=DEFAULTS.seed, help="training seed (default: %(default)s)"
+    )
+    p.add_argument("--epochs", type=_positive_int, default=DEFAULTS.epochs, help=argparse.SUPPRESS)
+    p.add_argument("--ae-epochs", type=_positive_int, default=DEFAULTS.ae_epochs, help=argparse.SUPPRESS)
+    p.add_argument("--val-size", type=_positive_int, default=DEFAULTS.val_size, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--decision-scorer",
+        default=Context.decision_scorer,
+        metavar="SCORER",
+        help="scorer whose calibrated threshold makes the decisions (default: %(default)s, pre-declared)",
+    )
+    p.add_argument("--max-train", type=_positive_int, help="subsample MNIST train (quick checks only)")
+    p.add_argument("--max-test", type=_positive_int, help="subsample every test set (quick checks only)")
+    _add_fast_arg(p)
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks of osrkit itself (speed)",
+        description="Measure osrkit on this machine; prints a table ending in one line per target.",
+    )
+    bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    b = bench.add_parser(
+        "speed",
+        help="training and scoring throughput, latency, end-to-end run",
+        description="Training throughput against a conventional DataLoader loop, scoring "
+        "throughput at batch 1/64/1024 against the machine's float32 matrix-multiply rate, "
+        "single-image latency, metrics with fast paths on and off, and the wall time and peak "
+        "memory of `osrkit run`. Writes DIR/speed.json and DIR/speed.md.",
+    )
+    b.add_argument("--out", default="results", metavar="DIR", help="results folder (default: %(default)s)")
+    _add_data_root(b)
+    b.add_argument("--model", metavar="MODEL_DIR", help="score with this model instead of the run's")
+    b.add_argument("--skip-run", action="store_true", help="do not time `osrkit run` (needs --model)")
+    b.add_argument(
+        "--compare-training",
+        action="store_true",
+        help="also time `osrkit run --no-fast` and report its metrics (about 3 more minutes)",
+    )
+    b.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile (rejected: see BENCHMARKS.md)"
+    )
+    b.add_argument(
+        "--train-images",
+        type=_positive_int,
+        default=SpeedOptions.train_images,
+        metavar="N",
+        help="MNIST images per training measurement (default: %(default)s)",
+    )
+    b.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=SpeedOptions.repeats,
+        metavar="N",
+        help="interleaved repetitions; medians are reported (default: %(default)s)",
+    )
+    b.add_argument(
+        "--eval-images",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="known and unknown test images for the metric comparison (default: all)",
+    )
