@@ -133,7 +133,7 @@ def test_scoring_runs_numpy_blas_single_threaded(fitted, monkeypatch):
     """numpy's BLAS threads spinning beside torch's made scoring 4.7x slower on 2 cores."""
     from threadpoolctl import threadpool_info
 
-    import osrkit.recognizer as rec
+    import osrkit.inference as rec
     from osrkit.runtime import single_threaded_blas
 
     with single_threaded_blas():
