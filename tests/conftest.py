@@ -78,5 +78,6 @@ FAST = TrainConfig(epochs=2, ae_epochs=2, batch_size=64, val_size=200, lr=3e-3, 
 
 @pytest.fixture(scope="session")
 def fitted() -> OpenSetRecognizer:
-    """A recognizer fitted on 1,200 synthetic digits (a few seconds)."""
-    return OpenSetRecognizer().fit(synthetic_set(1200), FAST)
+    """A recognizer fitted on 1,200 synthetic digits (a few seconds), with every scorer
+    and the seed's decision rule."""
+    return OpenSetRecognizer(decision_scorer="combined", scorers="all").fit(synthetic_set(1200), FAST)

@@ -10,9 +10,11 @@ from PIL import Image
 from osrkit import OpenSetRecognizer
 from osrkit.cli import main
 from osrkit.data.idx import write_idx
-from osrkit.scorers import SCORERS
+from osrkit.scorers import FusionScorer
 
 from .conftest import synthetic_digits
+
+DEFAULT_SET = ("msp", "max_logit", "energy", "knn", *FusionScorer.DEFAULT_MEMBERS, "fusion")
 
 TINY = [
     "--epochs",
@@ -97,8 +99,8 @@ def check_run_folder(out: Path) -> dict:
     m = json.loads((out / "metrics.json").read_text())
     assert 0 <= m["closed_set_accuracy"] <= 1
     assert set(m["counts"]) == {"known", "unknown"}
-    assert set(SCORERS) <= set(m["thresholds"])
-    assert set(m["scorers"]) == set(SCORERS)
+    # the default scorer set: the decision scorer (fusion, with its members) and kNN
+    assert set(m["scorers"]) == set(DEFAULT_SET) <= set(m["thresholds"])
     for scorer in m["scorers"].values():
         assert set(scorer) >= METRIC_KEYS
         assert all(0.0 <= scorer[k] <= 1.0 for k in METRIC_KEYS)
@@ -126,8 +128,8 @@ def test_run_end_to_end_on_real_data(shared_data, tmp_path, capsys):
     m = check_run_folder(out)
     assert m["counts"] == {"known": 1000, "unknown": 1000}
     assert m["closed_set_accuracy"] > 0.8  # one short epoch already learns digits
-    assert m["scorers"]["combined"]["auroc"] > 0.9
-    assert "closed-set accuracy" in stdout and "combined" in stdout
+    assert m["decision_scorer"] == "fusion" and m["scorers"]["fusion"]["auroc"] > 0.9
+    assert "closed-set accuracy" in stdout and "fusion" in stdout
     # a second run into the same folder is refused without --overwrite
     code, _, err = run_cli(capsys, "run", "--out", out, "--data-root", shared_data, *TINY)
     assert code == 2
@@ -215,7 +217,7 @@ def test_predict_prints_json_lines_for_any_image(tmp_path, capsys, fitted):
     assert [r["path"] for r in rows] == [str(p) for p in paths]
     for r in rows:
         assert set(r) == {"path", "label", "class_index", "known", "scores"}
-        assert set(r["scores"]) == set(SCORERS)
+        assert set(r["scores"]) == set(fitted.scorers_)
         assert r["known"] == (r["label"] != "unknown") == (r["class_index"] != -1)
     assert rows[0]["class_index"] in (labels[0], -1)
     assert rows[2]["known"] is False

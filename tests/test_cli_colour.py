@@ -88,7 +88,7 @@ def test_gray_path_for_colour_data_and_autoencoder_option(tmp_path, colour_folde
     assert main(args) == 0, capsys.readouterr().err
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["input_spec"]["channels"] == 1 and cfg["input_spec"]["height"] == 28
-    assert cfg["autoencoder"] is not None and cfg["decision_scorer"] == "combined"
+    assert cfg["autoencoder"] is not None and cfg["decision_scorer"] == "fusion"
 
 
 @pytest.mark.parametrize(
@@ -99,6 +99,8 @@ def test_gray_path_for_colour_data_and_autoencoder_option(tmp_path, colour_folde
         (["--channels", "2"], "must be 1 (grayscale) or 3 (RGB)"),
         (["--backbone", "resnet9000"], "invalid choice: 'resnet9000'"),
         (["--decision-scorer", "nope"], "invalid choice: 'nope'"),
+        (["--scorers", "msp,nope"], "unknown scorer 'nope'; registered scorers: msp, max_logit"),
+        (["--scorers", ","], "--scorers needs registered scorer names"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--crop-padding", "-1"], "must be >= 0"),
     ],

@@ -56,5 +56,6 @@ def test_loaded_model_recalibrates_with_every_scorer_it_can_have():
     model = OpenSetRecognizer.from_pretrained(FIXTURES / "v1", fast_paths=FastPaths.off(), device="cpu")
     assert list(model.scorers_) == ["msp", "reconstruction", "combined"]
     images = _make_inputs().inputs()
+    model.scorers = "all"
     model.calibrate(images[:30], reference=images[30:], reference_labels=np.arange(34) % 3)
     assert "class_reconstruction" in model.scorers_ and "class_reconstruction" in model.score_all(images)

@@ -84,8 +84,8 @@ def test_parametric_scorers_are_fitted_on_the_training_split(fitted):
 def test_fusions_share_the_fitted_members(fitted):
     for name, scorer in fitted.scorers_.items():
         if isinstance(scorer, FusionScorer):
-            for member in scorer.members:
-                assert member is fitted.scorers_[member.name], (name, member.name)
+            for member_name, member in zip(scorer.members, scorer.member_scorers):
+                assert member is fitted.scorers_[member_name], (name, member_name)
 
 
 def test_calibrate_with_and_without_reference(fitted):
@@ -188,7 +188,7 @@ def test_version_1_folder_still_loads(fitted, tmp_path):
     for name in loaded.scorers_:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     np.testing.assert_array_equal(fitted.predict(x), loaded.predict(x))
-    with pytest.raises(ConfigError, match="unknown scorer 'knn'"):
+    with pytest.raises(ConfigError, match="scorer 'knn' was not fitted for this model"):
         loaded.predict(x, "knn")
     # saved again, it is a folder of the current format
     again = OpenSetRecognizer.from_pretrained(loaded.save_pretrained(tmp_path / "v3"))
@@ -358,6 +358,10 @@ def test_fit_resume_refuses_checkpoint_from_other_data(tmp_path):
         ),
         (lambda cfg: cfg | {"backbone": cfg["backbone"] | {"name": "no_such_net"}}, "no_such_net"),
         (lambda cfg: cfg | {"input_spec": cfg["input_spec"] | {"channels": 2}}, "damaged"),
+        (
+            lambda cfg: cfg | {"scorers": cfg["scorers"] | {"odin": {}}},
+            "uses scorer 'odin', which this osrkit lacks; upgrade osrkit",
+        ),
     ],
 )
 def test_damaged_config_is_reported(fitted, tmp_path, edit, message):
@@ -407,3 +411,68 @@ def test_loading_with_other_fast_paths_warns(fitted, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="osrkit.recognizer"):
         OpenSetRecognizer.from_pretrained(folder, fast_paths=fitted.fast_paths)
     assert "calibrated with fast paths" not in caplog.text
+
+
+def test_default_scorer_set_and_decision_per_kind_of_model():
+    """Digits (an autoencoder): the fusion of the seven base scorers decides, and only it,
+    its members and the default set are fitted; the decision is declared, not tuned."""
+    model = OpenSetRecognizer().fit(synthetic_set(600), FAST)
+    assert model.decision_scorer == "fusion"
+    assert list(model.scorers_) == [
+        "msp",
+        "max_logit",
+        "energy",
+        "mahalanobis",
+        "knn",
+        "reconstruction",
+        "class_reconstruction",
+        "fusion",
+    ]
+
+
+def test_only_the_chosen_scorers_are_fitted_and_only_their_signals_computed(monkeypatch):
+    model = OpenSetRecognizer(scorers=["knn", "vim"], decision_scorer="max_logit")
+    model.fit(synthetic_set(600), FAST)
+    assert list(model.scorers_) == ["max_logit", "knn", "vim"] and model.has_autoencoder
+    calls = []
+    monkeypatch.setattr(
+        type(model.autoencoder_), "forward", lambda self, x: calls.append(1) or x, raising=True
+    )
+    out = model.outputs(synthetic_set(20, seed=3))
+    assert out.recon_error is None and out.images is None and not calls  # no autoencoder pass
+    assert set(model.score_all(synthetic_set(20, seed=3))) == {"max_logit", "knn", "vim"}
+    model.scorers = ["combined"]  # recalibrating fits the new choice, members included
+    train, val = split_of_fixture()
+    model.calibrate(val, reference=train)
+    assert list(model.scorers_) == ["msp", "max_logit", "reconstruction", "combined"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"scorers": ["msp", "nope"]}, "unknown scorer 'nope'; registered scorers: msp, max_logit"),
+        ({"decision_scorer": "nope"}, "unknown scorer 'nope'; registered scorers"),
+        ({"scorers": "msp,knn,msp"}, "asked for twice"),
+        ({"scorers": [3]}, "registered names or Scorer instances"),
+    ],
+)
+def test_bad_scorer_choices_are_one_line_before_training(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        OpenSetRecognizer(**kwargs).fit(synthetic_set(400), FAST)
+
+
+def test_a_scorer_the_model_cannot_compute_is_one_line_before_training(monkeypatch):
+    import osrkit.recognizer as rec
+
+    monkeypatch.setattr(rec, "train_classifier", lambda *a, **k: pytest.fail("trained first"))
+    model = OpenSetRecognizer(autoencoder=False, scorers=["reconstruction"])
+    with pytest.raises(ConfigError, match="scorer 'reconstruction' needs the autoencoder's reconstruction"):
+        model.fit(synthetic_set(400), FAST)
+
+
+def test_scorer_instances_carry_their_hyper_parameters():
+    from osrkit.scorers import make_scorer
+
+    model = OpenSetRecognizer(scorers=[make_scorer("knn", k=3, bank_size=100)], decision_scorer="knn")
+    model.fit(synthetic_set(600), FAST)
+    assert model.scorers_["knn"].k == 3 and len(model.scorers_["knn"].bank_) == 100

@@ -21,7 +21,9 @@ from osrkit.scorers import (
     ReconstructionScorer,
     is_fusion,
     kth_largest_column,
+    list_scorers,
     make_scorer,
+    scorer_from_state,
 )
 
 
@@ -92,8 +94,10 @@ def test_combined_state_roundtrip_and_unfitted_error():
 
 
 def test_unknown_scorer_name():
-    with pytest.raises(ModelFormatError, match="unknown scorer"):
+    with pytest.raises(ConfigError, match="unknown scorer 'nope'; registered scorers: msp, max_logit"):
         make_scorer("nope")
+    with pytest.raises(ConfigError, match="no parameter 'q'"):
+        make_scorer("knn", q=3)
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.2, 0.5, 0.95, 0.999])
@@ -187,7 +191,7 @@ def test_knn_equals_brute_force_in_any_chunking():
     scorer = KNNScorer(k=5).fit(feature_outputs(bank))
     expected = brute_force_knn(bank.astype(np.float32), queries.astype(np.float32), 5)
     np.testing.assert_allclose(scorer.score(feature_outputs(queries)), expected, rtol=1e-6, atol=1e-7)
-    scorer.CHUNK = 7  # chunks of 7 and a last one of 1
+    scorer.chunk_size = 7  # chunks of 7 and a last one of 1
     np.testing.assert_allclose(scorer.score(feature_outputs(queries)), expected, rtol=1e-6, atol=1e-7)
 
 
@@ -275,7 +279,7 @@ def rich_outputs(n, seed):
 
 def fitted_bases(seed=10):
     train, labels = rich_outputs(3000, seed)
-    scorers = {name: make_scorer(name) for name in SCORERS if not is_fusion(name)}
+    scorers = {name: make_scorer(name) for name in list_scorers() if not is_fusion(name)}
     for s in scorers.values():
         if s.fits_on_reference:
             s.fit(train, labels=labels)
@@ -289,15 +293,16 @@ def bases():
 
 @pytest.mark.parametrize("rate", [0.5, 0.9, 0.95])
 def test_fusion_accepts_the_target_rate_of_held_out_knowns(bases, rate):
-    fusion = FusionScorer([bases[m] for m in FusionScorer.MEMBERS])
+    fusion = FusionScorer().bind(bases)
     fusion.fit(rich_outputs(20000, seed=1)[0], accept_rate=rate)
     held_out = rich_outputs(20000, seed=2)[0]
     assert abs(np.mean(fusion.score(held_out) <= 1.0) - rate) < 0.01
 
 
 def test_fusion_above_one_is_exactly_the_or_rule_with_log_and_linear_members(bases):
-    members = [bases[m] for m in ("energy", "max_logit", "knn", "class_reconstruction", "reconstruction")]
-    fusion = FusionScorer(members).fit(rich_outputs(4000, seed=3)[0], accept_rate=0.9)
+    names = ["energy", "max_logit", "knn", "class_reconstruction", "reconstruction"]
+    members = [bases[m] for m in names]
+    fusion = FusionScorer(names).bind(bases).fit(rich_outputs(4000, seed=3)[0], accept_rate=0.9)
     test = rich_outputs(3000, seed=4)[0]
     t = fusion.member_thresholds()
     member_scores = {m.name: m.score(test) for m in members}
@@ -307,7 +312,7 @@ def test_fusion_above_one_is_exactly_the_or_rule_with_log_and_linear_members(bas
     np.testing.assert_array_equal(fusion.score(test) > 1.0, or_rule)
     assert (member_scores["energy"] < 0).mean() > 0.9  # linear members may be negative
     norm = fusion.normalised(test)
-    med = dict(zip(fusion.member_names, fusion.medians_))
+    med = dict(zip(fusion.members, fusion.medians_.numpy()))
     for j, m in enumerate(members):
         s, tt, mm = member_scores[m.name], t[m.name], med[m.name]
         if m.log_scale:
@@ -315,7 +320,7 @@ def test_fusion_above_one_is_exactly_the_or_rule_with_log_and_linear_members(bas
         else:
             expected = 1 + (s - tt) / abs(tt - mm)
         np.testing.assert_allclose(norm[:, j], expected, rtol=1e-12, err_msg=m.name)
-    assert fusion.log_members.tolist() == [False, False, True, True, True]
+    assert fusion.logs[0].tolist() == [False, False, True, True, True]
     # precomputed member scores give the same fused score
     np.testing.assert_array_equal(fusion.score(test, member_scores), fusion.score(test))
 
@@ -346,9 +351,18 @@ def test_combined_is_bit_identical_to_the_seed(rate):
 
 
 def test_registered_fusions_are_predeclared():
-    assert CombinedScorer.MEMBERS == ("msp", "reconstruction")
-    assert set(FusionScorer.MEMBERS) == {n for n in SCORERS if not is_fusion(n)}
-    assert ReconFusionScorer.MEMBERS == ("mahalanobis", "reconstruction", "class_reconstruction")
+    assert CombinedScorer.DEFAULT_MEMBERS == ("msp", "reconstruction")
+    # osrkit 0.1's seven base scorers; later scorers (vim, react) do not change it
+    assert FusionScorer.DEFAULT_MEMBERS == (
+        "msp",
+        "max_logit",
+        "energy",
+        "mahalanobis",
+        "knn",
+        "reconstruction",
+        "class_reconstruction",
+    )
+    assert ReconFusionScorer.DEFAULT_MEMBERS == ("mahalanobis", "reconstruction", "class_reconstruction")
     assert {n for n in SCORERS if is_fusion(n)} == {"combined", "fusion", "fusion_recon"}
     for name in SCORERS:
         assert SCORERS[name].__doc__ and SCORERS[name].name == name
@@ -359,14 +373,13 @@ def test_every_scorer_state_roundtrips(bases):
     fitted = dict(bases)
     for name in SCORERS:
         if is_fusion(name):
-            cls = SCORERS[name]
-            fitted[name] = cls([bases[m] for m in cls.MEMBERS]).fit(known)
+            fitted[name] = make_scorer(name).bind(bases).fit(known)
     for name, scorer in fitted.items():
         state = json.loads(json.dumps(scorer.get_state()))  # JSON-serialisable
         arrays = {k: v.copy() for k, v in scorer.get_arrays().items()}
-        again = make_scorer(name).set_state(state, arrays)
+        again = scorer_from_state(name, state, arrays)
         if is_fusion(name):
-            if any(m.fits_on_reference for m in again.members):
+            if any(m.fits_on_reference for m in again.member_scorers):
                 with pytest.raises(ConfigError, match="not fitted"):
                     again.score(test)
             again.bind(bases)
@@ -383,6 +396,8 @@ def test_fusion_bind_and_damaged_state(bases):
         make_scorer("combined").set_state({"members": ["msp"], "member_thresholds": [1, 2], "medians": [1]})
     with pytest.raises(ConfigError, match="at least one member"):
         FusionScorer([])
+    with pytest.raises(ConfigError, match="is itself a fusion"):
+        FusionScorer(["msp", "combined"])
 
 
 def test_class_reconstruction_expansion_matches_direct_residuals(bases):
@@ -390,7 +405,7 @@ def test_class_reconstruction_expansion_matches_direct_residuals(bases):
     scorer = bases["class_reconstruction"]
     x = test.images.astype(np.float64)
     res = []
-    for mean, basis in zip(scorer.means_.astype(np.float64), scorer.bases_.astype(np.float64)):
+    for mean, basis in zip(scorer.means_.numpy(), scorer.bases_.numpy()):
         d = x - mean
         res.append((d * d).sum(1) - ((d @ basis) ** 2).sum(1))
     np.testing.assert_allclose(scorer.score(test), np.min(res, axis=0) / 784, rtol=1e-9)

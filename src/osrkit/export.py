@@ -1,8 +1,9 @@
 """ONNX export of a whole ``OpenSetRecognizer``, and running the exported graph.
 
-``export_onnx`` writes ONE ONNX graph: both networks and every calibrated scorer, with
-thresholds, medians, the fitted scorer arrays (kNN bank, class means, precision factor,
-PCA bases) and the decision rule as constants, so any ONNX runtime gives the
+``export_onnx`` writes ONE ONNX graph: the networks the scorers need and every fitted
+scorer (the same ``Scorer.forward`` the runtime runs), with thresholds, medians, the
+fitted scorer arrays (kNN bank, class means, precision factor, PCA bases) and the
+decision rule as constants, so any ONNX runtime gives the
 class-or-unknown decision without osrkit or PyTorch. ``OnnxRecognizer`` runs such a file
 with ONNX Runtime behind the same calls as the PyTorch recognizer.
 
@@ -48,17 +49,7 @@ from .errors import ConfigError, DataError, ModelFormatError
 from .io import atomic_write_bytes
 from .models import Backbone, ConvAutoencoder
 from .recognizer import UNKNOWN, ImagesLike, OpenSetRecognizer, as_input_tensor
-from .scorers import (
-    ClassReconstructionScorer,
-    EnergyScorer,
-    FusionScorer,
-    KNNScorer,
-    MahalanobisScorer,
-    MaxLogitScorer,
-    MSPScorer,
-    ReconstructionScorer,
-    Scorer,
-)
+from .scorers import FusionScorer
 
 log = logging.getLogger(__name__)
 
@@ -74,187 +65,64 @@ RUNTIME_EXTRA_HINT = "running an ONNX model needs the onnx extra: pip install 'o
 
 
 # ---------------------------------------------------------------------- the graph
-class _Base(nn.Module):
-    """One base scorer in the graph: ``forward(logits, features, err, pixels)`` -> ``(N,)``
-    float64, computed as ``osrkit.scorers`` computes it, with its constants taken from the
-    fitted scorer (computed there, in numpy)."""
-
-    def __init__(self, scorer: Scorer) -> None:
-        super().__init__()
-
-
-class _MSP(_Base):
-    # S / (1 + S), S = sum over non-top classes of exp(z_k - z_max), float64
-    def forward(self, logits, features, err, pixels):
-        z = logits.to(torch.float64)
-        top = z.argmax(dim=1, keepdim=True)
-        e = torch.exp(z - z.amax(dim=1, keepdim=True))
-        index = torch.arange(z.shape[1], device=z.device).unsqueeze(0)
-        rest = torch.where(index == top, torch.zeros_like(e), e).sum(dim=1)
-        return rest / (1.0 + rest)
-
-
-class _MaxLogit(_Base):
-    def forward(self, logits, features, err, pixels):
-        return -logits.to(torch.float64).amax(dim=1)
-
-
-class _Energy(_Base):
-    def __init__(self, scorer: EnergyScorer) -> None:
-        super().__init__(scorer)
-        self.temperature = float(scorer.temperature)
-
-    def forward(self, logits, features, err, pixels):
-        z = logits.to(torch.float64) / self.temperature
-        top = z.amax(dim=1, keepdim=True)
-        return -self.temperature * (top[:, 0] + torch.log(torch.exp(z - top).sum(dim=1)))
-
-
-class _Reconstruction(_Base):
-    def forward(self, logits, features, err, pixels):
-        return err.to(torch.float64)
-
-
-class _Mahalanobis(_Base):
-    def __init__(self, scorer: MahalanobisScorer) -> None:
-        super().__init__(scorer)
-        scorer._check_fitted("means_", "whitening_")
-        m = scorer._white_means
-        self.register_buffer("whitening", torch.from_numpy(scorer.whitening_.copy()))
-        self.register_buffer("white_means_t", torch.from_numpy(np.ascontiguousarray(m.T)))
-        self.register_buffer("mean_sq", torch.from_numpy((m * m).sum(axis=1)).unsqueeze(0))
-
-    def forward(self, logits, features, err, pixels):
-        w = features.to(torch.float64) @ self.whitening
-        d2 = (w * w).sum(dim=1, keepdim=True) - 2.0 * (w @ self.white_means_t) + self.mean_sq
-        return torch.sqrt(torch.clamp(d2.amin(dim=1), min=0.0))
-
-
-class _KNN(_Base):
-    def __init__(self, scorer: KNNScorer) -> None:
-        super().__init__(scorer)
-        scorer._check_fitted("bank_")
-        self.k = int(scorer.k)
-        self.register_buffer("bank", scorer.bank_.clone())
-
-    def forward(self, logits, features, err, pixels):
-        q = features / torch.clamp(features.norm(dim=1, keepdim=True), min=1e-12)
-        kth = (q @ self.bank.T).topk(self.k, dim=1).indices[:, -1]
-        diff = q.to(torch.float64) - self.bank[kth].to(torch.float64)
-        return diff.pow(2).sum(dim=1).sqrt()
-
-
-class _ClassReconstruction(_Base):
-    def __init__(self, scorer: ClassReconstructionScorer) -> None:
-        super().__init__(scorer)
-        scorer._check_fitted("means_", "bases_")
-        self.classes, self.pixels, self.components = scorer.bases_.shape
-        self.register_buffer("weights", scorer._weights.clone())
-        self.register_buffer("proj_means", scorer._proj_means.clone())
-        self.register_buffer("mean_sq", scorer._mean_sq.clone())
-
-    def forward(self, logits, features, err, pixels):
-        split = self.classes * self.components
-        x = pixels.to(torch.float64)
-        prod = x @ self.weights
-        proj = (prod[:, :split] - self.proj_means).reshape(-1, self.classes, self.components)
-        sq = x.square().sum(dim=1, keepdim=True)
-        dist = sq - 2.0 * prod[:, split:] + self.mean_sq
-        residual = dist - proj.square().sum(dim=2)
-        return torch.clamp(residual.amin(dim=1), min=0.0) / self.pixels
-
-
-_BASES: dict[type[Scorer], type[_Base]] = {
-    MSPScorer: _MSP,
-    MaxLogitScorer: _MaxLogit,
-    EnergyScorer: _Energy,
-    ReconstructionScorer: _Reconstruction,
-    MahalanobisScorer: _Mahalanobis,
-    KNNScorer: _KNN,
-    ClassReconstructionScorer: _ClassReconstruction,
-}
-
-
-def _base_module(name: str, scorer: Scorer) -> _Base:
-    """The graph module of a base scorer the graph implements."""
-    if type(scorer) not in _BASES:
-        raise ConfigError(
-            f"scorer {name!r} ({type(scorer).__name__}) cannot be exported to ONNX; supported: "
-            f"{', '.join(cls.name for cls in _BASES)} and fusions of those"
-        )
-    return _BASES[type(scorer)](scorer)
-
-
-class _Fusion(nn.Module):
-    """A ``FusionScorer``: members normalised (log or linear scale) and the maximum."""
-
-    def __init__(self, scorer: FusionScorer) -> None:
-        super().__init__()
-        logs, t, span = scorer.constants()
-        self.register_buffer("logs", torch.from_numpy(logs).unsqueeze(0))
-        self.register_buffer("t", torch.from_numpy(t))
-        self.register_buffer("span", torch.from_numpy(span))
-
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        log_s = torch.log(torch.clamp(s, min=FusionScorer.FLOOR))
-        scaled = torch.where(self.logs, log_s, s)
-        return (1.0 + (scaled - self.t) / self.span).amax(dim=1)
-
-
 class _RecognizerGraph(nn.Module):
     """The recognizer as one traceable module: networks, scorers and decision.
 
-    Reproduces ``OpenSetRecognizer.outputs`` on the plain float32 path, then the
-    scorers exactly as ``osrkit.scorers`` computes them (in float64 where the scorers
-    do), with the same constants (computed here in numpy, as the scorers do). Each base
-    scorer is computed once; the fusions reuse the members' columns.
+    Reproduces ``OpenSetRecognizer.outputs`` on the plain float32 path, then runs the
+    fitted scorer modules themselves (``Scorer.forward``, the code the runtime runs), each
+    base scorer once, the fusions on their members' columns. Only the signals the scorers
+    read are computed: no autoencoder when no scorer reads its error.
     """
 
     def __init__(self, recognizer: OpenSetRecognizer) -> None:
         super().__init__()
+        scorers = recognizer.scorers_
+        needs = frozenset().union(*(s.needs() for s in scorers.values()))
         self.classifier: Backbone = copy.deepcopy(recognizer.classifier_).cpu().eval()
-        ae = recognizer.autoencoder_
+        ae = recognizer.autoencoder_ if "recon_error" in needs else None
         self.autoencoder: ConvAutoencoder | None = copy.deepcopy(ae).cpu().eval() if ae is not None else None
-        bases: dict[str, Scorer] = {}
-        for name, scorer in recognizer.scorers_.items():
-            for member in scorer.members if isinstance(scorer, FusionScorer) else [scorer]:
-                key = name if member is scorer else member.name
-                if key in bases and bases[key] is not member:
-                    raise ConfigError(
-                        f"fusion {name!r} uses a {key!r} scorer other than the recognizer's; "
-                        "cannot export it to ONNX"
-                    )
-                bases[key] = member
-        self.bases = nn.ModuleDict({key: _base_module(key, s) for key, s in bases.items()})
-        self.fusions = nn.ModuleDict()
-        # One entry per output column: (base key, None) or (fusion name, member keys).
-        self.columns: list[tuple[str, list[str] | None]] = []
-        for name, scorer in recognizer.scorers_.items():
+        self.pixels = "pixels" in needs
+        for name, scorer in scorers.items():
             if isinstance(scorer, FusionScorer):
-                self.fusions[name] = _Fusion(scorer)
-                self.columns.append((name, scorer.member_names))
-            else:
-                self.columns.append((name, None))
-        names = list(recognizer.scorers_)
-        self.decision_column = names.index(recognizer.decision_scorer)
+                for member_name, member in zip(scorer.members, scorer.member_scorers):
+                    if scorers.get(member_name) is not member:
+                        raise ConfigError(
+                            f"fusion {name!r} uses a {member_name!r} scorer other than the "
+                            "recognizer's; cannot export it to ONNX"
+                        )
+        self.bases = nn.ModuleDict(
+            {n: copy.deepcopy(s).cpu() for n, s in scorers.items() if not isinstance(s, FusionScorer)}
+        )
+        self.fusions = nn.ModuleDict(
+            {
+                # the members stay shared (not copied): the graph takes their columns
+                n: copy.deepcopy(s, memo={id(m): m for m in s.member_scorers})
+                for n, s in scorers.items()
+                if isinstance(s, FusionScorer)
+            }
+        )
+        self.names = list(scorers)
+        self.decision_column = self.names.index(recognizer.decision_scorer)
         threshold = recognizer.thresholds_[recognizer.decision_scorer]
         self.register_buffer("decision_threshold", torch.tensor(threshold, dtype=torch.float64))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, features = self.classifier.forward_with_features(images)
-        err = None
+        signals = {"logits": logits, "features": features}
         if self.autoencoder is not None:
-            err = (self.autoencoder(images) - images).pow(2).flatten(1).mean(1)
-        pixels = images.flatten(1)
+            signals["recon_error"] = (self.autoencoder(images) - images).pow(2).flatten(1).mean(1)
+        if self.pixels:
+            signals["pixels"] = images.flatten(1)
         probabilities = torch.softmax(logits, dim=1)
         top = logits.argmax(dim=1, keepdim=True)
-        base = {key: module(logits, features, err, pixels) for key, module in self.bases.items()}
+        base = {name: module(signals) for name, module in self.bases.items()}
         columns = []
-        for name, members in self.columns:
-            if members is None:
+        for name in self.names:
+            if name in self.bases:
                 columns.append(base[name])
             else:
-                columns.append(self.fusions[name](torch.stack([base[m] for m in members], dim=1)))
+                fusion = self.fusions[name]
+                columns.append(fusion(torch.stack([base[m] for m in fusion.members], dim=1)))
         scores = torch.stack(columns, dim=1)
         is_unknown = scores[:, self.decision_column] > self.decision_threshold
         label = torch.where(is_unknown, torch.full_like(top[:, 0], UNKNOWN), top[:, 0])

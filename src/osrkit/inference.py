@@ -19,7 +19,7 @@ from .data.transforms import ImagesLike, as_input_tensor
 from .errors import ConfigError, DataError
 from .models import Backbone, ConvAutoencoder
 from .runtime import FastPaths, InferenceEngine, single_threaded_blas
-from .scorers import SCORERS, FusionScorer, ModelOutputs, Scorer, scorer_signals
+from .scorers import SCORERS, FusionScorer, ModelOutputs, Scorer
 from .scoring import available_scorers, check_scorer_available, model_signals
 
 UNKNOWN = -1
@@ -79,6 +79,12 @@ class RecognizerInference:
         return self._engine
 
     # ---------------------------------------------------------------- scorers
+    def needed_signals(self) -> frozenset[str]:
+        """The signals the fitted scorers read (all the model has before fitting)."""
+        if not self.scorers_:
+            return self.signals()
+        return frozenset().union(*(s.needs() for s in self.scorers_.values()))
+
     def signals(self) -> frozenset[str]:
         """The model outputs this recognizer can compute for its scorers."""
         return model_signals(self.autoencoder_ is not None, self.input_spec_)
@@ -104,9 +110,14 @@ class RecognizerInference:
         self._check_fitted()
         name = scorer or self.decision_scorer
         if name not in self.scorers_:
+            fitted = ", ".join(self.scorers_)
             if name in SCORERS:
                 self._check_scorer_available(name)
-            raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(self.scorers_)}")
+                raise ConfigError(
+                    f"scorer {name!r} was not fitted for this model (fitted: {fitted}); "
+                    f"refit with scorers=[..., {name!r}] (--scorers)"
+                )
+            raise ConfigError(f"unknown scorer {name!r}; choose from {fitted}")
         return name
 
     def _as_input(self, x: ImagesLike, invert: bool | None = None) -> torch.Tensor:
@@ -127,12 +138,14 @@ class RecognizerInference:
     def outputs(
         self, x: ImagesLike, batch_size: int = 1024, progress: bool = False, pixels: bool | None = None
     ) -> ModelOutputs:
-        """Logits, penultimate features, reconstruction errors (without an autoencoder:
-        None) and, with ``pixels`` (default: when a fitted scorer reads them), the flattened
-        pixels of images ``x``."""
+        """Logits, penultimate features, reconstruction errors (None without an
+        autoencoder, or when no fitted scorer reads them) and, with ``pixels`` (default:
+        when a fitted scorer reads them), the flattened pixels of images ``x``."""
         self._check_networks()
+        needs = self.needed_signals()
         if pixels is None:
-            pixels = any("pixels" in scorer_signals(n) for n in self.scorers_)
+            pixels = "pixels" in needs
+        reconstruct = "recon_error" in needs or (not self.scorers_ and self.autoencoder_ is not None)
         engine = self.engine()
         n = len(x) if isinstance(x, ImageSet) else None
         total = -(-n // batch_size) if n is not None else None
@@ -141,7 +154,7 @@ class RecognizerInference:
         for chunk in tqdm(
             chunks, total=total, desc="scoring", unit="batch", disable=not progress, leave=False
         ):
-            logits, feats, err = engine(chunk)
+            logits, feats, err = engine(chunk, reconstruct=reconstruct)
             flat = chunk.reshape(len(chunk), -1).numpy() if pixels else None
             parts.append(
                 ModelOutputs(logits.numpy(), feats.numpy(), None if err is None else err.numpy(), flat)

@@ -32,7 +32,7 @@ from .errors import ConfigError, ModelFormatError, OsrkitError
 from .io import atomic_directory, atomic_write_bytes, atomic_write_json
 from .models import AutoencoderConfig, ConvAutoencoder, backbone_entry, create_backbone
 from .runtime import FastPaths
-from .scorers import SCORERS, FusionScorer, Scorer, make_scorer
+from .scorers import SCORERS, FusionScorer, Scorer, scorer_from_state
 from .training import TrainConfig
 
 if TYPE_CHECKING:
@@ -211,6 +211,7 @@ def load_pretrained(
         model.input_spec_ = spec
         model.pretrained_ = bool(cfg.get("backbone", {}).get("pretrained", False))
         model.scorers_ = _load_scorers(cfg, path)
+        model.scorers = list(model.scorers_)  # recalibrating fits the same set
         model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
         required = {model.decision_scorer, *model.scorers_, *model.thresholds_}
         missing = required - (model.scorers_.keys() & model.thresholds_.keys())
@@ -259,14 +260,13 @@ def _load_scorers(cfg: dict[str, Any], path: Path) -> dict[str, Scorer]:
         if name not in SCORERS:
             raise ModelFormatError(
                 f"model folder {path} uses scorer {name!r}, which this osrkit lacks; upgrade osrkit "
-                f"(known scorers: {', '.join(SCORERS)})"
+                f"(registered scorers: {', '.join(SCORERS)})"
             )
-        scorer = make_scorer(name)
-        if scorer.fits_on_reference and not arrays:
+        if SCORERS[name].arrays and not arrays:
             raise ModelFormatError(f"model folder {path} lacks {SCORER_ARRAYS} (needed by {name!r})")
         prefix = f"{name}."
         own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-        scorers[name] = scorer.set_state(state, own)
+        scorers[name] = scorer_from_state(name, state, own)
     for scorer in scorers.values():
         if isinstance(scorer, FusionScorer):
             scorer.bind(scorers)

@@ -131,13 +131,14 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str
 class ModelOptions:
     """Which recognizer to build: backbone (None = the one that suits the data),
     autoencoder (None = the backbone's default), decision scorer (None = the default
-    rule) and device. See ``OpenSetRecognizer``."""
+    rule), device and the scorers to fit (None = the default set, ``"all"``). See ``OpenSetRecognizer``."""
 
     backbone: str | None = None
     backbone_options: dict | None = None
     autoencoder: bool | None = None
     decision_scorer: str | None = None
     device: str = "auto"
+    scorers: list[str] | str | None = None
 
     def build(
         self, class_names: list[str], spec: InputSpec | None = None, accept_rate: float = 0.95
@@ -152,6 +153,7 @@ class ModelOptions:
             input_spec=spec,
             autoencoder=self.autoencoder,
             device=self.device,
+            scorers=self.scorers,
         )
 
 

@@ -33,7 +33,7 @@ from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
 from .recognizer import OpenSetRecognizer
 from .report import target_line
-from .scorers import SCORERS
+from .scorers import scorer_class
 from .training import TrainConfig, data_fingerprint, stratified_split
 
 log = logging.getLogger(__name__)
@@ -161,10 +161,7 @@ class Context:
         return self._data[name]
 
     def __post_init__(self) -> None:
-        if self.decision_scorer not in SCORERS:  # checked before minutes of training
-            raise ConfigError(
-                f"unknown decision scorer {self.decision_scorer!r}; choose from {', '.join(SCORERS)}"
-            )
+        scorer_class(self.decision_scorer)  # an unknown name: one line, before minutes of training
 
     def recognizer(self, train: ImageSet) -> OpenSetRecognizer:
         """A recognizer trained on ``train`` with this context's config.
@@ -184,16 +181,17 @@ class Context:
             except OsrkitError as exc:  # a damaged cache entry is retrained, not fatal
                 log.warning("cached model %s unusable (%s); retraining", folder, exc)
         if model is not None:
+            model.scorers, model.decision_scorer = "all", self.decision_scorer
             tr, va = stratified_split(train.labels, self.config.val_size, self.config.seed)
             model.calibrate(train.images[va], reference=train.images[tr], reference_labels=train.labels[tr])
         else:
             t0 = time.perf_counter()
             ckpt = self.out / "cache" / f"{key}.checkpoints"
-            model = OpenSetRecognizer(train.class_names).fit(train, self.config, ckpt, self.progress)
+            model = OpenSetRecognizer(train.class_names, decision_scorer=self.decision_scorer, scorers="all")
+            model.fit(train, self.config, ckpt, self.progress)
             log.info("trained on %s in %.1f s", train.name, time.perf_counter() - t0)
             model.save_pretrained(folder, overwrite=True)
             shutil.rmtree(ckpt, ignore_errors=True)
-        model.decision_scorer = self.decision_scorer
         return model
 
 

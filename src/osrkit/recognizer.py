@@ -37,8 +37,11 @@ from .models import (
     wrap_classifier,
 )
 from .runtime import FastPaths, InferenceEngine, resolve_device
-from .scorers import SCORERS, Scorer, scorer_signals
+from .scorers import Scorer, scorer_class
 from .scoring import (
+    ScorerChoice,
+    check_scorer_choice,
+    choose_scorers,
     default_decision_scorer,
     fit_scorers,
 )
@@ -83,6 +86,10 @@ class OpenSetRecognizer(RecognizerInference):
     class_names: names of the known classes.
     accept_rate: fraction of known validation inputs each threshold accepts.
     decision_scorer: which scorer ``predict`` uses (default: ``default_decision_scorer``).
+    scorers: the scorers to fit: registered names or unfitted ``Scorer`` instances
+        (``osrkit.scorers.make_scorer("knn", k=10)``), or ``"all"`` (every scorer the model
+        can compute); default: ``osrkit.scoring.DEFAULT_SCORERS``. The decision scorer and
+        a fusion's members are always added.
     backbone: a registered backbone name (``osrkit.list_backbones()``); default: the one
         that suits the input spec (``default_backbone``).
     backbone_options: options of that backbone (e.g. ``{"widths": [32, 64, 128]}``).
@@ -110,12 +117,14 @@ class OpenSetRecognizer(RecognizerInference):
         input_spec: InputSpec | None = None,
         autoencoder: bool | AutoencoderConfig | None = None,
         device: str | torch.device = "auto",
+        scorers: ScorerChoice = None,
     ) -> None:
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(10)]
         self.accept_rate = check_accept_rate(accept_rate)
-        if decision_scorer is not None and decision_scorer not in SCORERS:
-            raise ConfigError(f"unknown scorer {decision_scorer!r}; choose from {', '.join(SCORERS)}")
+        if decision_scorer is not None:
+            scorer_class(decision_scorer)  # an unknown name: one line, before any training
         self.decision_scorer = decision_scorer
+        self.scorers = check_scorer_choice(scorers)
         if classifier_config is not None:
             if classifier_config.num_classes != len(self.class_names):
                 raise ConfigError("classifier num_classes differs from the number of class names")
@@ -159,6 +168,7 @@ class OpenSetRecognizer(RecognizerInference):
         decision_scorer: str | None = None,
         fast_paths: FastPaths | None = None,
         device: str | torch.device = "auto",
+        scorers: ScorerChoice = None,
     ) -> OpenSetRecognizer:
         """Wrap your own trained classifier (``module(x)`` -> logits over ``class_names``).
 
@@ -186,6 +196,7 @@ class OpenSetRecognizer(RecognizerInference):
             input_spec=input_spec,
             autoencoder=False,
             device=device,
+            scorers=scorers,
         )
         net = wrap_classifier(module, input_spec, len(model.class_names), features)
         net.backbone_name, net.backbone_options = backbone or "", model.backbone_options
@@ -258,13 +269,13 @@ class OpenSetRecognizer(RecognizerInference):
         val_images, val_labels = train.images[va], train.labels[va]
         self.input_spec_ = spec
         if self.pretrained_:
-            self._check_scorer_available(self.decision_scorer)
+            choose_scorers(self.scorers, self.decision_scorer, self.signals())  # one line, now
             self.train_config_ = config
             self.fit_report_ = FitReport(len(tr), len(va), None, None)
         else:
             torch.manual_seed(config.seed)
             self._build_networks(spec, name)
-            self._check_scorer_available(self.decision_scorer)  # before minutes of training
+            choose_scorers(self.scorers, self.decision_scorer, self.signals())  # before training
             ckpt = None
             if checkpoint_dir:
                 identity = config.to_dict() | {
@@ -296,7 +307,8 @@ class OpenSetRecognizer(RecognizerInference):
         reference: ImagesLike | None = None,
         reference_labels: torch.Tensor | np.ndarray | None = None,
     ) -> OpenSetRecognizer:
-        """Fit every available scorer and set its threshold, on known-class images only.
+        """Fit the chosen scorers (``scorers``) and set their thresholds, on known-class
+        images only.
 
         ``known``: known VALIDATION images; every threshold and the fusions' calibration
         come from them. ``reference``: known TRAINING images (those the networks were
@@ -309,15 +321,14 @@ class OpenSetRecognizer(RecognizerInference):
         Without ``reference``, ``known`` is split in two halves by a seeded (seed 0)
         random permutation: the first fits the scorers with parameters (labelled by
         ``known.labels`` for an ``ImageSet``, else by the classifier's predictions), the
-        second sets the thresholds. Scorers whose signals the model lacks (the
-        reconstruction scorers without an autoencoder) are left out.
+        second sets the thresholds.
         """
         self._check_networks()
         if accept_rate is not None:
             self.accept_rate = check_accept_rate(accept_rate)
         if self.decision_scorer is None:
             self.decision_scorer = default_decision_scorer(self.has_autoencoder)
-        self._check_scorer_available(self.decision_scorer)
+        chosen = choose_scorers(self.scorers, self.decision_scorer, self.signals())
         known_labels = known.labels if isinstance(known, ImageSet) else None
         known = self._as_input(known)
         if reference is None:
@@ -332,12 +343,12 @@ class OpenSetRecognizer(RecognizerInference):
             reference_labels = reference.labels
         if isinstance(reference_labels, torch.Tensor):
             reference_labels = reference_labels.numpy()
-        names = self.available_scorers()
-        pixels = any("pixels" in scorer_signals(n) for n in names)
-        reference_outputs = self.outputs(reference, pixels=pixels)
-        outputs = self.outputs(known, pixels=pixels)
+        needs = frozenset().union(*(s.needs() for s in chosen))
+        self.scorers_ = {}  # outputs() computes every signal the model has until refitted
+        reference_outputs = self.outputs(reference, pixels="pixels" in needs)
+        outputs = self.outputs(known, pixels="pixels" in needs)
         self.scorers_, self.thresholds_ = fit_scorers(
-            names, reference_outputs, reference_labels, outputs, self.accept_rate
+            chosen, reference_outputs, reference_labels, outputs, self.accept_rate, self.linear_head()
         )
         log.info(
             "fitted scorers on %d known training images, calibrated on %d known images: %s",
@@ -346,6 +357,15 @@ class OpenSetRecognizer(RecognizerInference):
             self.thresholds_,
         )
         return self
+
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The class layer ``(W, b)`` on the penultimate features, for scorers that need it
+        (ViM, ReAct); None for a wrapped network, whose scorers fit it by least squares."""
+        head = getattr(self.classifier_, "head", None)
+        if not getattr(self.classifier_, "splittable", False) or not isinstance(head, nn.Linear):
+            return None
+        bias = head.bias if head.bias is not None else torch.zeros(head.out_features)
+        return head.weight.detach().double().cpu(), bias.detach().double().cpu()
 
     # ---------------------------------------------------------------- persistence
     def config_dict(self) -> dict:

@@ -214,18 +214,23 @@ class InferenceEngine:
         )
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, x: torch.Tensor, reconstruct: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Logits ``(B, K)``, features ``(B, D)`` and reconstruction errors ``(B,)`` (None
-        without an autoencoder) of a float batch ``(B, C, H, W)``, all float32 on the CPU."""
+        without an autoencoder, or with ``reconstruct=False``, which skips it) of a float
+        batch ``(B, C, H, W)``, all float32 on the CPU."""
         size = self.fast.sub_batch
         if size and len(x) > size:
-            parts = [self._run(chunk) for chunk in x.split(size)]
+            parts = [self._run(chunk, reconstruct) for chunk in x.split(size)]
             logits, feats, errs = zip(*parts)
             err = None if errs[0] is None else torch.cat(errs)
             return torch.cat(logits), torch.cat(feats), err
-        return self._run(x)
+        return self._run(x, reconstruct)
 
-    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _run(
+        self, x: torch.Tensor, reconstruct: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         x = x.to(self.device).contiguous(memory_format=self.memory_format)
         xc = x.to(self.dtype)
         if self.split:
@@ -235,7 +240,7 @@ class InferenceEngine:
             logits, features = self.classifier.forward_with_features(xc)
             logits, features = logits.float(), features.float()
         err = None
-        if self.autoencoder is not None:
+        if self.autoencoder is not None and reconstruct:
             recon = self.autoencoder(xc)
             err = (recon.float() - x).pow(2).flatten(1).mean(1).cpu()
         return logits.cpu(), features.cpu(), err

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..errors import ConfigError
 from ..models import list_backbones
 from ..pipeline import DataSpec, ModelOptions
 from ..scorers import SCORERS
+from ..scoring import parse_scorer_names
 from ..training import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -184,8 +186,23 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--decision-scorer",
         choices=list(SCORERS),
         metavar="SCORER",
-        help="scorer whose threshold decides (default: combined with an autoencoder, else max_logit)",
+        help="scorer whose threshold decides (default: fusion with an autoencoder, else max_logit; "
+        "combined is the seed's rule)",
     )
+    g.add_argument(
+        "--scorers",
+        type=_scorer_names,
+        metavar="A,B,C",
+        help="scorers to fit, comma-separated, or 'all' (default: msp, max_logit, energy, knn and "
+        f"the decision scorer with its members); registered: {', '.join(SCORERS)}",
+    )
+
+
+def _scorer_names(text: str) -> list[str] | str:
+    try:
+        return parse_scorer_names(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -297,6 +314,7 @@ def _model_options(args: argparse.Namespace) -> ModelOptions:
         autoencoder=args.autoencoder,
         decision_scorer=args.decision_scorer,
         device=args.device,
+        scorers=args.scorers,
     )
 
 

@@ -1,0 +1,72 @@
+# ruff: noqa: I001  (imports in registration order)
+"""Unknown-input scorers: larger score = more likely unknown.
+
+One registry (``register_scorer``, ``make_scorer(name, **params)``, ``list_scorers()``);
+each scorer is a small torch module whose ``forward`` on named signals runs both in the
+runtime and in the exported ONNX graph (see ``osrkit.scorers.base``). Adding a scorer is
+one file here that defines a ``Scorer`` subclass decorated with ``@register_scorer``,
+plus its import below.
+
+Two kinds of fitting data (``osrkit.scoring.fit_scorers`` keeps them apart): scorers
+with parameters (``fits_on_reference``) are fitted on outputs of the known TRAINING
+images; thresholds and the fusions are calibrated on known VALIDATION images.
+"""
+
+from .base import (
+    SCORERS,
+    SIGNAL_NEEDS,
+    SIGNALS,
+    ModelOutputs,
+    Scorer,
+    least_squares_head,
+    list_scorers,
+    make_scorer,
+    register_scorer,
+    scorer_class,
+    scorer_from_state,
+)
+
+# The import order is the registration order, which orders reports and tables.
+from .logits import EnergyScorer, MaxLogitScorer, MSPScorer
+from .mahalanobis import MahalanobisScorer
+from .knn import KNNScorer, kth_largest_column
+from .vim import ViMScorer
+from .react import ReActScorer
+from .reconstruction import MAX_PCA_PIXELS, ClassReconstructionScorer, ReconstructionScorer
+from .fusion import CombinedScorer, FusionScorer, ReconFusionScorer, is_fusion
+
+
+def scorer_signals(name: str) -> frozenset[str]:
+    """The signals the registered scorer ``name`` reads (a fusion: its members')."""
+    return make_scorer(name).needs()
+
+
+__all__ = [
+    "MAX_PCA_PIXELS",
+    "SCORERS",
+    "SIGNALS",
+    "SIGNAL_NEEDS",
+    "ClassReconstructionScorer",
+    "CombinedScorer",
+    "EnergyScorer",
+    "FusionScorer",
+    "KNNScorer",
+    "MSPScorer",
+    "MahalanobisScorer",
+    "MaxLogitScorer",
+    "ModelOutputs",
+    "ReActScorer",
+    "ReconFusionScorer",
+    "ReconstructionScorer",
+    "Scorer",
+    "ViMScorer",
+    "is_fusion",
+    "kth_largest_column",
+    "least_squares_head",
+    "list_scorers",
+    "make_scorer",
+    "register_scorer",
+    "scorer_class",
+    "scorer_from_state",
+    "scorer_signals",
+]
