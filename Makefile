@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 OUT    ?= runs/latest
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench bench-ablation bench-speed bench-cifar benchmark-all clean
+.PHONY: run test test-slow lint bench bench-ablation bench-speed bench-cifar bench-onnx-gap bench-decision benchmark-all clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "osrkit needs Python 3.11+")'
@@ -41,6 +41,12 @@ bench-speed: $(STAMP)
 
 bench-cifar: $(STAMP)
 	$(BIN)/python benchmarks/cifar_split0.py
+
+bench-onnx-gap: $(STAMP)
+	$(BIN)/python benchmarks/onnx_gap.py
+
+bench-decision: $(STAMP)  # after benchmark-all and bench-cifar: one table from their results
+	$(BIN)/python benchmarks/decision_table.py
 
 benchmark-all: $(STAMP)
 	$(BIN)/osrkit benchmark all --out benchmarks/results

@@ -388,7 +388,7 @@ def test_every_scorer_state_roundtrips(bases):
 
 def test_fusion_bind_and_damaged_state(bases):
     fusion = make_scorer("fusion_recon")
-    with pytest.raises(ModelFormatError, match="needs the fitted scorer 'mahalanobis'"):
+    with pytest.raises(ConfigError, match="needs the fitted scorer 'mahalanobis'"):
         fusion.bind({"reconstruction": bases["reconstruction"]})
     with pytest.raises(ModelFormatError, match="lacks the array 'bank'"):
         make_scorer("knn").set_state({"k": 3}, {})

@@ -49,7 +49,7 @@ from .errors import ConfigError, DataError, ModelFormatError
 from .io import atomic_write_bytes
 from .models import Backbone, ConvAutoencoder
 from .recognizer import UNKNOWN, ImagesLike, OpenSetRecognizer, as_input_tensor
-from .scorers import FusionScorer
+from .scorers import FusionScorer, needs_of
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class _RecognizerGraph(nn.Module):
     def __init__(self, recognizer: OpenSetRecognizer) -> None:
         super().__init__()
         scorers = recognizer.scorers_
-        needs = frozenset().union(*(s.needs() for s in scorers.values()))
+        needs = needs_of(scorers.values())
         self.classifier: Backbone = copy.deepcopy(recognizer.classifier_).cpu().eval()
         ae = recognizer.autoencoder_ if "recon_error" in needs else None
         self.autoencoder: ConvAutoencoder | None = copy.deepcopy(ae).cpu().eval() if ae is not None else None

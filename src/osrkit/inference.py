@@ -19,7 +19,7 @@ from .data.transforms import ImagesLike, as_input_tensor
 from .errors import ConfigError, DataError
 from .models import Backbone, ConvAutoencoder
 from .runtime import FastPaths, InferenceEngine, single_threaded_blas
-from .scorers import SCORERS, FusionScorer, ModelOutputs, Scorer
+from .scorers import SCORERS, FusionScorer, ModelOutputs, Scorer, needs_of
 from .scoring import available_scorers, check_scorer_available, model_signals
 
 UNKNOWN = -1
@@ -80,10 +80,11 @@ class RecognizerInference:
 
     # ---------------------------------------------------------------- scorers
     def needed_signals(self) -> frozenset[str]:
-        """The signals the fitted scorers read (all the model has before fitting)."""
+        """The signals the fitted scorers read (before fitting: all the model has but the
+        pixels, which only a pixel scorer reads)."""
         if not self.scorers_:
-            return self.signals()
-        return frozenset().union(*(s.needs() for s in self.scorers_.values()))
+            return self.signals() - {"pixels"}
+        return needs_of(self.scorers_.values())
 
     def signals(self) -> frozenset[str]:
         """The model outputs this recognizer can compute for its scorers."""
@@ -136,16 +137,22 @@ class RecognizerInference:
 
     @torch.inference_mode()
     def outputs(
-        self, x: ImagesLike, batch_size: int = 1024, progress: bool = False, pixels: bool | None = None
+        self,
+        x: ImagesLike,
+        batch_size: int = 1024,
+        progress: bool = False,
+        pixels: bool | None = None,
+        signals: frozenset[str] | None = None,
     ) -> ModelOutputs:
-        """Logits, penultimate features, reconstruction errors (None without an
-        autoencoder, or when no fitted scorer reads them) and, with ``pixels`` (default:
-        when a fitted scorer reads them), the flattened pixels of images ``x``."""
+        """Logits and penultimate features of images ``x``, and the optional signals
+        ``signals`` (default: those the fitted scorers read): reconstruction errors
+        (``recon_error``, None without an autoencoder) and the flattened pixels
+        (``pixels``; the ``pixels`` flag overrides)."""
         self._check_networks()
-        needs = self.needed_signals()
+        needs = self.needed_signals() if signals is None else frozenset(signals)
         if pixels is None:
             pixels = "pixels" in needs
-        reconstruct = "recon_error" in needs or (not self.scorers_ and self.autoencoder_ is not None)
+        reconstruct = "recon_error" in needs
         engine = self.engine()
         n = len(x) if isinstance(x, ImageSet) else None
         total = -(-n // batch_size) if n is not None else None

@@ -32,7 +32,7 @@ from .errors import ConfigError, ModelFormatError, OsrkitError
 from .io import atomic_directory, atomic_write_bytes, atomic_write_json
 from .models import AutoencoderConfig, ConvAutoencoder, backbone_entry, create_backbone
 from .runtime import FastPaths
-from .scorers import SCORERS, FusionScorer, Scorer, scorer_from_state
+from .scorers import SCORERS, FusionScorer, Scorer, make_scorer, scorer_from_state
 from .training import TrainConfig
 
 if TYPE_CHECKING:
@@ -189,6 +189,7 @@ def load_pretrained(
                 f"model folder {path} uses backbone {name!r}, which this osrkit lacks; upgrade osrkit, "
                 f"install the extra that provides it, or register it (osrkit.register_backbone)"
             ) from None
+        check_scorer_known(cfg["decision_scorer"], path)
         class_names = cfg["class_names"]
         model = cls(
             class_names,
@@ -211,7 +212,8 @@ def load_pretrained(
         model.input_spec_ = spec
         model.pretrained_ = bool(cfg.get("backbone", {}).get("pretrained", False))
         model.scorers_ = _load_scorers(cfg, path)
-        model.scorers = list(model.scorers_)  # recalibrating fits the same set
+        # recalibrating fits the same scorers with the same hyper-parameters
+        model.scorers = [make_scorer(n, **s.get_params()) for n, s in model.scorers_.items()]
         model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
         required = {model.decision_scorer, *model.scorers_, *model.thresholds_}
         missing = required - (model.scorers_.keys() & model.thresholds_.keys())
@@ -252,16 +254,23 @@ def load_pretrained(
     return model
 
 
+def check_scorer_known(name: str, path: Path) -> None:
+    """One line when a model folder names a scorer this osrkit does not have."""
+    if name not in SCORERS:
+        raise ModelFormatError(
+            f"model folder {path} uses scorer {name!r}, which this osrkit lacks; upgrade osrkit "
+            f"(registered scorers: {', '.join(SCORERS)})"
+        )
+
+
 def _load_scorers(cfg: dict[str, Any], path: Path) -> dict[str, Scorer]:
     arrays_path = path / SCORER_ARRAYS
     arrays = safetensors.numpy.load_file(str(arrays_path)) if arrays_path.is_file() else {}
     scorers: dict[str, Scorer] = {}
     for name, state in cfg["scorers"].items():
-        if name not in SCORERS:
-            raise ModelFormatError(
-                f"model folder {path} uses scorer {name!r}, which this osrkit lacks; upgrade osrkit "
-                f"(registered scorers: {', '.join(SCORERS)})"
-            )
+        members = state.get("members", []) if isinstance(state, dict) else []
+        for used in (name, *members):
+            check_scorer_known(used, path)
         if SCORERS[name].arrays and not arrays:
             raise ModelFormatError(f"model folder {path} lacks {SCORER_ARRAYS} (needed by {name!r})")
         prefix = f"{name}."

@@ -23,18 +23,12 @@ from .scorers import SCORERS  # noqa: E402
 log = logging.getLogger(__name__)
 
 UNKNOWN_COLOR = "#222222"
-SCORER_LABELS = {
-    "msp": "MSP (1 - max softmax)",
-    "max_logit": "max logit (negated)",
-    "energy": "energy",
-    "mahalanobis": "Mahalanobis distance",
-    "knn": "k-NN distance",
-    "reconstruction": "reconstruction MSE",
-    "class_reconstruction": "class-conditional reconstruction MSE",
-    "combined": "combined (OR rule)",
-    "fusion": "fusion of all (OR rule)",
-    "fusion_recon": "fusion: Mahalanobis + reconstructions (OR rule)",
-}
+
+
+def scorer_label(name: str) -> str:
+    """A registered scorer's ``label`` (its name for anything else)."""
+    cls = SCORERS.get(name)
+    return cls.label if cls is not None and cls.label else name
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
@@ -97,7 +91,7 @@ def plot_roc(
         y = np.r_[np.zeros(len(k)), np.ones(len(u))]
         fpr, tpr, _ = roc_curve(y, np.r_[k, u])
         for ax in axes:
-            ax.plot(fpr, tpr, label=f"{SCORER_LABELS.get(name, name)}  AUROC {aurocs[name]:.5f}")
+            ax.plot(fpr, tpr, label=f"{scorer_label(name)}  AUROC {aurocs[name]:.5f}")
     axes[0].plot([0, 1], [0, 1], ls=":", c="gray")
     axes[1].set_xscale("log")
     axes[1].set_xlim(1e-4, 1)
@@ -135,7 +129,7 @@ def plot_score_histograms(
         ax.hist(k, bins=bins, alpha=0.6, label=known_name, color="tab:blue", density=True)
         ax.hist(u, bins=bins, alpha=0.6, label=unknown_name, color="tab:red", density=True)
         ax.axvline(t, color="k", ls="--", label="threshold")
-        ax.set_title(SCORER_LABELS.get(name, name))
+        ax.set_title(scorer_label(name))
         ax.set_xlabel(("log10 " if log_scale else "") + "score (larger = more likely unknown)")
         ax.set_yscale("log")
         ax.legend(fontsize=8)

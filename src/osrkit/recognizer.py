@@ -8,6 +8,7 @@ layout (see ``osrkit.persistence``).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -37,13 +38,14 @@ from .models import (
     wrap_classifier,
 )
 from .runtime import FastPaths, InferenceEngine, resolve_device
-from .scorers import Scorer, scorer_class
+from .scorers import Scorer, needs_of, scorer_class
 from .scoring import (
     ScorerChoice,
     check_scorer_choice,
     choose_scorers,
     default_decision_scorer,
     fit_scorers,
+    model_signals,
 )
 from .training import (
     Checkpointer,
@@ -263,7 +265,7 @@ class OpenSetRecognizer(RecognizerInference):
             config = TrainConfig.for_backbone(name, **overrides) if name else TrainConfig(**overrides)
         if self.decision_scorer is None:
             has_ae = False if self.pretrained_ else self._wants_autoencoder(spec)
-            self.decision_scorer = default_decision_scorer(has_ae)
+            self.decision_scorer = default_decision_scorer(model_signals(has_ae, spec))
         tr, va = stratified_split(train.labels, config.val_size, config.seed)
         images, labels = train.images[tr], train.labels[tr]
         val_images, val_labels = train.images[va], train.labels[va]
@@ -327,7 +329,7 @@ class OpenSetRecognizer(RecognizerInference):
         if accept_rate is not None:
             self.accept_rate = check_accept_rate(accept_rate)
         if self.decision_scorer is None:
-            self.decision_scorer = default_decision_scorer(self.has_autoencoder)
+            self.decision_scorer = default_decision_scorer(self.signals())
         chosen = choose_scorers(self.scorers, self.decision_scorer, self.signals())
         known_labels = known.labels if isinstance(known, ImageSet) else None
         known = self._as_input(known)
@@ -343,10 +345,9 @@ class OpenSetRecognizer(RecognizerInference):
             reference_labels = reference.labels
         if isinstance(reference_labels, torch.Tensor):
             reference_labels = reference_labels.numpy()
-        needs = frozenset().union(*(s.needs() for s in chosen))
-        self.scorers_ = {}  # outputs() computes every signal the model has until refitted
-        reference_outputs = self.outputs(reference, pixels="pixels" in needs)
-        outputs = self.outputs(known, pixels="pixels" in needs)
+        needs = needs_of(chosen)  # only the signals the chosen scorers read
+        reference_outputs = self.outputs(reference, signals=needs)
+        outputs = self.outputs(known, signals=needs)
         self.scorers_, self.thresholds_ = fit_scorers(
             chosen, reference_outputs, reference_labels, outputs, self.accept_rate, self.linear_head()
         )
@@ -359,13 +360,18 @@ class OpenSetRecognizer(RecognizerInference):
         return self
 
     def linear_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The class layer ``(W, b)`` on the penultimate features, for scorers that need it
-        (ViM, ReAct); None for a wrapped network, whose scorers fit it by least squares."""
-        head = getattr(self.classifier_, "head", None)
-        if not getattr(self.classifier_, "splittable", False) or not isinstance(head, nn.Linear):
+        """The class layer ``(W, b)`` with ``logits = features @ W.T + b``, for scorers
+        that read it (ViM, ReAct): probed in float64 from the backbone's ``classify`` (so a
+        scaled or otherwise wrapped linear head counts as it computes); None for a wrapped
+        network, whose scorers fit it to the logits by least squares."""
+        net = self.classifier_
+        if not getattr(net, "splittable", False) or not hasattr(net, "feature_dim"):
             return None
-        bias = head.bias if head.bias is not None else torch.zeros(head.out_features)
-        return head.weight.detach().double().cpu(), bias.detach().double().cpu()
+        head = copy.deepcopy(net.head).cpu().double().eval()
+        with torch.no_grad():
+            bias = head(torch.zeros(1, net.feature_dim, dtype=torch.float64))[0]
+            weight = (head(torch.eye(net.feature_dim, dtype=torch.float64)) - bias).T.contiguous()
+        return weight, bias
 
     # ---------------------------------------------------------------- persistence
     def config_dict(self) -> dict:

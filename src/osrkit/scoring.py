@@ -6,6 +6,7 @@ computes the outputs these are fitted on).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,11 +21,15 @@ from .scorers import (
     FusionScorer,
     ModelOutputs,
     Scorer,
+    head_residual,
+    least_squares_head,
     list_scorers,
     make_scorer,
     scorer_class,
     scorer_signals,
 )
+
+log = logging.getLogger(__name__)
 
 # Fitted besides the decision scorer (and its members) when no scorers are asked for:
 # the three logit scores (free to compute) and kNN (Sun et al., ICML 2022; with ViM at
@@ -35,21 +40,27 @@ DEFAULT_SCORERS = ("msp", "max_logit", "energy", "knn")
 ScorerChoice = str | Sequence[str | Scorer] | None
 
 
-def default_decision_scorer(has_autoencoder: bool) -> str:
-    """The decision rule when none is asked for, declared before any unknown was scored.
+def default_decision_scorer(signals: frozenset[str]) -> str:
+    """The decision rule when none is asked for, by what the model can compute (its
+    ``signals``); a rule, not a choice made on any unknown set.
 
-    - With an autoencoder (by default only the digit network on small grayscale images):
-      ``fusion``, the OR of the seven base scorers. On every MNIST protocol (seed,
-      near-far, the MNIST splits, CROSR's) it scored at least as well as the seed's
-      ``combined``, and pixel reconstruction is what separates far-away unknowns there.
-    - Without one (colour photographs, wrapped networks): ``max_logit`` (Vaze et al., ICLR
-      2022: on a well-trained classifier the maximum logit beats most special-purpose
-      open-set methods). On CIFAR-10 split 0 reconstruction is worse than chance (natural
-      images of unseen classes reconstruct as well as known ones), and an OR with it
-      drags the decision down (gray 28x28 path: ``fusion`` 0.685 AUROC, ``max_logit``
-      0.790).
+    - A model with an autoencoder (by default only the digit network, on small grayscale
+      images, where an autoencoder is trained because a digit's pixels are what its class
+      explains): ``fusion``, the OR of the seven base scorers, each calibrated on known
+      images. Pre-declared for the MNIST protocols before they first ran; it selects
+      nothing. Where ``class_reconstruction`` cannot be fitted (over 4,096 pixel values),
+      the seed's ``combined``.
+    - Without one (colour images, wrapped networks): ``max_logit``. Vaze et al. (ICLR 2022)
+      show that on a well-trained classifier it beats most special-purpose open-set
+      methods, and natural images of unseen classes reconstruct about as well as known
+      ones, so no reconstruction member is on offer.
+
+    Checked afterwards, never used to choose: ``benchmarks/decision_table.py`` puts every
+    scorer beside the default on digits and photographs (BENCHMARKS.md).
     """
-    return "fusion" if has_autoencoder else "max_logit"
+    if "recon_error" not in signals:
+        return "max_logit"
+    return "fusion" if scorer_signals("fusion") <= signals else "combined"
 
 
 def model_signals(has_autoencoder: bool, spec: InputSpec | None) -> frozenset[str]:
@@ -151,6 +162,16 @@ def choose_scorers(choice: ScorerChoice, decision: str, signals: frozenset[str])
     return sorted(chosen.values(), key=lambda s: order[s.name])
 
 
+def class_layer(head: Any, reference: ModelOutputs) -> tuple:
+    """The class layer ``(W, b)`` for ViM and ReAct: the network's own (``head``) when it
+    reproduces the reference logits, else the least-squares fit to them."""
+    if head is not None and head_residual(reference, head) <= 1e-3:
+        return head
+    if head is not None:
+        log.warning("the classifier's head does not reproduce its logits; fitting one by least squares")
+    return least_squares_head(reference)
+
+
 def fit_scorers(
     scorers: list[Scorer],
     reference: ModelOutputs,
@@ -170,6 +191,8 @@ def fit_scorers(
     fitted: dict[str, Scorer] = {}
     scores: dict[str, np.ndarray] = {}
     thresholds: dict[str, float] = {}
+    if any(s.needs_head for s in scorers):
+        head = class_layer(head, reference)
     for scorer in scorers:
         if isinstance(scorer, FusionScorer):
             continue

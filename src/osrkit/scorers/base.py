@@ -6,7 +6,8 @@ self), then ``forward(signals)`` maps named signals to one unknown-ness score pe
 runtime (``score``, batch by batch) and inside the exported ONNX graph, so each method's
 maths is written once, in torch (pytorch-ood's habit: a detector is a small function on a
 named signal). Fitted tensors are buffers whose names end in ``_``; they are saved to
-safetensors under the name without the ``_``.
+safetensors under the name without the ``_`` (buffers derived from them, rebuilt on load,
+have plain names).
 
 Signals (``SIGNALS``): ``logits`` ``(N, K)``, ``features`` ``(N, D)`` (penultimate layer),
 ``recon_error`` ``(N,)`` (the autoencoder's, absent without one) and ``pixels``
@@ -19,7 +20,8 @@ Registry (as timm's ``register_model``): ``register_scorer`` (a class decorator)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
@@ -29,6 +31,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelFormatError
+
+log = logging.getLogger(__name__)
 
 SIGNALS = ("logits", "features", "recon_error", "pixels")
 
@@ -106,7 +110,8 @@ class Scorer(nn.Module):
     """Base class of the scorers. Subclasses set the class attributes and implement
     ``forward`` (and ``fit`` when they have parameters).
 
-    ``name``: registry name. ``signals``: the signals ``forward`` reads.
+    ``name``: registry name. ``label``: a short description for plots and reports.
+    ``signals``: the signals ``forward`` reads.
     ``params``: names of the constructor's hyper-parameters (saved with the model).
     ``arrays``: saved array name -> (rank, numpy dtype) of the fitted buffers ``<name>_``.
     ``log_scale``: the score is positive and scale-like, so fusions normalise its log.
@@ -116,6 +121,7 @@ class Scorer(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
     signals: ClassVar[frozenset[str]] = frozenset({"logits"})
     params: ClassVar[tuple[str, ...]] = ()
     arrays: ClassVar[dict[str, tuple[int, Any]]] = {}
@@ -130,7 +136,7 @@ class Scorer(nn.Module):
             self.register_buffer(f"{key}_", None)
 
     # ------------------------------------------------------------- fitting
-    def fit(self: S, known: ModelOutputs, labels: np.ndarray | None = None, head: Any = None) -> S:
+    def fit(self: S, known: ModelOutputs, *, labels: np.ndarray | None = None, head: Any = None) -> S:
         """Fit on outputs of known inputs (``labels``: their classes; ``head``: the
         classifier's ``(W, b)`` for scorers that set ``needs_head``); returns self."""
         return self
@@ -180,9 +186,9 @@ class Scorer(nn.Module):
         return self.get_params() | self.fitted_state()
 
     def get_arrays(self) -> dict[str, np.ndarray]:
-        """Fitted arrays (saved to safetensors beside ``config.json``)."""
+        """Fitted arrays (copies, saved to safetensors beside ``config.json``)."""
         self.check_fitted()
-        return {key: getattr(self, f"{key}_").numpy() for key in self.arrays}
+        return {key: getattr(self, f"{key}_").numpy().copy() for key in self.arrays}
 
     def set_state(self: S, state: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> S:
         """Restore fitted arrays and small values saved by ``get_state``/``get_arrays``."""
@@ -219,13 +225,35 @@ def logsumexp(z: torch.Tensor) -> torch.Tensor:
     return top[:, 0] + torch.log(torch.exp(z - top).sum(dim=1))
 
 
+def needs_of(scorers: Iterable[Scorer]) -> frozenset[str]:
+    """The signals a set of scorers reads together."""
+    return frozenset().union(*(s.needs() for s in scorers))
+
+
+def head_residual(known: ModelOutputs, head: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Largest ``|features @ W.T + b - logits|`` over ``known``, relative to the logits' spread."""
+    w, b = (np.asarray(t, dtype=np.float64) for t in head)
+    z = known.logits.astype(np.float64)
+    fitted = known.features.astype(np.float64) @ w.T + b
+    return float(np.abs(fitted - z).max() / max(np.ptp(z), 1e-12))
+
+
 def least_squares_head(known: ModelOutputs) -> tuple[torch.Tensor, torch.Tensor]:
     """The linear map ``logits = features @ W.T + b`` that best fits ``known`` (float64
     least squares): the class layer of a wrapped network whose head is not exposed. Exact
-    (up to rounding) when the logits are a linear function of the features."""
+    (up to rounding) when the logits are an affine function of the features; a warning
+    says when they are not (e.g. an MLP head), since ViM and ReAct then read a stand-in."""
     f = np.concatenate([known.features.astype(np.float64), np.ones((len(known), 1))], axis=1)
     solution, *_ = np.linalg.lstsq(f, known.logits.astype(np.float64), rcond=None)
-    return torch.from_numpy(np.ascontiguousarray(solution[:-1].T)), torch.from_numpy(solution[-1].copy())
+    head = torch.from_numpy(np.ascontiguousarray(solution[:-1].T)), torch.from_numpy(solution[-1].copy())
+    residual = head_residual(known, head)
+    if residual > 1e-3:
+        log.warning(
+            "the logits are not an affine function of the features (residual %.3g of their spread); "
+            "scorers that read the class layer (vim, react) use the best affine fit",
+            residual,
+        )
+    return head
 
 
 # ----------------------------------------------------------------------------- registry

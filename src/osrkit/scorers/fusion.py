@@ -16,7 +16,7 @@ import torch
 
 from ..calibration import joint_thresholds
 from ..errors import ConfigError, ModelFormatError
-from .base import ModelOutputs, Scorer, make_scorer, register_scorer
+from .base import ModelOutputs, Scorer, make_scorer, register_scorer, scorer_class
 
 
 class FusionScorer(Scorer):
@@ -43,6 +43,7 @@ class FusionScorer(Scorer):
     """
 
     name = "fusion"
+    label = "fusion of the 7 base scorers (OR rule)"
     signals = frozenset()
     params = ("members",)
     DEFAULT_MEMBERS: ClassVar[tuple[str, ...]] = (
@@ -88,7 +89,7 @@ class FusionScorer(Scorer):
             if name in scorers:
                 bound.append(scorers[name])
             elif member.fits_on_reference:
-                raise ModelFormatError(f"fusion {self.name!r} needs the fitted scorer {name!r}")
+                raise ConfigError(f"fusion {self.name!r} needs the fitted scorer {name!r}")
             else:
                 bound.append(member)
         self.member_scorers = bound
@@ -117,9 +118,9 @@ class FusionScorer(Scorer):
     def fit(
         self,
         known: ModelOutputs | None,
+        *,
         labels: np.ndarray | None = None,
         head: Any = None,
-        *,
         accept_rate: float = 0.95,
         scores: Mapping[str, np.ndarray] | None = None,
     ) -> FusionScorer:
@@ -210,6 +211,7 @@ class CombinedScorer(FusionScorer):
     """
 
     name = "combined"
+    label = "combined: MSP + reconstruction (OR rule)"
     DEFAULT_MEMBERS = ("msp", "reconstruction")
 
 
@@ -223,11 +225,10 @@ class ReconFusionScorer(FusionScorer):
     see ``FusionScorer``)."""
 
     name = "fusion_recon"
+    label = "fusion: Mahalanobis + reconstructions (OR rule)"
     DEFAULT_MEMBERS = ("mahalanobis", "reconstruction", "class_reconstruction")
 
 
 def is_fusion(name: str) -> bool:
     """Whether the registered scorer ``name`` is a fusion of other scorers."""
-    from .base import scorer_class
-
     return issubclass(scorer_class(name), FusionScorer)

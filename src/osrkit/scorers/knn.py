@@ -68,6 +68,7 @@ class KNNScorer(Scorer):
     """
 
     name = "knn"
+    label = "k-NN distance"
     signals = frozenset({"features"})
     params = ("k", "bank_size", "seed")
     arrays = {"bank": (2, np.float32)}
@@ -84,7 +85,7 @@ class KNNScorer(Scorer):
         self.reference_size_: int = 0
         self.bank_index_: np.ndarray | None = None  # positions in the fitting data (not saved)
 
-    def fit(self, known: ModelOutputs, labels: np.ndarray | None = None, head: Any = None) -> KNNScorer:
+    def fit(self, known: ModelOutputs, *, labels: np.ndarray | None = None, head: Any = None) -> KNNScorer:
         """Keep a seeded subsample of the normalised known training features."""
         n = len(known)
         if n < self.k:
@@ -104,14 +105,13 @@ class KNNScorer(Scorer):
         diff = q.to(torch.float64) - self.bank_[kth].to(torch.float64)
         return diff.pow(2).sum(dim=1).sqrt()
 
-    def get_params(self) -> dict[str, Any]:
-        params = super().get_params()
-        if self.bank_ is not None:  # the bank actually kept (all images when fewer)
-            params["bank_size"] = int(len(self.bank_))
-        return params
-
     def fitted_state(self) -> dict[str, Any]:
-        return {"reference_size": self.reference_size_, "normalisation": "L2"}
+        # the rows actually kept: all training images when fewer than bank_size
+        return {
+            "bank_rows": int(len(self.bank_)),
+            "reference_size": self.reference_size_,
+            "normalisation": "L2",
+        }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         if not 1 <= self.k <= len(self.bank_):

@@ -20,6 +20,7 @@ class MSPScorer(Scorer):
     """
 
     name = "msp"
+    label = "MSP (1 - max softmax)"
     log_scale = True
 
     def forward(self, signals: Signals) -> torch.Tensor:
@@ -42,6 +43,7 @@ class MaxLogitScorer(Scorer):
     """
 
     name = "max_logit"
+    label = "max logit (negated)"
 
     def forward(self, signals: Signals) -> torch.Tensor:
         return -signals["logits"].to(torch.float64).amax(dim=1)
@@ -58,6 +60,7 @@ class EnergyScorer(Scorer):
     """
 
     name = "energy"
+    label = "energy"
     params = ("temperature",)
 
     def __init__(self, temperature: float = 1.0) -> None:

@@ -33,6 +33,7 @@ class MahalanobisScorer(Scorer):
     """
 
     name = "mahalanobis"
+    label = "Mahalanobis distance"
     signals = frozenset({"features"})
     arrays = {"means": (2, np.float64), "whitening": (2, np.float64)}
     log_scale = True
@@ -47,7 +48,7 @@ class MahalanobisScorer(Scorer):
         self.register_buffer("white_sq", None, persistent=False)  # (1, C): |mu L|^2
 
     def fit(
-        self, known: ModelOutputs, labels: np.ndarray | None = None, head: Any = None
+        self, known: ModelOutputs, *, labels: np.ndarray | None = None, head: Any = None
     ) -> MahalanobisScorer:
         """Class means and the tied precision of known training features; ``labels``
         default to the classifier's predictions."""

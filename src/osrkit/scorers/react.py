@@ -28,6 +28,7 @@ class ReActScorer(Scorer):
     """
 
     name = "react"
+    label = "ReAct (energy, clipped features)"
     signals = frozenset({"features"})
     params = ("percentile",)
     arrays = {"weight": (2, np.float64), "bias": (1, np.float64)}
@@ -42,7 +43,7 @@ class ReActScorer(Scorer):
         self.clip_: float = 0.0
         self.reference_size_: int = 0
 
-    def fit(self, known: ModelOutputs, labels: np.ndarray | None = None, head: Any = None) -> ReActScorer:
+    def fit(self, known: ModelOutputs, *, labels: np.ndarray | None = None, head: Any = None) -> ReActScorer:
         """Clip value from known training features; the class layer ``head = (W, b)``
         (default: fitted to the outputs by least squares)."""
         weight, bias = head if head is not None else least_squares_head(known)

@@ -27,6 +27,7 @@ class ReconstructionScorer(Scorer):
     """
 
     name = "reconstruction"
+    label = "reconstruction MSE"
     signals = frozenset({"recon_error"})
     log_scale = True
 
@@ -75,6 +76,7 @@ class ClassReconstructionScorer(Scorer):
     """
 
     name = "class_reconstruction"
+    label = "class-conditional reconstruction MSE"
     signals = frozenset({"pixels"})
     params = ("n_components",)
     arrays = {"means": (2, np.float64), "bases": (3, np.float64)}
@@ -95,7 +97,7 @@ class ClassReconstructionScorer(Scorer):
         self.register_buffer("mean_sq", None, persistent=False)  # (1, C): |mu_c|^2
 
     def fit(
-        self, known: ModelOutputs, labels: np.ndarray | None = None, head: Any = None
+        self, known: ModelOutputs, *, labels: np.ndarray | None = None, head: Any = None
     ) -> ClassReconstructionScorer:
         """Per-class mean and top principal directions of known training pixels;
         ``labels`` default to the classifier's predictions."""

@@ -12,6 +12,11 @@ from ..errors import ConfigError, ModelFormatError
 from .base import ModelOutputs, Scorer, Signals, least_squares_head, logsumexp, register_scorer
 
 
+def default_dim(width: int) -> int:
+    """ViM's principal dimension for features of ``width`` (see ``ViMScorer``)."""
+    return 1000 if width >= 2048 else 512 if width >= 768 else width // 2
+
+
 @register_scorer
 class ViMScorer(Scorer):
     """Virtual-logit Matching.
@@ -25,12 +30,14 @@ class ViMScorer(Scorer):
     the training features so that both are on the same scale. Score (larger = unknown):
     ``alpha * |P_res (f - u)| - logsumexp(logits)``, the negative of their ID score.
 
-    ``dim``: half the feature width unless given (``D // 2``), fixed a priori: Wang et
-    al. keep 1,000 of 2,048 dimensions for ResNet-50 and 512 of 768 for ViT-B/16, and
-    OpenOOD v1.5's CIFAR-10 setting keeps 256 of a ResNet-18's 512.
+    ``dim`` (the principal subspace's width), unless given: the rule of the authors' code,
+    fixed a priori: 1,000 for features of at least 2,048 dimensions (ResNet-50), 512 for
+    at least 768 (ViT-B/16, and EfficientNet-Lite0's 1,280), else half the width (OpenOOD
+    v1.5 keeps 256 of a CIFAR-10 ResNet-18's 512).
     """
 
     name = "vim"
+    label = "ViM (virtual logit)"
     signals = frozenset({"logits", "features"})
     params = ("dim",)
     arrays = {"origin": (1, np.float64), "residual_basis": (2, np.float64)}
@@ -46,7 +53,7 @@ class ViMScorer(Scorer):
         self.principal_dim_: int = 0
         self.reference_size_: int = 0
 
-    def fit(self, known: ModelOutputs, labels: np.ndarray | None = None, head: Any = None) -> ViMScorer:
+    def fit(self, known: ModelOutputs, *, labels: np.ndarray | None = None, head: Any = None) -> ViMScorer:
         """Origin, residual subspace and alpha from known training outputs and the class
         layer ``head = (W, b)`` (default: fitted to the outputs by least squares)."""
         weight, bias = head if head is not None else least_squares_head(known)
@@ -54,7 +61,7 @@ class ViMScorer(Scorer):
         b = np.asarray(bias, dtype=np.float64)
         f = known.features.astype(np.float64)
         d = f.shape[1]
-        dim = self.dim if self.dim is not None else d // 2
+        dim = self.dim if self.dim is not None else default_dim(d)
         if not 1 <= dim < d:
             raise ConfigError(f"vim needs 1 <= dim < {d} (the feature width), got {dim}")
         if len(f) < 2:
