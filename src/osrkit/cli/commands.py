@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import time
@@ -12,9 +13,11 @@ from ..bench import SpeedOptions, render, speed
 from ..errors import ConfigError
 from ..export import OnnxRecognizer, export_onnx
 from ..pipeline import DataSpec, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
+from ..predictions import prediction_rows
 from ..protocols import PROTOCOLS, Context, run_protocol
-from ..recognizer import UNKNOWN, OpenSetRecognizer, as_input_tensor
+from ..recognizer import OpenSetRecognizer, as_input_tensor
 from ..report import METRIC_COLUMNS, metrics_table_rows
+from ..serve.app import ServeOptions
 from ..training import TrainConfig
 from .arguments import _data_spec, _model_options, _train_overrides
 
@@ -79,19 +82,9 @@ def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
     # Read every image first: one bad file fails the command before anything is printed.
     invert = True if args.invert else None
     spec = model.input_spec if args.backend == "onnx" else model.input_spec_
-    outputs = model.outputs(as_input_tensor(args.images, spec, invert))
-    scores = model.scores_from_outputs(outputs)
-    labels = model.decide(outputs, args.scorer)
-    for i, path in enumerate(args.images):
-        idx = int(labels[i])
-        row = {
-            "path": str(path),
-            "label": "unknown" if idx == UNKNOWN else model.class_names[idx],
-            "class_index": idx,
-            "known": idx != UNKNOWN,
-            "scores": {name: float(s[i]) for name, s in scores.items()},
-        }
-        print(json.dumps(row))
+    rows = prediction_rows(model, as_input_tensor(args.images, spec, invert), args.scorer)
+    for path, row in zip(args.images, rows):
+        print(json.dumps({"path": str(path)} | row))
     return 0
 
 
@@ -99,13 +92,15 @@ def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
     model = OpenSetRecognizer.from_pretrained(args.model)
     path = export_onnx(model, args.output, overwrite=args.overwrite)
     print(
-        f"wrote {path} ({path.stat().st_size:,} bytes): classifier, autoencoder and scorers "
+        f"wrote {path} ({path.stat().st_size:,} bytes): the networks and scorers "
         f"{', '.join(model.scorers_)}; label/is_unknown decided by {model.decision_scorer}"
     )
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace, progress: bool) -> int:
+    if args.benchmark == "serve":
+        return _cmd_bench_serve(args, progress)
     if args.no_fast:
         raise ConfigError("bench speed compares the fast paths with the plain path itself; drop --no-fast")
     if args.skip_run and not args.model:
@@ -116,6 +111,7 @@ def _cmd_bench(args: argparse.Namespace, progress: bool) -> int:
         repeats=args.repeats,
         model=args.model,
         run=not args.skip_run,
+        all_scorers=not args.skip_all_scorers,
         compare_training=args.compare_training,
         compile=args.compile,
         eval_images=args.eval_images,
@@ -125,6 +121,21 @@ def _cmd_bench(args: argparse.Namespace, progress: bool) -> int:
     result = speed(args.out, options)
     print(render(result), end="")
     print(f"wrote {Path(args.out) / 'speed.json'} and speed.md")
+    return 0
+
+
+def _cmd_bench_serve(args: argparse.Namespace, progress: bool) -> int:
+    from ..bench_serve import ServeBenchOptions, serve_load
+    from ..bench_serve import render as render_serve
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {args.seconds}")
+    options = ServeBenchOptions(args.model, args.data_root, requests=args.requests, seconds=args.seconds)
+    if progress:
+        logging.getLogger("osrkit.bench_serve").setLevel(logging.INFO)
+    result = serve_load(args.out, options)
+    print(render_serve(result), end="")
+    print(f"wrote {Path(args.out) / 'serve.json'} and serve.md")
     return 0
 
 
@@ -156,12 +167,35 @@ def _cmd_benchmark(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace, progress: bool) -> int:
+    from ..serve import serve
+
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        device=args.device,
+        batching=not args.no_batching,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_request_bytes=int(args.max_request_mb * 2**20),
+        max_images=args.max_images,
+    )
+    if not args.quiet:
+        logging.getLogger("osrkit.serve").setLevel(logging.INFO)  # one line per request
+    with contextlib.suppress(KeyboardInterrupt):  # SIGTERM or Ctrl-C: requests in flight finished
+        serve(args.model, options)
+    logging.getLogger("osrkit.serve").info("stopped")
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "predict": _cmd_predict,
     "export": _cmd_export,
+    "serve": _cmd_serve,
     "bench": _cmd_bench,
     "benchmark": _cmd_benchmark,
 }

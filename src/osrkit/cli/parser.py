@@ -9,6 +9,7 @@ from .. import __version__
 from ..bench import SpeedOptions
 from ..protocols import PROTOCOLS, Context
 from ..scorers import SCORERS
+from ..serve.app import ServeOptions
 from .arguments import (
     DEFAULTS,
     _add_data_args,
@@ -114,9 +115,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `osrkit train`")
     p.add_argument("output", metavar="OUTPUT.onnx", help="ONNX file to write (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT.onnx if it exists")
+    _add_serve_parser(sub)
     _add_bench_parser(sub)
     _add_benchmark_parser(sub)
     return parser
+
+
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP (POST /v1/predict), with micro-batching",
+        description="Serve a model folder (or, with --backend onnx, its ONNX export) over HTTP: "
+        "POST /v1/predict (multipart files in the field 'files', or JSON {\"images\": [base64]}), "
+        "GET /v1/model, /healthz, /readyz and the OpenAPI page /docs. Concurrent requests are "
+        "scored together. Needs the serve extra: pip install 'osrkit[serve]'.",
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `osrkit train` (or an .onnx)")
+    d = ServeOptions()
+    p.add_argument(
+        "--host", default=d.host, help="address to listen on (default: %(default)s, this machine only)"
+    )
+    p.add_argument("--port", type=_nonneg_int, default=d.port, help="port (default: %(default)s)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=d.backend, help="(default: %(default)s)")
+    _add_device_arg(p)
+    p.add_argument("--no-batching", action="store_true", help="score each request on its own")
+    p.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=d.max_batch,
+        metavar="N",
+        help="images per batch (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=d.max_wait_ms,
+        metavar="MS",
+        help="how long a request waits for others to batch with (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=d.max_request_bytes / 2**20,
+        metavar="MB",
+        help="largest request body (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-images",
+        type=_positive_int,
+        default=d.max_images,
+        metavar="N",
+        help="images per request (default: %(default)s)",
+    )
 
 
 def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
@@ -151,7 +201,7 @@ def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="benchmarks of osrkit itself (speed)",
+        help="benchmarks of osrkit itself (speed, serve); for accuracy protocols see `benchmark`",
         description="Measure osrkit on this machine; prints a table ending in one line per target.",
     )
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
@@ -167,6 +217,11 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     _add_data_root(b)
     b.add_argument("--model", metavar="MODEL_DIR", help="score with this model instead of the run's")
     b.add_argument("--skip-run", action="store_true", help="do not time `osrkit run` (needs --model)")
+    b.add_argument(
+        "--skip-all-scorers",
+        action="store_true",
+        help="do not also time `osrkit run --scorers all` beside the default run",
+    )
     b.add_argument(
         "--compare-training",
         action="store_true",
@@ -196,3 +251,21 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="known and unknown test images for the metric comparison (default: all)",
     )
+
+    b = bench.add_parser(
+        "serve",
+        help="load on `osrkit serve`: requests/s and latency at concurrency 1, 8, 64",
+        description="Start `osrkit serve` in a child process and load it from a client on "
+        "loopback, with micro-batching on and off, at concurrency 1, 8 and 64 (one image per "
+        "request); compares images/s with in-process score_samples at the same batch size. "
+        "Writes DIR/serve.json and DIR/serve.md.",
+    )
+    b.add_argument("--out", default="results", metavar="DIR", help="results folder (default: %(default)s)")
+    _add_data_root(b)
+    b.add_argument(
+        "--model", metavar="MODEL_DIR", help="serve this model (default: train a small digit model)"
+    )
+    b.add_argument(
+        "--requests", type=_positive_int, default=2000, metavar="N", help="requests per setting, at most"
+    )
+    b.add_argument("--seconds", type=float, default=15.0, metavar="S", help="seconds per setting, at most")

@@ -7,6 +7,7 @@ the ONNX backend) goes through ``to_spec_array`` or ``as_input_tensor``.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 ImagesLike = torch.Tensor | np.ndarray | Image.Image | str | os.PathLike | Sequence
 
 
-def _unreadable(path: Path, exc: BaseException) -> DataError:
-    """A one-line error naming why ``path`` could not be read."""
+def _unreadable(path: Path, exc: BaseException, on_disk: bool = True) -> DataError:
+    """A one-line error naming why ``path`` (a file, or the name of bytes in memory) could
+    not be read."""
     text = str(exc).lower()
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
         cause = "a symbolic-link loop"
@@ -41,7 +43,9 @@ def _unreadable(path: Path, exc: BaseException) -> DataError:
         cause = "truncated or corrupt image data"
     elif isinstance(exc, UnidentifiedImageError):
         cause = (
-            "empty file" if path.is_file() and path.stat().st_size == 0 else "not an image Pillow can read"
+            "empty file"
+            if on_disk and path.is_file() and path.stat().st_size == 0
+            else "not an image Pillow can read"
         )
     else:
         cause = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
@@ -51,9 +55,20 @@ def _unreadable(path: Path, exc: BaseException) -> DataError:
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open and decode an image file with Pillow, raising a one-line ``DataError`` that
     names the cause (missing, truncated, not an image, too large, a link loop)."""
-    path = Path(path)
+    return _decode(Path(path), Path(path))
+
+
+def decode_image_bytes(data: bytes, name: str = "image") -> Image.Image:
+    """Decode an image held in memory (an upload), with ``load_image``'s one-line errors
+    naming it ``name``."""
+    if not data:
+        raise DataError(f"{name}: empty file; supply a PNG or JPEG file")
+    return _decode(io.BytesIO(data), Path(name))
+
+
+def _decode(source: Path | io.BytesIO, path: Path) -> Image.Image:
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()
             return img
     except FileNotFoundError:
@@ -63,7 +78,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             f"{path}: image is too large to decode safely (over Pillow's pixel limit); resize it first"
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise _unreadable(path, exc) from None
+        raise _unreadable(path, exc, on_disk=isinstance(source, Path)) from None
 
 
 def _flatten_mode(image: Image.Image, mode: str) -> Image.Image:

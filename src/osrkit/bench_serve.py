@@ -1,0 +1,223 @@
+"""``osrkit bench serve``: load on ``osrkit serve`` from a client on loopback.
+
+The server runs in a child process (as it would in production); the client, an asyncio
+``httpx`` client in this process, keeps ``concurrency`` requests of one PNG image each in
+flight, bounded by a request count and a time limit per setting. Reported per setting
+(micro-batching on and off, concurrency 1, 8, 64): requests/s, images/s, p50 and p99
+latency, errors, and the ratio to in-process ``score_samples`` at the same batch size,
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .data.catalog import load_dataset
+from .errors import ConfigError
+from .io import atomic_write_json, atomic_write_text
+from .recognizer import OpenSetRecognizer
+from .report import target_line
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeBenchOptions:
+    """What ``bench serve`` measures."""
+
+    model: str | None = None  # model folder; default: a digit model trained here on 6,000 images
+    data_root: str | None = None
+    concurrency: tuple[int, ...] = (1, 8, 64)
+    requests: int = 2000  # per setting, at most
+    seconds: float = 15.0  # per setting, at most
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array.squeeze(0) if array.shape[0] == 1 else array.transpose(1, 2, 0)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(model_dir: str, flags: list[str]) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "osrkit", "-q", "serve", model_dir, "--port", str(port), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(f"osrkit serve exited: {proc.stderr.read().strip().splitlines()[-1:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise ConfigError("osrkit serve did not become ready within 120 s")
+
+
+async def _load(url: str, payloads: list[bytes], concurrency: int, requests: int, seconds: float) -> dict:
+    """``concurrency`` workers sending one-image requests until ``requests`` were sent or
+    ``seconds`` passed; latencies of the successful ones, and the error count."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    t_end = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            nonlocal sent, errors
+            while sent < requests and time.perf_counter() < t_end:
+                data = payloads[sent % len(payloads)]
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(
+                        f"{url}/v1/predict", files=[("files", ("x.png", data, "image/png"))]
+                    )
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {
+        "requests": len(latencies) + errors,
+        "errors": errors,
+        "wall_s": wall,
+        "req_s": len(latencies) / wall,
+        "img_s": len(latencies) / wall,  # one image per request
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+    }
+
+
+def in_process_img_s(model: OpenSetRecognizer, images: np.ndarray, batch: int, seconds: float = 3.0) -> float:
+    """Images/s of ``score_samples`` at ``batch`` (decoded images, no HTTP)."""
+    x = images[:batch]
+    model.score_samples(x)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        model.score_samples(x)
+        n += len(x)
+    return n / (time.perf_counter() - t0)
+
+
+def _small_model(folder: Path, data_root: str | None) -> str:
+    train = load_dataset("mnist:train", data_root).take(6000, seed=0)
+    model = OpenSetRecognizer(train.class_names).fit(train, {"epochs": 2, "ae_epochs": 2, "val_size": 1000})
+    return str(model.save_pretrained(folder / "model"))
+
+
+def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBenchOptions()) -> dict:
+    """Run every setting; write ``out_dir/serve.json`` and ``out_dir/serve.md``."""
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        raise ConfigError("bench serve needs the serve extra: pip install 'osrkit[serve]'") from None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = options.model or _small_model(Path(tmp), options.data_root)
+        model = OpenSetRecognizer.from_pretrained(model_dir)
+        test = load_dataset("mnist:test", options.data_root, input_spec=model.input_spec_).take(256, seed=0)
+        arrays = test.images.numpy()
+        payloads = [_png(a) for a in arrays]
+        r: dict = {
+            "model": "given" if options.model else "digits, 6,000 MNIST images, 2 epochs",
+            "settings": [],
+        }
+        r["in_process_img_s"] = {str(b): in_process_img_s(model, arrays, b) for b in options.concurrency}
+        for batching in (True, False):
+            proc, url = _start(model_dir, [] if batching else ["--no-batching"])
+            try:
+                for c in options.concurrency:
+                    res = asyncio.run(_load(url, payloads, c, options.requests, options.seconds))
+                    res |= {"batching": batching, "concurrency": c}
+                    res["ratio_to_in_process"] = res["img_s"] / r["in_process_img_s"][str(c)]
+                    r["settings"].append(res)
+                    log.info("%s", res)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                _, err = proc.communicate(timeout=60)
+                if proc.returncode != 0:
+                    raise ConfigError(f"osrkit serve did not shut down cleanly: {err.strip()[-300:]}")
+    r["targets"] = targets(r)
+    atomic_write_json(out_dir / "serve.json", r)
+    atomic_write_text(out_dir / "serve.md", render(r))
+    return r
+
+
+def _setting(r: dict, batching: bool, c: int) -> dict | None:
+    return next((s for s in r["settings"] if s["batching"] == batching and s["concurrency"] == c), None)
+
+
+def targets(r: dict) -> list[str]:
+    out = []
+    top = _setting(r, True, 64)
+    if top is not None:
+        out.append(
+            target_line(
+                "serve-c64-batching-fraction-of-batch-64", top["ratio_to_in_process"], 0.5, "min", ".2f"
+            )
+        )
+    one = _setting(r, True, 1)
+    if one is not None:
+        out.append(target_line("serve-c1-p99-latency", one["p99_ms"], 10.0, "max", ".2f", " ms"))
+    errors = sum(s["errors"] for s in r["settings"])
+    out.append(target_line("serve-errors", errors, 0, "max", "d"))
+    return out
+
+
+def render(r: dict) -> str:
+    lines = [
+        "# osrkit bench serve",
+        "",
+        f"Model: {r['model']}. One PNG image per request, client and server on loopback on the "
+        "same machine. Ratio = images/s against in-process `score_samples` at batch = concurrency.",
+        "",
+        "| micro-batching | concurrency | requests | req/s | p50 ms | p99 ms | errors "
+        "| in-process img/s | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in r["settings"]:
+        lines.append(
+            f"| {'on' if s['batching'] else 'off'} | {s['concurrency']} | {s['requests']} | "
+            f"{s['req_s']:,.0f} | "
+            f"{s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['errors']} | "
+            f"{r['in_process_img_s'][str(s['concurrency'])]:,.0f} | {s['ratio_to_in_process']:.2f} |"
+        )
+    lines += ["", *r["targets"]]
+    return "\n".join(lines) + "\n"

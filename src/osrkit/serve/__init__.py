@@ -1,0 +1,70 @@
+"""``osrkit serve``: the recognizer behind an HTTP endpoint, with micro-batching.
+
+Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart). Binds to 127.0.0.1
+unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from typing import Any
+
+from ..errors import ConfigError
+from .app import SERVE_EXTRA_HINT, ServeOptions, create_app, model_info
+from .batcher import MicroBatcher
+
+log = logging.getLogger("osrkit.serve")
+
+__all__ = ["MicroBatcher", "ServeOptions", "check_port", "create_app", "load_model", "model_info", "serve"]
+
+
+def load_model(model_dir: str | os.PathLike, options: ServeOptions) -> Any:
+    """The model the service runs: a model folder (torch) or an ONNX export (onnx);
+    a folder that fails to load raises its one-line error."""
+    if options.backend == "onnx":
+        from ..export import OnnxRecognizer
+
+        return OnnxRecognizer(model_dir)
+    from ..recognizer import OpenSetRecognizer
+
+    return OpenSetRecognizer.from_pretrained(model_dir, device=options.device)
+
+
+def check_port(host: str, port: int) -> None:
+    """One line, before any model is served, when ``host:port`` cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is in use; choose another with --port") from None
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port"
+            ) from None
+
+
+def serve(model_dir: str | os.PathLike, options: ServeOptions = ServeOptions()) -> None:
+    """Load ``model_dir`` and serve it until SIGINT/SIGTERM (requests in flight finish)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError(SERVE_EXTRA_HINT) from None
+    model = load_model(model_dir, options)
+    check_port(options.host, options.port)
+    if options.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: reachable from other machines", options.host)
+    app = create_app(model, options)
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        access_log=False,  # the app logs one line per request itself
+        log_level="info" if logging.getLogger("osrkit").getEffectiveLevel() <= logging.INFO else "warning",
+        timeout_graceful_shutdown=30,
+    )
+    uvicorn.Server(config).run()

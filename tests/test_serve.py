@@ -1,0 +1,271 @@
+"""``osrkit serve``: the real server in a child process on a free loopback port, a real
+HTTP client, predictions as the Python API gives them, bad requests answered with one
+line and the server still serving, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from osrkit.serve import MicroBatcher, ServeOptions
+
+from .conftest import synthetic_digits, synthetic_unknowns
+from .test_cli import assert_one_line_error, run_cli
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def start_server(model_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "osrkit", "serve", str(model_dir), "--port", str(port), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not become ready in 60 s")
+
+
+def stop_server(proc: subprocess.Popen) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def server(fitted, tmp_path_factory):
+    folder = fitted.save_pretrained(tmp_path_factory.mktemp("serve") / "model")
+    proc, url = start_server(folder)
+    yield url, folder
+    if proc.poll() is None:
+        stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def images() -> list[bytes]:
+    digits, _ = synthetic_digits(6, seed=11)
+    return [png_bytes(d) for d in digits] + [png_bytes(u) for u in synthetic_unknowns(4, seed=12)]
+
+
+def test_predict_matches_the_python_api(server, images, fitted):
+    url, _ = server
+    files = [("files", (f"img{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    r = httpx.post(f"{url}/v1/predict", files=files, timeout=30)
+    assert r.status_code == 200, r.text
+    rows = r.json()["predictions"]
+    arrays = [np.asarray(Image.open(io.BytesIO(b))) for b in images]
+    expected = fitted.predict(np.stack(arrays))
+    assert [row["class_index"] for row in rows] == expected.tolist()
+    assert [row["name"] for row in rows] == [f"img{i}.png" for i in range(len(images))]
+    scores = fitted.score_all(np.stack(arrays))
+    for i, row in enumerate(rows):
+        assert set(row) == {"name", "label", "class_index", "known", "scores"}
+        assert row["known"] == (row["class_index"] != -1)
+        for name, value in row["scores"].items():
+            assert value == pytest.approx(float(scores[name][i]), rel=1e-9, abs=1e-12)
+    assert any(row["known"] for row in rows) and not all(row["known"] for row in rows)
+
+
+def test_json_base64_body_gives_the_same_predictions(server, images):
+    url, _ = server
+    body = {"images": [base64.b64encode(b).decode() for b in images[:3]], "names": ["a", "b", "c"]}
+    r = httpx.post(f"{url}/v1/predict", json=body, timeout=30)
+    files = [("files", (n, data, "image/png")) for n, data in zip("abc", images[:3])]
+    r2 = httpx.post(f"{url}/v1/predict", files=files, timeout=30)
+    assert r.status_code == r2.status_code == 200
+    assert r.json() == r2.json()
+
+
+def test_model_health_ready_and_openapi(server, fitted):
+    url, _ = server
+    info = httpx.get(f"{url}/v1/model").json()
+    assert info["class_names"] == fitted.class_names
+    assert info["decision_scorer"] == fitted.decision_scorer
+    assert info["thresholds"] == pytest.approx(fitted.thresholds_)
+    assert info["input_spec"]["height"] == 28 and info["versions"]["osrkit"]
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+    assert "/v1/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
+    assert httpx.get(f"{url}/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, message",
+    [
+        ({"files": [("files", ("x.png", b"not an image", "image/png"))]}, 400, "x.png: not a readable image"),
+        ({"files": [("files", ("e.png", b"", "image/png"))]}, 400, "e.png: empty file"),
+        ({"content": b""}, 400, "empty request body"),
+        ({"files": [("photo", ("x.png", b"abc", "image/png"))]}, 400, "unexpected field 'photo'"),
+        (
+            {"data": {"files": "text"}, "files": [("files", ("a.png", b"x", "image/png"))]},
+            400,
+            "field 'files' holds text, not a file",
+        ),
+        ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "unsupported content type"),
+        ({"content": b"{", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        ({"json": {"pictures": []}}, 400, '{"images"'),
+        ({"json": {"images": ["@@@"]}}, 400, "images[0] is not valid base64"),
+        ({"json": {"images": []}}, 400, "no images"),
+        (
+            {"content": b"x" * (17 * 2**20), "headers": {"content-type": "application/json"}},
+            413,
+            "over the limit",
+        ),
+        ({"json": {"images": ["AAAA"] * 65}}, 413, "65 images in one request; at most 64"),
+    ],
+)
+def test_bad_requests_get_one_line_and_the_server_keeps_serving(server, images, kwargs, status, message):
+    url, _ = server
+    r = httpx.post(f"{url}/v1/predict", timeout=30, **kwargs)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert message in error and "\n" not in error
+    ok = httpx.post(f"{url}/v1/predict", files=[("files", ("d.png", images[0], "image/png"))], timeout=30)
+    assert ok.status_code == 200
+
+
+def test_unknown_routes_and_methods_are_json_errors(server):
+    url, _ = server
+    assert httpx.get(f"{url}/nope").json() == {"error": "Not Found"}
+    r = httpx.get(f"{url}/v1/predict")
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def test_sigterm_lets_requests_in_flight_finish(fitted, tmp_path, images):
+    folder = fitted.save_pretrained(tmp_path / "model")
+    proc, url = start_server(folder, "--max-wait-ms", "200")
+    results = []
+
+    def request():
+        files = [("files", ("d.png", images[0], "image/png"))]
+        results.append(httpx.post(f"{url}/v1/predict", files=files, timeout=30).status_code)
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    time.sleep(0.1)  # the request is waiting in the batcher (max wait 200 ms)
+    code, err = stop_server(proc)
+    thread.join()
+    assert results == [200] and code == 0, err
+    assert "POST /v1/predict 200 1 image(s)" in err  # one log line per request
+
+
+def test_serve_refuses_a_bad_model_folder_before_binding(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "serve", tmp_path / "missing", "--port", free_port())
+    assert code == 2
+    assert_one_line_error(err, "missing")
+
+
+def test_serve_refuses_a_port_in_use(fitted, tmp_path, capsys):
+    folder = fitted.save_pretrained(tmp_path / "model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, _, err = run_cli(capsys, "serve", folder, "--port", port)
+    assert code == 2
+    assert_one_line_error(err, f"port {port} on 127.0.0.1 is in use")
+
+
+def test_serve_options_are_checked():
+    with pytest.raises(Exception, match="unknown backend"):
+        ServeOptions(backend="tf")
+    with pytest.raises(Exception, match="max-images must be at least 1"):
+        ServeOptions(max_images=0)
+
+
+@pytest.mark.parametrize("wait", [0.0, 0.05])
+def test_micro_batcher_scores_concurrent_requests_together_in_order(wait):
+    seen = []
+
+    def score(x: torch.Tensor) -> list[dict]:
+        seen.append(len(x))
+        return [{"value": float(v)} for v in x[:, 0, 0, 0]]
+
+    async def main() -> list[list[dict]]:
+        batcher = MicroBatcher(score, max_batch=64, max_wait_s=wait)
+        await batcher.start()
+        requests = [torch.full((1 + i % 3, 1, 2, 2), float(i)) for i in range(20)]
+        out = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        await batcher.stop()
+        return out
+
+    out = asyncio.run(main())
+    assert sum(seen) == sum(1 + i % 3 for i in range(20)) and len(seen) < 5
+    for i, rows in enumerate(out):
+        assert [r["value"] for r in rows] == [float(i)] * (1 + i % 3)
+
+
+def test_micro_batcher_respects_the_batch_size_and_passes_errors_on():
+    def score(x: torch.Tensor) -> list[dict]:
+        if (x < 0).any():
+            raise RuntimeError("bad batch")
+        return [{}] * len(x)
+
+    async def main():
+        batcher = MicroBatcher(score, max_batch=4, max_wait_s=0.05)
+        await batcher.start()
+        ok = await asyncio.gather(*(batcher.submit(torch.zeros(1, 1, 1, 1)) for _ in range(10)))
+        with pytest.raises(RuntimeError, match="bad batch"):
+            await batcher.submit(-torch.ones(1, 1, 1, 1))
+        await batcher.stop()
+        return ok, batcher.batches
+
+    ok, batches = asyncio.run(main())
+    assert len(ok) == 10 and batches >= 3 + 1  # at most 4 images per batch
+
+
+def test_onnx_backend_serves_the_same_decisions(fitted, tmp_path, images):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from osrkit.export import export_onnx
+
+    folder = fitted.save_pretrained(tmp_path / "model")
+    export_onnx(fitted, folder / "model.onnx")
+    proc, url = start_server(folder, "--backend", "onnx", "--no-batching")
+    try:
+        files = [("files", (f"{i}.png", b, "image/png")) for i, b in enumerate(images)]
+        rows = httpx.post(f"{url}/v1/predict", files=files, timeout=30).json()["predictions"]
+        arrays = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in images])
+        assert [r["class_index"] for r in rows] == fitted.predict(arrays).tolist()
+        assert httpx.get(f"{url}/v1/model").json()["backend"] == "onnx"
+    finally:
+        stop_server(proc)
