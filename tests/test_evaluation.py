@@ -49,7 +49,8 @@ def test_check_output_dir(tmp_path):
         check_output_dir(tmp_path, overwrite=False)
     check_output_dir(tmp_path, overwrite=True)
     assert (tmp_path / "metrics.json").exists()  # old outputs stay until new ones are complete
-    assert check_output_dir(tmp_path / "new" / "deep", overwrite=False).is_dir()
+    deep = check_output_dir(tmp_path / "new" / "deep", overwrite=False)
+    assert deep == tmp_path / "new" / "deep" and not (tmp_path / "new").exists()  # nothing created yet
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         check_output_dir(tmp_path / "file", overwrite=True)

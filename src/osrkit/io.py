@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -105,12 +106,18 @@ def staged_outputs(folder: str | os.PathLike) -> Iterator[Path]:
     run's outputs survive until the new ones are complete.
     """
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    done = False
     try:
         os.chmod(stage, 0o777 & ~_UMASK)
         yield stage
         for entry in sorted(stage.iterdir()):
             replace_path(entry, folder / entry.name)
+        done = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not done:
+            with contextlib.suppress(OSError):  # only if nothing else was put there
+                folder.rmdir()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,9 +104,10 @@ class ReportOptions:
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str, ...] = RUN_OUTPUTS) -> Path:
-    """Create ``out`` and check it is writable; refuse it if it already holds any of
-    ``outputs`` unless ``overwrite``. Nothing is deleted here: new outputs replace old
-    ones only once they are complete (``staged_outputs``)."""
+    """Check that ``out`` can be written, before any data is loaded: it must be a folder
+    (or not exist yet, below a writable folder), and it must not hold any of ``outputs``
+    unless ``overwrite``. Nothing is created or deleted here: the outputs appear only once
+    they are complete (``staged_outputs``), so a failed command leaves no empty folder."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} is a file; choose a folder with --out")
@@ -116,14 +116,15 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str
         raise OutputExistsError(
             f"{out} already holds {', '.join(existing)}; pass --overwrite to replace or choose another --out"
         )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ConfigError(f"cannot write to output folder {out} ({base} is a file); choose another --out")
+    if not os.access(base, os.W_OK | os.X_OK):
         raise ConfigError(
-            f"cannot write to output folder {out} ({exc.strerror}); choose another --out"
-        ) from None
+            f"cannot write to output folder {out} ({base} is not writable); choose another --out"
+        )
     return out
 
 
@@ -200,6 +201,8 @@ def train_to_folder(
     """
     out = Path(out).resolve()
     check_output_dir(out.parent, overwrite, outputs=(out.name,))
+    if out.exists() and not out.is_dir():  # --overwrite replaces a model folder, never a file
+        raise ConfigError(f"output path {out} is a file; choose a folder with --out")
     ckpt = out.with_name(out.name + ".checkpoints")
     model = train(data, config, accept_rate, ckpt, progress, options)
     model.save_pretrained(out, overwrite=True)

@@ -242,6 +242,11 @@ class OpenSetRecognizer(RecognizerInference):
         wrapped classifier (``from_classifier``) nothing is trained: the split only
         separates the images the scorers are fitted on from those that set thresholds.
         """
+        if len(train.class_names) < 2 and not self.pretrained_:
+            raise ConfigError(
+                f"{train.name} holds one class ({train.class_names[0]!r}); a recognizer learns to tell "
+                "at least 2 known classes apart, so add the other known classes' folders"
+            )
         if train.class_names != self.class_names:
             raise ConfigError(
                 f"training classes {train.class_names} differ from the recognizer's {self.class_names}"

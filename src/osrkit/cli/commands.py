@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ..bench import SpeedOptions, render, speed
+from ..data.folder import expand_image_paths
 from ..errors import ConfigError
 from ..export import OnnxRecognizer, export_onnx
 from ..pipeline import DataSpec, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
@@ -82,8 +83,9 @@ def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
     # Read every image first: one bad file fails the command before anything is printed.
     invert = True if args.invert else None
     spec = model.input_spec if args.backend == "onnx" else model.input_spec_
-    rows = prediction_rows(model, as_input_tensor(args.images, spec, invert), args.scorer)
-    for path, row in zip(args.images, rows):
+    paths = expand_image_paths(args.images)  # folders: every image below them
+    rows = prediction_rows(model, as_input_tensor(paths, spec, invert), args.scorer)
+    for path, row in zip(paths, rows):
         print(json.dumps({"path": str(path)} | row))
     return 0
 

@@ -83,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         'known, scores}. label is the class name or "unknown".',
     )
     p.add_argument("model", metavar="MODEL_DIR", help="model folder written by `osrkit train`")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, any size, gray or RGB")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (PNG, JPEG, ...; any size, gray or RGB) or folders of them",
+    )
     p.add_argument(
         "--scorer",
         choices=sorted(SCORERS),
@@ -118,7 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(sub)
     _add_bench_parser(sub)
     _add_benchmark_parser(sub)
+    _allow_global_flags_anywhere(parser)
     return parser
+
+
+def _allow_global_flags_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``-v`` and ``-q`` after the subcommand too (``osrkit run ... -q``): every subcommand
+    gets them with a suppressed default, so they set the global value only when given."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sub in dict.fromkeys(action.choices.values()):
+            taken = {s for a in sub._actions for s in a.option_strings}
+            if "-v" not in taken:
+                sub.add_argument(
+                    "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log details"
+                )
+            if "-q" not in taken:
+                sub.add_argument(
+                    "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+                )
+            _allow_global_flags_anywhere(sub)
 
 
 def _add_serve_parser(sub: argparse._SubParsersAction) -> None:

@@ -38,6 +38,27 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(files, key=_sort_key)
 
 
+def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image paths, with each folder replaced by the images below it (``list_images``);
+    a missing path or a folder without images is one line naming it."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise DataError(f"folder {path} holds no images ({suffixes}); check the path")
+            out.extend(found)
+        elif path.exists() or path.is_symlink():  # a broken link or loop: the reader names why
+            out.append(path)
+        elif str(item).endswith(("/", os.sep)):
+            raise DataError(f"folder {path} does not exist; check the path")
+        else:
+            raise DataError(f"image {path} does not exist; check the path")
+    return out
+
+
 SAMPLE_FOR_SPEC = 200  # images decoded to choose a folder's input spec
 MAX_INFERRED_SIDE = 64  # larger photos are brought down to this by default (CPU budget)
 

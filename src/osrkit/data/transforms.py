@@ -166,12 +166,21 @@ def _as_tensor(x: ImagesLike, spec: InputSpec, invert: bool | None) -> torch.Ten
 
     if isinstance(x, ImageSet):
         return x.to_spec(spec).as_float()
-    if isinstance(x, (str, os.PathLike, Image.Image)):
+    if isinstance(x, Image.Image):
         return preprocess_image(x, spec, invert).unsqueeze(0)
+    if isinstance(x, (str, os.PathLike)):
+        x = [x]
     if isinstance(x, (list, tuple)):
         if not x:
             raise DataError("no images given")
-        return torch.stack([preprocess_image(item, spec, invert) for item in x])
+        from .folder import expand_image_paths  # folders hold images; folder.py reads through here
+
+        items = [
+            item
+            for part in x
+            for item in (expand_image_paths([part]) if isinstance(part, (str, os.PathLike)) else [part])
+        ]
+        return torch.stack([preprocess_image(item, spec, invert) for item in items])
     if isinstance(x, np.ndarray):
         if x.dtype == object:
             raise DataError("cannot read images from an object array; pass numbers or a list of paths")
