@@ -163,7 +163,7 @@ def test_benchmark_mnist_splits_tiny(tmp_path, shared_data):
     assert [s["known_classes"] for s in r["splits"]] == [list(s) for s in MNIST_SPLITS]
     assert all(s["known_count"] + s["unknown_count"] == 400 for s in r["splits"])
     md = (tmp_path / "mnist-splits.md").read_text()
-    assert "Decision scorer (pre-declared): `fusion`" in md
+    assert "pre-declared): `fusion`" in md
     assert md.rstrip().splitlines()[-1].startswith("target mnist-splits-closed-set-accuracy")
     assert len(list((tmp_path / "cache").iterdir())) == 5
 

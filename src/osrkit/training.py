@@ -305,9 +305,11 @@ def _fit(
     checkpoint: Checkpointer | None,
     progress: bool,
     device: torch.device | None = None,
+    on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
 ) -> dict:
     """Generic loop: the recipe's optimiser and schedule (``make_optimizer``), best-on-validation
-    weights, early stopping, a checkpoint after every epoch."""
+    weights, early stopping, a checkpoint after every epoch. ``on_epoch(epoch, model)`` runs
+    after each epoch's validation; what it returns joins that epoch's history entry."""
     device = device or torch.device("cpu")
     model.to(device, memory_format=cfg.memory_format)
     steps = math.ceil(len(images) / cfg.batch_size)
@@ -359,6 +361,8 @@ def _fit(
                 f"{stage} training diverged (validation metric {metric}); lower the learning rate"
             )
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_metric": metric})
+        if on_epoch is not None:
+            history[-1] |= on_epoch(epoch + 1, model) or {}
         log.info(
             "%s epoch %d/%d: train loss %.4f, validation %.5f", stage, epoch + 1, epochs, train_loss, metric
         )
@@ -418,8 +422,10 @@ def train_classifier(
     checkpoint: Checkpointer | None = None,
     progress: bool = False,
     device: torch.device | None = None,
+    on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
 ) -> dict:
-    """Train with cross-entropy; keep the weights with the lowest validation error."""
+    """Train with cross-entropy; keep the weights with the lowest validation error
+    (``on_epoch``: see ``_fit``)."""
 
     def validate(m: nn.Module) -> float:
         logits = _predict_batched(m, val_images, cfg.memory_format, device=device)
@@ -440,6 +446,7 @@ def train_classifier(
         checkpoint,
         progress,
         device,
+        on_epoch,
     )
 
 

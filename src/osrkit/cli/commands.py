@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..export import OnnxRecognizer, export_onnx
 from ..pipeline import DataSpec, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
 from ..predictions import prediction_rows
-from ..protocols import PROTOCOLS, Context, run_protocol
+from ..protocols import Context, group_names, run_protocol
 from ..recognizer import OpenSetRecognizer, as_input_tensor
 from ..report import METRIC_COLUMNS, metrics_table_rows
 from ..serve.app import ServeOptions
@@ -159,7 +159,7 @@ def _cmd_benchmark(args: argparse.Namespace, progress: bool) -> int:
         args.max_test,
         decision_scorer=args.decision_scorer,
     )
-    names = list(PROTOCOLS) if args.name == "all" else [args.name]
+    names = group_names().get(args.name, [args.name])
     t0 = time.perf_counter()
     for name in names:
         run_protocol(name, ctx)

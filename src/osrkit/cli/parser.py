@@ -7,7 +7,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..bench import SpeedOptions
-from ..protocols import PROTOCOLS, Context
+from ..protocols import PROTOCOLS, Context, group_names
 from ..scorers import SCORERS
 from ..serve.app import ServeOptions
 from .arguments import (
@@ -197,12 +197,20 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
 def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "benchmark",
-        help="standard open-set protocols: seed, mnist-splits, crosr, near-far, all",
+        help="accuracy protocols: mnist (seed, mnist-splits, crosr, near-far), "
+        "cifar10 (splits, far, train-speed), all",
         description="Run a standard open-set benchmark protocol (or all of them). Each writes "
         "DIR/<name>.json and DIR/<name>.md, ending in one line per target; trained models are "
         "cached in DIR/cache/ and reused when data, classes, config and seed match.",
     )
-    p.add_argument("name", choices=[*PROTOCOLS, "all"], metavar="NAME", help=f"{', '.join(PROTOCOLS)} or all")
+    groups = group_names()
+    p.add_argument(
+        "name",
+        choices=[*PROTOCOLS, *groups],
+        metavar="NAME",
+        help=f"{', '.join(PROTOCOLS)}, or a group: "
+        + "; ".join(f"{g} ({', '.join(n)})" if g != "all" else "all" for g, n in groups.items()),
+    )
     p.add_argument("--out", default="results", metavar="DIR", help="results folder (default: %(default)s)")
     _add_data_root(p)
     p.add_argument("--download", action="store_true", help="fetch missing datasets, md5-verified")
@@ -216,7 +224,8 @@ def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
         "--decision-scorer",
         default=Context.decision_scorer,
         metavar="SCORER",
-        help="scorer whose calibrated threshold makes the decisions (default: %(default)s, pre-declared)",
+        help="scorer whose calibrated threshold makes the decisions (default: each model's "
+        "pre-declared default: fusion for the digit models, max_logit for the colour ones)",
     )
     p.add_argument("--max-train", type=_positive_int, help="subsample MNIST train (quick checks only)")
     p.add_argument("--max-test", type=_positive_int, help="subsample every test set (quick checks only)")

@@ -1,0 +1,88 @@
+"""The standard open-set benchmark protocols, one call each (``osrkit benchmark NAME``):
+on digits ``seed``, ``mnist-splits``, ``crosr`` and ``near-far``; in colour
+``cifar10-splits``, ``cifar10-far`` and ``cifar10-train-speed``.
+
+Each protocol trains (or reuses from its cache) a recognizer on known classes only,
+scores its unknown sets with every scorer, and writes ``DIR/<name>.json`` and
+``DIR/<name>.md``: the tables, the published numbers beside ours, and one line per
+target, ``target <name>: <measured> (goal <goal>) ok|short``. Thresholds come from the
+known validation split (95% accepted); nothing is chosen by looking at unknown data.
+"""
+
+# ruff: noqa: I001  (imports in registration order: the MNIST protocols, then the colour ones)
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ConfigError, DataError
+from ..io import atomic_write_json, atomic_write_text
+from .context import Context, cache_key
+from .registry import PROTOCOLS, ProtocolEntry, group_names, register_protocol
+from .unknowns import NOISE_IMAGES, gaussian_noise, mnist_noise, split_classes, uniform_noise
+from .mnist import MNIST_SPLITS, run_crosr, run_mnist_splits, run_near_far, run_seed
+from .cifar import CIFAR10_SPLITS, run_cifar10_far, run_cifar10_splits, run_cifar10_train_speed
+from .report import render
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CIFAR10_SPLITS",
+    "MNIST_SPLITS",
+    "NOISE_IMAGES",
+    "PROTOCOLS",
+    "Context",
+    "ProtocolEntry",
+    "cache_key",
+    "gaussian_noise",
+    "group_names",
+    "mnist_noise",
+    "register_protocol",
+    "render",
+    "run_cifar10_far",
+    "run_cifar10_splits",
+    "run_cifar10_train_speed",
+    "run_crosr",
+    "run_mnist_splits",
+    "run_near_far",
+    "run_protocol",
+    "run_seed",
+    "split_classes",
+    "uniform_noise",
+]
+
+
+def run_protocol(name: str, ctx: Context) -> dict:
+    """Run one protocol and write ``<out>/<name>.json`` and ``<out>/<name>.md``."""
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown benchmark {name!r}; choose from {', '.join(PROTOCOLS)} or a group")
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        result = PROTOCOLS[name].run(ctx)
+    except FileNotFoundError as exc:  # pragma: no cover - readers raise DataError themselves
+        raise DataError(f"{exc}") from None
+    result |= {
+        "protocol": name,
+        "wall_s": time.perf_counter() - t0,
+        "accept_rate": 0.95,
+        "config": ctx.config.to_dict(),
+        "subsampled": {"train": ctx.max_train, "test": ctx.max_test},
+        "osrkit": __version__,
+    }
+    atomic_write_json(ctx.out / f"{name}.json", _jsonable(result))
+    atomic_write_text(ctx.out / f"{name}.md", render(name, result))
+    return result
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x

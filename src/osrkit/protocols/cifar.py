@@ -1,0 +1,255 @@
+"""The colour protocols: ``cifar10-splits``, ``cifar10-far`` and ``cifar10-train-speed``.
+
+Every model is trained on the JPEG copy of the CIFAR-10 training set (``cifar10:train``)
+and tested on the lossless PNG test set (``cifar10:test``), with the colour backbone's
+default recipe (``TrainConfig.for_backbone("colour_cnn")``) and its default decision
+scorer (``max_logit``, declared before any protocol ran).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from ..bench import mm_gflops
+from ..data.spec import CIFAR10_SPEC
+from ..models import create_backbone
+from ..report import target_line
+from ..runtime import native_bf16
+from ..training import TrainConfig, stratified_split, train_classifier
+from .context import Context
+from .mnist import splits_comparison
+from .registry import register_protocol
+from .results import mean_std, score_sets, summarise_splits, table
+from .unknowns import split_classes
+
+# Known classes of the five CIFAR-10 6/4 splits, as class indices in the order of
+# batches.meta (airplane 0 ... truck 9), from the public split files of ARPL (Chen et al.
+# 2021) and Vaze et al. 2022. Splits 0 and 1 hold the same six classes: a known error in
+# those files, kept as published; the class lists are sorted before training, so the
+# model cache trains that class set once.
+CIFAR10_SPLITS: tuple[tuple[int, ...], ...] = (
+    (0, 6, 4, 9, 1, 7),
+    (7, 6, 4, 9, 0, 1),
+    (1, 5, 7, 3, 9, 4),
+    (8, 6, 1, 9, 0, 7),
+    (2, 4, 1, 7, 9, 6),
+)
+
+# AUROC (%) on CIFAR-10 6/4, as quoted by the issue from the papers' tables (not
+# re-checked against every original here).
+CIFAR10_SPLITS_PUBLISHED = [
+    ("Softmax", 67.7, "Neal et al., ECCV 2018"),
+    ("OpenMax", 69.5, "Neal et al., ECCV 2018"),
+    ("G-OpenMax", 67.5, "Neal et al., ECCV 2018"),
+    ("OSRCI", 69.9, "Neal et al., ECCV 2018"),
+    ("C2AE", 89.5, "Oza and Patel, CVPR 2019"),
+    ("CROSR", 88.3, "Yoshihashi et al., CVPR 2019"),
+    ("RPL", 82.7, "Chen et al., ECCV 2020"),
+    ("CGDL", 90.3, "Sun et al., CVPR 2020"),
+    ("ARPL+CS", 91.0, "Chen et al., TPAMI 2021"),
+    ("MLS", 93.6, "Vaze et al., ICLR 2022"),
+]
+
+FAR_SETS = {
+    "MNIST": "mnist:test",
+    "FashionMNIST": "fashion-mnist:test",
+    "KMNIST": "kmnist:test",
+    "notMNIST": "notmnist:test",
+    "Omniglot": "omniglot",
+    "Gaussian noise": "gaussian-noise",
+    "uniform noise": "uniform-noise",
+}
+# For context only (other sets: MNIST, SVHN, Textures, Places365; OpenOOD tunes some
+# hyper-parameters on OOD validation data, osrkit does not): OpenOOD v1.5's far-OOD AUROC
+# averages for a CIFAR-10 ResNet-18.
+OPENOOD_FAR = [("KNN", 92.96), ("ViM", 93.48), ("MSP", 90.73), ("Energy", 91.21)]
+
+
+def _cifar_splits_comparison(r: dict) -> list[str]:
+    lines = splits_comparison(r, CIFAR10_SPLITS_PUBLISHED)
+    return lines + [
+        "",
+        "Splits 0 and 1 of the published split files hold the same classes; both are reported, as "
+        "published, from one trained model.",
+    ]
+
+
+@register_protocol(
+    "cifar10-splits",
+    "cifar10",
+    _cifar_splits_comparison,
+    "AUROC (%), mean over the five splits",
+)
+def run_cifar10_splits(ctx: Context) -> dict:
+    """CIFAR-10, 6 known / 4 unknown classes, the literature's five splits: AUROC and OSCR
+    of every scorer, closed-set accuracy and macro-F1 at the calibrated threshold (trained
+    on the JPEG copy of the training set, tested on the lossless PNG test set)."""
+    t0 = time.perf_counter()
+    train, test = ctx.data("cifar10:train", CIFAR10_SPEC), ctx.data("cifar10:test", CIFAR10_SPEC)
+    splits, d = [], None
+    for known in CIFAR10_SPLITS:
+        canonical = tuple(sorted(known))  # splits 0 and 1: one class set, trained once
+        tr, _ = split_classes(train, canonical)
+        k, u = split_classes(test, canonical)
+        model = ctx.recognizer(tr, ctx.colour_config)
+        d = model.decision_scorer
+        res = score_sets(model, k, {"other classes": u})["other classes"]
+        splits.append({"known_classes": list(known), "unknown_count": len(u), "known_count": len(k)} | res)
+    summary = summarise_splits(splits, ("auroc", "oscr", "macro_f1"))
+    accs = mean_std([sp["closed_set_accuracy"] for sp in splits])
+    best = max(summary, key=lambda s: summary[s]["auroc"][0])
+    wall = time.perf_counter() - t0
+    return {
+        "decision_scorer": d,
+        "splits": splits,
+        "summary": summary,
+        "closed_set_accuracy": accs,
+        "best_scorer": best,
+        "protocol_wall_s": wall,
+        "targets": [
+            target_line(f"cifar10-splits-mean-auroc ({d}, pre-declared)", summary[d]["auroc"][0], 0.91),
+            target_line(f"cifar10-splits-mean-auroc-moonshot ({d})", summary[d]["auroc"][0], 0.936),
+            target_line("cifar10-splits-closed-set-accuracy", accs[0], 0.95),
+            target_line("cifar10-splits-wall-time", wall / 60, 45, "max", ".1f", " min"),
+        ],
+    }
+
+
+def _far_comparison(r: dict) -> list[str]:
+    d = r["decision_scorer"]
+    ours = {
+        s: 100 * sum(v["scorers"][s]["auroc"] for v in r["sets"].values()) / len(r["sets"]) for s in r["mean"]
+    }
+    rows = [
+        [f"OpenOOD v1.5 {m} (ResNet-18; MNIST, SVHN, Textures, Places365)", f"{v:.2f}"]
+        for m, v in OPENOOD_FAR
+    ]
+    for s in dict.fromkeys([d, "knn", "vim", "msp", "energy"]):
+        if s in ours:
+            rows.append([f"osrkit `{s}` (mean over our {len(r['sets'])} sets)", f"{ours[s]:.2f}"])
+    return table(["method", "far-OOD AUROC % (mean)"], rows) + [
+        "",
+        "For context only: the sets differ, and OpenOOD tunes some hyper-parameters on OOD "
+        "validation data; osrkit tunes nothing on unknowns.",
+    ]
+
+
+@register_protocol("cifar10-far", "cifar10", _far_comparison, "far-OOD AUROC, for context")
+def run_cifar10_far(ctx: Context) -> dict:
+    """CIFAR-10 (all 10 classes known) vs far unknowns: MNIST, FashionMNIST, KMNIST,
+    notMNIST, Omniglot (each turned into 3x32x32 colour, gray repeated in each channel),
+    Gaussian and uniform noise; AUROC, FPR@95%TPR, AUPR-in, AUPR-out per set."""
+    model = ctx.recognizer(ctx.data("cifar10:train", CIFAR10_SPEC), ctx.colour_config)
+    unknowns = {name: ctx.data(source, CIFAR10_SPEC) for name, source in FAR_SETS.items()}
+    sets = score_sets(model, ctx.data("cifar10:test", CIFAR10_SPEC), unknowns)
+    d = model.decision_scorer
+    targets = []
+    for name in unknowns:
+        s = sets[name]["scorers"][d]
+        slug = name.lower().replace(" ", "-")
+        targets.append(target_line(f"cifar10-far-{slug}-auroc ({d})", s["auroc"], 0.99))
+        targets.append(
+            target_line(f"cifar10-far-{slug}-fpr-at-95-tpr ({d})", s["fpr_at_95_tpr"], 0.05, "max")
+        )
+    mean = {
+        s: sum(v["scorers"][s]["auroc"] for v in sets.values()) / len(sets)
+        for s in next(iter(sets.values()))["scorers"]
+    }
+    return {"sets": sets, "decision_scorer": d, "mean": mean, "targets": targets}
+
+
+def training_flops(net: torch.nn.Module, spec_shape: tuple[int, ...], num_classes: int) -> int:
+    """FLOPs of one training image (forward and backward), counted by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = copy.deepcopy(net)  # the count's step must not touch the network being trained
+    x = torch.rand(2, *spec_shape)
+    y = torch.zeros(2, dtype=torch.int64)
+    net.train()
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+    return counter.get_total_flops() // 2
+
+
+@torch.inference_mode()
+def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> float:
+    net.eval()
+    correct = 0
+    for i in range(0, len(images), 1000):
+        x = images[i : i + 1000].float().div_(255.0).contiguous(memory_format=cfg.memory_format)
+        correct += int((net(x).argmax(1) == labels[i : i + 1000]).sum())
+    return correct / len(images)
+
+
+@register_protocol("cifar10-train-speed", "cifar10")
+def run_cifar10_train_speed(ctx: Context) -> dict:
+    """Time to accuracy of the colour backbone on all 10 CIFAR-10 classes on this CPU:
+    test accuracy after each epoch against training wall time (test evaluation not
+    counted), the FLOPs of the whole run and the time a perfect CPU would need at the
+    bfloat16 ``torch.mm`` rate measured in the same run."""
+    cfg = ctx.colour_config
+    train, test = ctx.data("cifar10:train", CIFAR10_SPEC), ctx.data("cifar10:test", CIFAR10_SPEC)
+    tr, va = stratified_split(train.labels, cfg.val_size, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    net = create_backbone("colour_cnn", CIFAR10_SPEC, len(train.class_names))
+    per_image = training_flops(net, CIFAR10_SPEC.shape, len(train.class_names))
+    rate_bf16 = mm_gflops(n=2048 if native_bf16() else 512, dtype=torch.bfloat16)
+    rate_fp32 = mm_gflops()
+    epochs: list[dict] = []
+    clock = {"train_s": 0.0, "since": time.perf_counter()}
+
+    def on_epoch(epoch: int, model: torch.nn.Module) -> dict:
+        clock["train_s"] += time.perf_counter() - clock["since"]
+        row = {
+            "epoch": epoch,
+            "train_s": clock["train_s"],
+            "test_accuracy": _accuracy(model, test.images, test.labels, cfg),
+        }
+        epochs.append(row)
+        clock["since"] = time.perf_counter()
+        return row
+
+    clock["since"] = time.perf_counter()
+    train_classifier(
+        net, train.images[tr], train.labels[tr], train.images[va], train.labels[va], cfg, on_epoch=on_epoch
+    )
+    total = per_image * len(tr) * len(epochs)
+    flop_bound_s = total / (rate_bf16 * 1e9)
+
+    def time_to(acc: float) -> float:
+        return next((e["train_s"] for e in epochs if e["test_accuracy"] >= acc), float("inf"))
+
+    t93, t94 = time_to(0.93), time_to(0.94)
+    return {
+        "epochs": epochs,
+        "train_images": len(tr),
+        "flops_per_image": per_image,
+        "training_flops": total,
+        "mm_bf16_gflops": rate_bf16,
+        "mm_fp32_gflops": rate_fp32,
+        "flop_bound_s": flop_bound_s,
+        "recipe": cfg.to_dict(),
+        "decision_scorer": "n/a",
+        "targets": [
+            target_line("cifar10-train-speed-time-to-93%", t93 / 60, 12, "max", ".1f", " min"),
+            target_line("cifar10-train-speed-time-to-94%-moonshot", t94 / 60, 10, "max", ".1f", " min"),
+            target_line("cifar10-train-speed-final-test-accuracy", epochs[-1]["test_accuracy"], 0.93),
+        ],
+    }
+
+
+def speed_table(r: dict) -> list[str]:
+    rows = [[str(e["epoch"]), f"{e['train_s']:.0f}", f"{e['test_accuracy']:.4f}"] for e in r["epochs"]]
+    lines = table(["epoch", "training wall s (cumulative)", "test accuracy"], rows)
+    return lines + [
+        "",
+        f"{r['train_images']:,} training images; {r['flops_per_image'] / 1e6:.1f} MFLOP per image "
+        f"(forward and backward); the whole run {r['training_flops'] / 1e12:.2f} TFLOP. At this run's "
+        f"bfloat16 `torch.mm` rate ({r['mm_bf16_gflops']:.0f} GFLOP/s; float32 {r['mm_fp32_gflops']:.0f}) "
+        f"a perfect CPU would need {r['flop_bound_s']:.0f} s; training took "
+        f"{r['epochs'][-1]['train_s']:.0f} s. Anchor: airbench (Jordan 2024) reaches 94% with "
+        "0.36 PFLOP of training on one A100.",
+    ]

@@ -1,0 +1,120 @@
+"""The shared state of a benchmark run: data root, training options, loaded datasets and
+the cache of trained models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..data.catalog import load_dataset
+from ..data.imageset import ImageSet
+from ..data.spec import MNIST_SPEC, InputSpec
+from ..errors import OsrkitError
+from ..recognizer import OpenSetRecognizer
+from ..scorers import scorer_class
+from ..training import TrainConfig, data_fingerprint, stratified_split
+from .unknowns import gaussian_noise, uniform_noise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """Shared state of a benchmark run: where data and results live, training options,
+    and the cache of trained models."""
+
+    out: Path
+    data_root: str | None = None
+    config: TrainConfig = field(default_factory=TrainConfig)
+    download: bool = False
+    progress: bool = False
+    max_train: int | None = None  # for quick runs and tests: subsample the training data
+    max_test: int | None = None  # ... and every test set
+    # None: each model's default rule (osrkit.scoring.default_decision_scorer), declared
+    # before any protocol was run: fusion for the digit models, max_logit for the colour
+    # ones. Never picked by unknown results.
+    decision_scorer: str | None = None
+    # Every dataset and noise set of the MNIST protocols is brought to this input spec.
+    spec: InputSpec = MNIST_SPEC
+    # Changes to the colour backbone's recipe (quick runs and tests only, e.g. fewer epochs).
+    colour_overrides: dict = field(default_factory=dict)
+    _data: dict[tuple[str, InputSpec], ImageSet] = field(default_factory=dict, repr=False)
+
+    def data(self, name: str, spec: InputSpec | None = None) -> ImageSet:
+        """A dataset (or a noise set) in ``spec`` (default: this context's), loaded once
+        per run; ``max_train`` limits training splits, ``max_test`` every other set."""
+        spec = spec or self.spec
+        if (name, spec) not in self._data:
+            loader = {
+                "uniform-noise": lambda: uniform_noise(spec=spec),
+                "gaussian-noise": lambda: gaussian_noise(spec=spec),
+            }.get(
+                name,
+                lambda: load_dataset(name, self.data_root, self.download, self.progress, input_spec=spec),
+            )
+            limit = self.max_train if name.endswith(":train") else self.max_test
+            self._data[(name, spec)] = loader().take(limit, seed=0)
+        return self._data[(name, spec)]
+
+    @property
+    def colour_config(self) -> TrainConfig:
+        """The colour backbone's recipe with this context's seed and fast-path switches."""
+        c = self.config
+        fast = {"seed": c.seed, "channels_last": c.channels_last, "bf16": c.bf16}
+        return TrainConfig.for_backbone("colour_cnn", **(fast | self.colour_overrides))
+
+    def __post_init__(self) -> None:
+        if self.decision_scorer is not None:
+            scorer_class(self.decision_scorer)  # an unknown name: one line, before minutes of training
+
+    def recognizer(self, train: ImageSet, config: TrainConfig | None = None) -> OpenSetRecognizer:
+        """A recognizer trained on ``train`` with ``config`` (default: this context's).
+
+        The networks are cached in ``out/cache/<key>/`` and reused when the same data,
+        classes, config, seed and osrkit version were trained before. The scorers and
+        thresholds of a cached model are always fitted again (seconds) on the same training
+        and validation split, so a change to a scorer never reuses stale scorer state.
+        """
+        config = config or self.config
+        key = cache_key(train, config)
+        folder = self.out / "cache" / key
+        model = None
+        if (folder / "config.json").is_file():
+            try:
+                model = OpenSetRecognizer.from_pretrained(folder)
+                log.info("reusing the networks of cached model %s", folder)
+            except OsrkitError as exc:  # a damaged cache entry is retrained, not fatal
+                log.warning("cached model %s unusable (%s); retraining", folder, exc)
+        if model is not None:
+            model.scorers = "all"
+            model.decision_scorer = self.decision_scorer or model.decision_scorer
+            tr, va = stratified_split(train.labels, config.val_size, config.seed)
+            model.calibrate(train.images[va], reference=train.images[tr], reference_labels=train.labels[tr])
+        else:
+            t0 = time.perf_counter()
+            ckpt = self.out / "cache" / f"{key}.checkpoints"
+            model = OpenSetRecognizer(train.class_names, decision_scorer=self.decision_scorer, scorers="all")
+            model.fit(train, config, ckpt, self.progress)
+            log.info("trained on %s in %.1f s", train.name, time.perf_counter() - t0)
+            model.save_pretrained(folder, overwrite=True)
+            shutil.rmtree(ckpt, ignore_errors=True)
+        return model
+
+
+def cache_key(train: ImageSet, config: TrainConfig) -> str:
+    """Identity of a trained model: data, classes, training config (seed included), the
+    CPU fast paths in effect and the osrkit version."""
+    identity = {
+        "data": data_fingerprint(train.images, train.labels),
+        "classes": train.class_names,
+        "config": config.to_dict() | {"bf16_resolved": config.use_bf16},
+        "osrkit": __version__,
+    }
+    blob = json.dumps(identity, sort_keys=True).encode()
+    return hashlib.sha1(blob, usedforsecurity=False).hexdigest()[:16]

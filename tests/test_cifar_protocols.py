@@ -1,0 +1,115 @@
+"""The colour protocols: split construction, grayscale unknowns in colour, and a tiny end-to-end
+run of each on synthetic colour data (the real runs take an hour: BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from osrkit.data.imageset import ImageSet
+from osrkit.data.spec import CIFAR10_SPEC
+from osrkit.models import create_backbone
+from osrkit.protocols import CIFAR10_SPLITS, Context, group_names, run_protocol, split_classes
+from osrkit.protocols.cifar import FAR_SETS, training_flops
+from osrkit.training import TrainConfig
+
+TINY = {"epochs": 1, "batch_size": 64, "val_size": 60}
+
+
+def test_splits_are_the_published_lists():
+    assert CIFAR10_SPLITS == (
+        (0, 6, 4, 9, 1, 7),
+        (7, 6, 4, 9, 0, 1),
+        (1, 5, 7, 3, 9, 4),
+        (8, 6, 1, 9, 0, 7),
+        (2, 4, 1, 7, 9, 6),
+    )
+    assert sorted(CIFAR10_SPLITS[0]) == sorted(CIFAR10_SPLITS[1])  # the known error, kept
+    assert all(len(set(s)) == 6 and set(s) <= set(range(10)) for s in CIFAR10_SPLITS)
+    assert group_names()["cifar10"] == ["cifar10-splits", "cifar10-far", "cifar10-train-speed"]
+
+
+def colour_classes(n: int, seed: int) -> ImageSet:
+    """Ten colour classes at 3x32x32: class k is a bright square at its own place and channel."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 50, (n, 3, 32, 32)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r, c = 2 + 6 * (k // 5), 2 + 6 * (k % 5)
+        images[i, k % 3, r : r + 8, c : c + 8] = 230
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), names, "synthetic colour")
+
+
+def tiny_context(tmp_path) -> Context:
+    ctx = Context(tmp_path, config=TrainConfig(seed=0), max_test=200, colour_overrides=TINY)
+    ctx._data[("cifar10:train", CIFAR10_SPEC)] = colour_classes(700, seed=0)
+    ctx._data[("cifar10:test", CIFAR10_SPEC)] = colour_classes(300, seed=1)
+    return ctx
+
+
+def test_grayscale_unknown_sets_are_brought_to_colour(shared_data, tmp_path):
+    ctx = Context(tmp_path, str(shared_data), max_test=50)
+    mnist = ctx.data("mnist:test", CIFAR10_SPEC)
+    assert mnist.images.shape == (50, 3, 32, 32) and mnist.images.dtype == torch.uint8
+    assert torch.equal(mnist.images[:, 0], mnist.images[:, 1]) and torch.equal(
+        mnist.images[:, 1], mnist.images[:, 2]
+    )
+    assert ctx.data("mnist:test").images.shape == (50, 1, 28, 28)  # the MNIST protocols' spec, cached apart
+
+
+def test_cifar10_splits_end_to_end_trains_each_class_set_once(tmp_path):
+    ctx = tiny_context(tmp_path)
+    r = run_protocol("cifar10-splits", ctx)
+    assert len(r["splits"]) == 5 and r["decision_scorer"] == "max_logit"
+    assert [sp["known_classes"] for sp in r["splits"]] == [list(s) for s in CIFAR10_SPLITS]
+    models = [p for p in (tmp_path / "cache").iterdir() if (p / "config.json").is_file()]
+    assert len(models) == 4  # splits 0 and 1: one model
+    assert r["splits"][0]["scorers"] == r["splits"][1]["scorers"]
+    for s, v in r["summary"].items():
+        assert set(v) == {"auroc", "oscr", "macro_f1"} and 0 <= v["auroc"][0] <= 1, s
+    text = (tmp_path / "cifar10-splits.md").read_text()
+    assert "ARPL+CS" in text and "MLS" in text and "Splits 0 and 1" in text
+    assert "target cifar10-splits-mean-auroc (max_logit, pre-declared)" in text
+    assert json.loads((tmp_path / "cifar10-splits.json").read_text())["protocol"] == "cifar10-splits"
+
+
+def test_cifar10_far_end_to_end(tmp_path):
+    ctx = tiny_context(tmp_path)
+    for i, source in enumerate(v for v in FAR_SETS.values() if "noise" not in v):
+        gray = torch.from_numpy(
+            np.random.default_rng(10 + i).integers(0, 255, (80, 1, 28, 28)).astype(np.uint8)
+        )
+        ctx._data[(source, CIFAR10_SPEC)] = ImageSet(
+            gray, torch.zeros(80, dtype=torch.int64), ["x"], source
+        ).to_spec(CIFAR10_SPEC)
+    r = run_protocol("cifar10-far", ctx)
+    assert list(r["sets"]) == list(FAR_SETS)
+    assert r["sets"]["uniform noise"]["count"] == 200  # noise made in the colour spec, then limited
+    text = (tmp_path / "cifar10-far.md").read_text()
+    assert "OpenOOD v1.5 ViM" in text and "target cifar10-far-mnist-auroc (max_logit)" in text
+
+
+def test_cifar10_train_speed_end_to_end(tmp_path):
+    ctx = tiny_context(tmp_path)
+    r = run_protocol("cifar10-train-speed", ctx)
+    assert [e["epoch"] for e in r["epochs"]] == [1]
+    e = r["epochs"][0]
+    assert e["train_s"] > 0 and 0 <= e["test_accuracy"] <= 1
+    assert r["training_flops"] == r["flops_per_image"] * r["train_images"]
+    assert r["flop_bound_s"] > 0 and "time-to-93%" in (tmp_path / "cifar10-train-speed.md").read_text()
+
+
+def test_training_flops_counts_forward_and_backward():
+    net = create_backbone("colour_cnn", CIFAR10_SPEC, 10)
+    flops = training_flops(net, CIFAR10_SPEC.shape, 10)
+    assert 150e6 < flops < 175e6  # 162.8 MFLOP per training image (BENCHMARKS.md)
+
+
+def test_split_classes_in_colour_keeps_the_class_order_given():
+    data = colour_classes(100, seed=2)
+    known, unknown = split_classes(data, tuple(sorted(CIFAR10_SPLITS[0])))
+    assert known.class_names == ["airplane", "automobile", "deer", "frog", "horse", "truck"]
+    assert len(known) + len(unknown) == 100 and known.images.shape[1:] == (3, 32, 32)
