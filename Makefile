@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 OUT    ?= runs/latest
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench bench-ablation bench-speed bench-cifar bench-onnx-gap bench-decision benchmark-all clean
+.PHONY: run test test-slow lint bench bench-ablation bench-speed bench-cifar bench-onnx-gap bench-decision benchmark-all benchmark-mnist benchmark-cifar10 clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "osrkit needs Python 3.11+")'
@@ -48,8 +48,14 @@ bench-onnx-gap: $(STAMP)
 bench-decision: $(STAMP)  # after benchmark-all and bench-cifar: one table from their results
 	$(BIN)/python benchmarks/decision_table.py
 
-benchmark-all: $(STAMP)
+benchmark-all: $(STAMP)  # every protocol: the MNIST ones (~45 min on 2 AMD cores) and the colour ones (longer)
 	$(BIN)/osrkit benchmark all --out benchmarks/results
+
+benchmark-mnist: $(STAMP)
+	$(BIN)/osrkit benchmark mnist --out benchmarks/results
+
+benchmark-cifar10: $(STAMP)
+	$(BIN)/osrkit benchmark cifar10 --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
