@@ -26,8 +26,6 @@ def test_splits_are_the_published_lists():
         (8, 6, 1, 9, 0, 7),
         (2, 4, 1, 7, 9, 6),
     )
-    assert sorted(CIFAR10_SPLITS[0]) == sorted(CIFAR10_SPLITS[1])  # the known error, kept
-    assert all(len(set(s)) == 6 and set(s) <= set(range(10)) for s in CIFAR10_SPLITS)
     assert group_names()["cifar10"] == ["cifar10-splits", "cifar10-far", "cifar10-train-speed"]
 
 

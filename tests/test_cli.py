@@ -11,10 +11,11 @@ from osrkit import OpenSetRecognizer
 from osrkit.cli import main
 from osrkit.data.idx import write_idx
 from osrkit.scorers import FusionScorer
+from osrkit.scoring import DEFAULT_SCORERS
 
 from .conftest import synthetic_digits
 
-DEFAULT_SET = ("msp", "max_logit", "energy", "knn", *FusionScorer.DEFAULT_MEMBERS, "fusion")
+DEFAULT_SET = (*DEFAULT_SCORERS, *FusionScorer.DEFAULT_MEMBERS, "fusion")
 
 TINY = [
     "--epochs",

@@ -215,3 +215,17 @@ def test_spec_dropped_when_it_does_not_match_the_images():
     assert ImageSet(images, labels, CLASSES, spec=MNIST_SPEC).spec == MNIST_SPEC
     assert ImageSet(images, labels, CLASSES, spec=CIFAR10_SPEC).spec is None
     assert ImageSet(images, labels, CLASSES, spec=MNIST_SPEC).subset(slice(0, 1)).spec == MNIST_SPEC
+
+
+def test_to_spec_of_the_same_shape_takes_the_new_spec():
+    """Normalisation asked for on a same-sized set was once dropped: the set kept its old
+    spec, and a model fitted on it had no normalisation."""
+
+    data = ImageSet(
+        torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), ["a"], "s"
+    )
+    data = data.to_spec(InputSpec(1, 32, 32)).to_spec(MNIST_SPEC)
+    assert data.spec == MNIST_SPEC
+    normalising = InputSpec(1, 28, 28, mean=(0.5,), std=(0.5,))
+    again = data.to_spec(normalising)
+    assert again.spec == normalising and torch.equal(again.images, data.images)

@@ -7,19 +7,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from osrkit.bench_serve import free_port, start_server, stop_server
 from osrkit.serve import MicroBatcher, ServeOptions
 
 from .conftest import synthetic_digits, synthetic_unknowns
@@ -30,45 +27,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def start_server(model_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "osrkit", "serve", str(model_dir), "--port", str(port), *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become ready in 60 s")
-
-
-def stop_server(proc: subprocess.Popen) -> tuple[int, str]:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    return proc.returncode, err
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +231,24 @@ def test_onnx_backend_serves_the_same_decisions(fitted, tmp_path, images):
         assert httpx.get(f"{url}/v1/model").json()["backend"] == "onnx"
     finally:
         stop_server(proc)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max-request-mb", "nan"], "--max-request-mb: must be in (0, 1024]"),
+        (["--max-request-mb", "inf"], "--max-request-mb: must be in (0, 1024]"),
+        (["--max-request-mb", "0"], "--max-request-mb: must be in (0, 1024]"),
+        (["--max-wait-ms", "-1"], "--max-wait-ms: must be in [0, 1000]"),
+    ],
+)
+def test_bad_serve_numbers_are_one_line(tmp_path, capsys, flags, message):
+    """nan and inf once crashed with a traceback after the model had loaded."""
+    from osrkit.cli import main
+
+    try:
+        code = main(["serve", str(tmp_path / "m"), *flags])
+    except SystemExit as exc:  # argparse's own errors exit
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1

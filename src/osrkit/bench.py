@@ -39,10 +39,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .data.catalog import load_dataset
 from .data.spec import InputSpec
+from .data.transforms import chw_to_pil
 from .errors import ConfigError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
-from .models import Backbone, create_backbone
+from .models import Backbone, create_backbone, default_backbone
 from .recognizer import OpenSetRecognizer
 from .report import target_line
 from .runtime import FastPaths, native_bf16
@@ -137,12 +138,7 @@ class ConventionalDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = self.images[i]  # (C, H, W) uint8
-        img = (
-            Image.fromarray(img[0], "L")
-            if img.shape[0] == 1
-            else Image.fromarray(img.transpose(1, 2, 0), "RGB")
-        )
+        img = chw_to_pil(self.images[i])  # from (C, H, W) uint8
         if self.hflip and torch.rand(1).item() < self.hflip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if self.rotation:
@@ -153,9 +149,9 @@ class ConventionalDataset(Dataset):
 
 
 def _network(images: torch.Tensor, labels: torch.Tensor) -> Backbone:
-    """The digit network for these images' shape and classes, as ``fit`` would build it."""
+    """The network ``fit`` would build for these images' shape and classes."""
     spec = InputSpec(*images.shape[1:])
-    return create_backbone("small_cnn", spec, int(labels.max()) + 1)
+    return create_backbone(default_backbone(spec), spec, int(labels.max()) + 1)
 
 
 def conventional_throughput(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> float:
@@ -219,9 +215,7 @@ def _train_paths(cfg: TrainConfig) -> str:
 def score_and_decide(recognizer: OpenSetRecognizer, x: torch.Tensor) -> np.ndarray:
     """The whole recognizer on a batch: both networks, every scorer, the decision."""
     outputs = recognizer.outputs(x)
-    scores = recognizer.scores_from_outputs(outputs)
-    name = recognizer.decision_scorer
-    return np.where(scores[name] > recognizer.thresholds_[name], -1, outputs.predictions)
+    return recognizer.decide(outputs, scores=recognizer.scores_from_outputs(outputs))
 
 
 def scoring_throughput(recognizer: OpenSetRecognizer, images: torch.Tensor, batch: int) -> float:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .data.catalog import load_dataset
+from .data.transforms import chw_to_pil
 from .errors import ConfigError
 from .io import atomic_write_json, atomic_write_text
 from .recognizer import OpenSetRecognizer
@@ -48,24 +48,30 @@ class ServeBenchOptions:
 
 def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(array.squeeze(0) if array.shape[0] == 1 else array.transpose(1, 2, 0)).save(buf, "PNG")
+    chw_to_pil(array).save(buf, "PNG")
     return buf.getvalue()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _start(model_dir: str, flags: list[str]) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model_dir: str | os.PathLike, *flags: str, timeout: float = 120
+) -> tuple[subprocess.Popen, str]:
+    """``osrkit serve model_dir *flags`` in a child process on a free loopback port, once
+    ``/readyz`` answers; returns the process and its base URL. Its stderr (the log) is
+    piped: read it with ``stop_server``."""
     import httpx
 
-    port = _free_port()
-    cmd = [sys.executable, "-m", "osrkit", "-q", "serve", model_dir, "--port", str(port), *flags]
+    port = free_port()
+    cmd = [sys.executable, "-m", "osrkit", "serve", str(model_dir), "--port", str(port), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ConfigError(f"osrkit serve exited: {proc.stderr.read().strip().splitlines()[-1:]}")
@@ -76,7 +82,18 @@ def _start(model_dir: str, flags: list[str]) -> tuple[subprocess.Popen, str]:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise ConfigError("osrkit serve did not become ready within 120 s")
+    raise ConfigError(f"osrkit serve did not become ready within {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
+    """SIGTERM, then wait for a clean exit; returns the exit code and the server's log."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise ConfigError(f"osrkit serve did not stop within {timeout:.0f} s of SIGTERM") from None
+    return proc.returncode, err
 
 
 async def _load(url: str, payloads: list[bytes], concurrency: int, requests: int, seconds: float) -> dict:
@@ -161,7 +178,7 @@ def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBen
         }
         r["in_process_img_s"] = {str(b): in_process_img_s(model, arrays, b) for b in options.concurrency}
         for batching in (True, False):
-            proc, url = _start(model_dir, [] if batching else ["--no-batching"])
+            proc, url = start_server(model_dir, "-q", *([] if batching else ["--no-batching"]))
             try:
                 for c in options.concurrency:
                     res = asyncio.run(_load(url, payloads, c, options.requests, options.seconds))
@@ -170,9 +187,8 @@ def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBen
                     r["settings"].append(res)
                     log.info("%s", res)
             finally:
-                proc.send_signal(signal.SIGTERM)
-                _, err = proc.communicate(timeout=60)
-                if proc.returncode != 0:
+                code, err = stop_server(proc)
+                if code != 0:
                     raise ConfigError(f"osrkit serve did not shut down cleanly: {err.strip()[-300:]}")
     r["targets"] = targets(r)
     atomic_write_json(out_dir / "serve.json", r)

@@ -375,9 +375,13 @@ class OnnxRecognizer:
         """Every scorer's score for images ``x``."""
         return self.scores_from_outputs(self.run(x))
 
-    def decide(self, outputs: dict[str, np.ndarray], scorer: str | None = None) -> np.ndarray:
+    def decide(
+        self, outputs: dict[str, np.ndarray], scorer: str | None = None, scores: dict | None = None
+    ) -> np.ndarray:
         """Class index per input, or -1 where ``scorer`` (default: the decision scorer,
-        whose decision the graph computes itself) exceeds its threshold."""
+        whose decision the graph computes itself) exceeds its threshold. ``scores`` is
+        accepted for the same call as ``OpenSetRecognizer.decide``; the graph's outputs
+        already hold every score."""
         name = scorer or self.decision_scorer
         if name not in self.thresholds:
             raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(self.scorer_names)}")

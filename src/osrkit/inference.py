@@ -20,7 +20,7 @@ from .errors import ConfigError, DataError
 from .models import Backbone, ConvAutoencoder
 from .runtime import FastPaths, InferenceEngine, single_threaded_blas
 from .scorers import SCORERS, FusionScorer, ModelOutputs, Scorer, needs_of
-from .scoring import available_scorers, check_scorer_available, model_signals
+from .scoring import check_scorer_available, model_signals
 
 UNKNOWN = -1
 
@@ -90,10 +90,6 @@ class RecognizerInference:
         """The model outputs this recognizer can compute for its scorers."""
         return model_signals(self.autoencoder_ is not None, self.input_spec_)
 
-    def available_scorers(self) -> list[str]:
-        """The registered scorers this model can compute (in registry order)."""
-        return available_scorers(self.signals())
-
     def _check_scorer_available(self, name: str) -> None:
         check_scorer_available(name, self.signals())
 
@@ -121,10 +117,10 @@ class RecognizerInference:
             raise ConfigError(f"unknown scorer {name!r}; choose from {fitted}")
         return name
 
-    def _as_input(self, x: ImagesLike, invert: bool | None = None) -> torch.Tensor:
+    def _as_input(self, x: ImagesLike) -> torch.Tensor:
         """Images as the float ``(N, C, H, W)`` batch this model's input spec asks for."""
         self._check_networks()
-        return as_input_tensor(x, self.input_spec_, invert)
+        return as_input_tensor(x, self.input_spec_)
 
     @torch.inference_mode()
     def _input_chunks(self, x: ImagesLike | ImageSet, batch_size: int) -> list[torch.Tensor] | Iterator:
@@ -141,17 +137,15 @@ class RecognizerInference:
         x: ImagesLike,
         batch_size: int = 1024,
         progress: bool = False,
-        pixels: bool | None = None,
         signals: frozenset[str] | None = None,
     ) -> ModelOutputs:
         """Logits and penultimate features of images ``x``, and the optional signals
         ``signals`` (default: those the fitted scorers read): reconstruction errors
         (``recon_error``, None without an autoencoder) and the flattened pixels
-        (``pixels``; the ``pixels`` flag overrides)."""
+        (``pixels``)."""
         self._check_networks()
         needs = self.needed_signals() if signals is None else frozenset(signals)
-        if pixels is None:
-            pixels = "pixels" in needs
+        pixels = "pixels" in needs
         reconstruct = "recon_error" in needs
         engine = self.engine()
         n = len(x) if isinstance(x, ImageSet) else None
@@ -198,11 +192,17 @@ class RecognizerInference:
         with single_threaded_blas():
             return self.scorers_[name].score(outputs)
 
-    def decide(self, outputs: ModelOutputs, scorer: str | None = None) -> np.ndarray:
-        """Class index per input, or -1 where ``scorer``'s score exceeds its threshold."""
+    def decide(
+        self, outputs: ModelOutputs, scorer: str | None = None, scores: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Class index per input, or -1 where ``scorer``'s score exceeds its threshold
+        (``scores``: every scorer's scores already computed on ``outputs``, by name)."""
         name = self._scorer_name(scorer)
-        with single_threaded_blas():
-            s = self.scorers_[name].score(outputs)
+        if scores is not None and name in scores:
+            s = scores[name]
+        else:
+            with single_threaded_blas():
+                s = self.scorers_[name].score(outputs)
         return np.where(s > self.thresholds_[name], UNKNOWN, outputs.predictions)
 
     def predict(self, x: ImagesLike, scorer: str | None = None) -> np.ndarray:

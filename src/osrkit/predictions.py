@@ -18,7 +18,7 @@ class Predictor(Protocol):
 
     def outputs(self, x: Any) -> Any: ...
     def scores_from_outputs(self, outputs: Any) -> dict[str, np.ndarray]: ...
-    def decide(self, outputs: Any, scorer: str | None = None) -> np.ndarray: ...
+    def decide(self, outputs: Any, scorer: str | None = None, scores: Any = None) -> np.ndarray: ...
 
 
 def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None = None) -> list[dict]:
@@ -27,7 +27,7 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
     ``scores`` (every fitted scorer, larger = more likely unknown)."""
     outputs = model.outputs(images)
     scores = model.scores_from_outputs(outputs)
-    labels = model.decide(outputs, scorer)
+    labels = model.decide(outputs, scorer, scores)  # from the scores above, not scored again
     rows = []
     for i, label in enumerate(labels):
         idx = int(label)

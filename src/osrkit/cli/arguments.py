@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..models import list_backbones
 from ..pipeline import DataSpec, ModelOptions
 from ..scorers import SCORERS
-from ..scoring import parse_scorer_names
+from ..scoring import DEFAULT_SCORERS, parse_scorer_names
 from ..training import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -193,7 +193,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--scorers",
         type=_scorer_names,
         metavar="A,B,C",
-        help="scorers to fit, comma-separated, or 'all' (default: msp, max_logit, energy, knn and "
+        help=f"scorers to fit, comma-separated, or 'all' (default: {', '.join(DEFAULT_SCORERS)} and "
         f"the decision scorer with its members); registered: {', '.join(SCORERS)}",
     )
 

@@ -19,7 +19,9 @@ from .arguments import (
     _add_output_args,
     _add_report_args,
     _add_train_args,
+    _float_in,
     _nonneg_int,
+    _positive_float,
     _positive_int,
 )
 
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train a recognizer and save its model folder",
-        description="Train the classifier and autoencoder on known classes, calibrate "
+        description="Train the classifier (and the autoencoder, where the backbone has one) on known "
+        "classes, calibrate "
         "thresholds on held-out known images, and save the model folder.",
     )
     _add_output_args(p, None)
@@ -173,14 +176,14 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-wait-ms",
-        type=float,
+        type=_float_in(0, 1000),
         default=d.max_wait_ms,
         metavar="MS",
         help="how long a request waits for others to batch with (default: %(default)s)",
     )
     p.add_argument(
         "--max-request-mb",
-        type=float,
+        type=_float_in(0, 1024, lo_open=True),
         default=d.max_request_bytes / 2**20,
         metavar="MB",
         help="largest request body (default: %(default)s)",
@@ -302,4 +305,6 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--requests", type=_positive_int, default=2000, metavar="N", help="requests per setting, at most"
     )
-    b.add_argument("--seconds", type=float, default=15.0, metavar="S", help="seconds per setting, at most")
+    b.add_argument(
+        "--seconds", type=_positive_float, default=15.0, metavar="S", help="seconds per setting, at most"
+    )

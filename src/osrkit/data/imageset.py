@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -92,8 +92,8 @@ class ImageSet:
         converted image by image through Pillow, as image files are."""
         from .transforms import convert_array
 
-        if self.shape == spec.shape:
-            return self
+        if self.shape == spec.shape:  # same pixels; a set that carries a spec takes the new one
+            return self if self.spec in (None, spec) else replace(self, spec=spec)
         images = convert_array(self.images, spec)
         return ImageSet(images, self.labels, list(self.class_names), self.name, self.paths, spec)
 

@@ -147,17 +147,23 @@ def preprocess_image(
     return torch.from_numpy(to_spec_array(image, spec, invert)).float().div_(255.0)
 
 
+def chw_to_pil(image: np.ndarray) -> Image.Image:
+    """A uint8 ``(C, H, W)`` array as a PIL image: mode ``L`` for one channel, else ``RGB``."""
+    return (
+        Image.fromarray(image[0], "L")
+        if image.shape[0] == 1
+        else Image.fromarray(image.transpose(1, 2, 0), "RGB")
+    )
+
+
 def convert_array(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """uint8 images ``(N, C, H, W)`` brought to ``spec`` through Pillow, image by image, as
     files are (so a CIFAR-10 array and the same images as PNGs give the same pixels)."""
     if tuple(x.shape[1:]) == spec.shape:
         return x
-    mode = "L" if x.shape[1] == 1 else "RGB"
     out = np.empty((len(x), *spec.shape), dtype=np.uint8)
-    arr = x.numpy()
-    for i, img in enumerate(arr):
-        pil = Image.fromarray(img[0] if mode == "L" else img.transpose(1, 2, 0), mode)
-        out[i] = to_spec_array(pil, spec, invert=False)
+    for i, img in enumerate(x.numpy()):
+        out[i] = to_spec_array(chw_to_pil(img), spec, invert=False)
     return torch.from_numpy(out)
 
 

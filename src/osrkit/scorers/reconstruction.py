@@ -103,7 +103,9 @@ class ClassReconstructionScorer(Scorer):
         ``labels`` default to the classifier's predictions."""
         x = known.signal("pixels")
         if x is None:
-            raise ConfigError("class_reconstruction needs the input pixels; compute outputs with pixels=True")
+            raise ConfigError(
+                "class_reconstruction needs the input pixels; compute outputs with signals={'pixels', ...}"
+            )
         y = labels_or_predictions(known, labels)
         classes = np.unique(y)
         p = x.shape[1]

@@ -212,7 +212,6 @@ def create_app(model: Any, options: ServeOptions = ServeOptions()) -> Any:
 
     app = FastAPI(title="osrkit", version=__version__, lifespan=lifespan)
     app.state.ready = False
-    app.state.batcher = batcher
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
