@@ -9,7 +9,13 @@ import stat
 import pytest
 
 import osrkit.io as oio
-from osrkit.io import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text
+from osrkit.io import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    staged_outputs,
+)
 
 
 def names(folder):
@@ -211,7 +217,6 @@ def test_atomic_directory_honours_umask(tmp_path):
 
 
 def test_staged_outputs_replace_only_on_success(tmp_path):
-    from osrkit.io import staged_outputs
 
     (tmp_path / "metrics.json").write_text("old")
     (tmp_path / "plots").mkdir()
@@ -239,3 +244,12 @@ def test_replace_path_is_collision_free(tmp_path):
     (tmp_path / "new" / "w").write_text("1")
     replace_path(tmp_path / "new", tmp_path / "model")
     assert names(tmp_path / "model") == ["w"]
+
+
+def test_staged_outputs_leave_no_folders_they_made_when_the_block_fails(tmp_path):
+    """A failed evaluate --out a/b/c once left a/b behind: only the leaf was removed."""
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError), staged_outputs(tmp_path / "kept" / "a" / "b" / "c") as stage:
+        (stage / "metrics.json").write_text("{}")
+        raise RuntimeError("evaluation failed")
+    assert list((tmp_path / "kept").iterdir()) == []

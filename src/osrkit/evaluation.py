@@ -39,23 +39,44 @@ def thresholds_summary(recognizer: OpenSetRecognizer) -> dict:
     return out
 
 
+@dataclass
+class ScoredSet:
+    """A test set in the model's input spec, its outputs and every scorer's scores."""
+
+    data: ImageSet
+    outputs: ModelOutputs
+    scores: dict[str, np.ndarray]
+
+
+def score_set(recognizer: OpenSetRecognizer, data: ImageSet, progress: bool = False) -> ScoredSet:
+    """``data`` in the model's input spec (a grayscale model meets colour unknowns as
+    luma), scored once by every scorer."""
+    data = data.to_spec(recognizer.input_spec_)
+    outputs = recognizer.outputs(data, progress=progress)
+    return ScoredSet(data, outputs, recognizer.scores_from_outputs(outputs))
+
+
 def evaluate(
-    recognizer: OpenSetRecognizer, known: ImageSet, unknown: ImageSet, progress: bool = False
+    recognizer: OpenSetRecognizer,
+    known: ImageSet,
+    unknown: ImageSet,
+    progress: bool = False,
+    known_scored: ScoredSet | None = None,
 ) -> Evaluation:
     """Score both sets with every scorer and compute all metrics.
 
     ``known`` must use the recognizer's classes; ``unknown``'s labels are ignored.
+    ``known_scored``: ``score_set(recognizer, known)`` when it was already computed (a
+    protocol compares one known set with several unknown sets).
     """
     if known.class_names != recognizer.class_names:
         raise ConfigError(
             f"known test classes {known.class_names} differ from the model's classes {recognizer.class_names}"
         )
-    # Test sets in the model's input spec (a grayscale model meets colour unknowns as luma).
-    spec = recognizer.input_spec_
-    known, unknown = known.to_spec(spec), unknown.to_spec(spec)
-    k_out = recognizer.outputs(known, progress=progress)
-    u_out = recognizer.outputs(unknown, progress=progress)
-    k_scores, u_scores = recognizer.scores_from_outputs(k_out), recognizer.scores_from_outputs(u_out)
+    k = known_scored or score_set(recognizer, known, progress)
+    u = score_set(recognizer, unknown, progress)
+    known, unknown = k.data, u.data
+    k_out, u_out, k_scores, u_scores = k.outputs, u.outputs, k.scores, u.scores
     labels = known.labels.numpy()
     k_pred, u_pred = k_out.predictions, u_out.predictions
     num_classes = len(recognizer.class_names)

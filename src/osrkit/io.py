@@ -106,7 +106,11 @@ def staged_outputs(folder: str | os.PathLike) -> Iterator[Path]:
     run's outputs survive until the new ones are complete.
     """
     folder = Path(folder)
-    created = not folder.exists()
+    created = []  # the folders made here, innermost first: removed again if the block fails
+    top = folder
+    while not top.exists():
+        created.append(top)
+        top = top.parent
     folder.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
     done = False
@@ -118,6 +122,7 @@ def staged_outputs(folder: str | os.PathLike) -> Iterator[Path]:
         done = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        if created and not done:
-            with contextlib.suppress(OSError):  # only if nothing else was put there
-                folder.rmdir()
+        if not done:
+            for made in created:
+                with contextlib.suppress(OSError):  # only if nothing else was put there
+                    made.rmdir()

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from .data.spec import InputSpec
 from .inference import UNKNOWN
 
 
@@ -19,6 +21,24 @@ class Predictor(Protocol):
     def outputs(self, x: Any) -> Any: ...
     def scores_from_outputs(self, outputs: Any) -> dict[str, np.ndarray]: ...
     def decide(self, outputs: Any, scorer: str | None = None, scores: Any = None) -> np.ndarray: ...
+
+
+def load_model(path: str | os.PathLike, backend: str = "torch", device: str = "auto") -> Predictor:
+    """A saved model to predict with: a model folder (``torch``) or its ONNX export
+    (``onnx``, a ``.onnx`` file or a folder holding ``model.onnx``)."""
+    if backend == "onnx":
+        from .export import OnnxRecognizer
+
+        return OnnxRecognizer(path)
+    from .recognizer import OpenSetRecognizer
+
+    return OpenSetRecognizer.from_pretrained(path, device=device)
+
+
+def input_spec_of(model: Predictor) -> InputSpec:
+    """The input spec a loaded model of either backend takes."""
+    spec = getattr(model, "input_spec_", None)  # OpenSetRecognizer's fitted spec
+    return spec if spec is not None else model.input_spec
 
 
 def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None = None) -> list[dict]:

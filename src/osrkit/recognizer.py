@@ -268,21 +268,20 @@ class OpenSetRecognizer(RecognizerInference):
         if config is None or isinstance(config, dict):
             overrides = config or {}
             config = TrainConfig.for_backbone(name, **overrides) if name else TrainConfig(**overrides)
+        signals = model_signals(False if self.pretrained_ else self._wants_autoencoder(spec), spec)
         if self.decision_scorer is None:
-            has_ae = False if self.pretrained_ else self._wants_autoencoder(spec)
-            self.decision_scorer = default_decision_scorer(model_signals(has_ae, spec))
+            self.decision_scorer = default_decision_scorer(signals)
+        choose_scorers(self.scorers, self.decision_scorer, signals)  # one line now, before any training
         tr, va = stratified_split(train.labels, config.val_size, config.seed)
         images, labels = train.images[tr], train.labels[tr]
         val_images, val_labels = train.images[va], train.labels[va]
         self.input_spec_ = spec
         if self.pretrained_:
-            choose_scorers(self.scorers, self.decision_scorer, self.signals())  # one line, now
             self.train_config_ = config
             self.fit_report_ = FitReport(len(tr), len(va), None, None)
         else:
             torch.manual_seed(config.seed)
             self._build_networks(spec, name)
-            choose_scorers(self.scorers, self.decision_scorer, self.signals())  # before training
             ckpt = None
             if checkpoint_dir:
                 identity = config.to_dict() | {
@@ -354,7 +353,12 @@ class OpenSetRecognizer(RecognizerInference):
         reference_outputs = self.outputs(reference, signals=needs)
         outputs = self.outputs(known, signals=needs)
         self.scorers_, self.thresholds_ = fit_scorers(
-            chosen, reference_outputs, reference_labels, outputs, self.accept_rate, self.linear_head()
+            chosen,
+            reference_outputs,
+            reference_labels,
+            outputs,
+            self.accept_rate,
+            self.linear_head() if any(s.needs_head for s in chosen) else None,
         )
         log.info(
             "fitted scorers on %d known training images, calibrated on %d known images: %s",

@@ -306,16 +306,16 @@ def _fit(
     progress: bool,
     device: torch.device | None = None,
     on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
+    optimizer: str = "adamw",
 ) -> dict:
-    """Generic loop: the recipe's optimiser and schedule (``make_optimizer``), best-on-validation
+    """Generic loop: ``optimizer`` (``adamw`` or ``sgd``) with the recipe's schedule
+    (``make_optimizer``), best-on-validation
     weights, early stopping, a checkpoint after every epoch. ``on_epoch(epoch, model)`` runs
     after each epoch's validation; what it returns joins that epoch's history entry."""
     device = device or torch.device("cpu")
     model.to(device, memory_format=cfg.memory_format)
     steps = math.ceil(len(images) / cfg.batch_size)
-    opt, sched = make_optimizer(
-        model, lr, epochs * steps, cfg, cfg.optimizer if stage == "classifier" else "adamw"
-    )
+    opt, sched = make_optimizer(model, lr, epochs * steps, cfg, optimizer)
     gen = torch.Generator().manual_seed(cfg.seed + (0 if stage == "classifier" else 1))
     history: list[dict] = []
     best = {"metric": math.inf, "epoch": -1, "state": copy.deepcopy(model.state_dict())}
@@ -447,6 +447,7 @@ def train_classifier(
         progress,
         device,
         on_epoch,
+        cfg.optimizer,
     )
 
 

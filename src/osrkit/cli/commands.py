@@ -12,9 +12,9 @@ from pathlib import Path
 from ..bench import SpeedOptions, render, speed
 from ..data.folder import expand_image_paths
 from ..errors import ConfigError
-from ..export import OnnxRecognizer, export_onnx
+from ..export import export_onnx
 from ..pipeline import DataSpec, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
-from ..predictions import prediction_rows
+from ..predictions import input_spec_of, load_model, prediction_rows
 from ..protocols import Context, group_names, run_protocol
 from ..recognizer import OpenSetRecognizer, as_input_tensor
 from ..report import METRIC_COLUMNS, metrics_table_rows
@@ -76,13 +76,10 @@ def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
-    if args.backend == "onnx":
-        model = OnnxRecognizer(args.model)  # same outputs/scores_from_outputs/decide calls
-    else:
-        model = OpenSetRecognizer.from_pretrained(args.model, device=args.device)
+    model = load_model(args.model, args.backend, args.device)  # either backend, the same calls
     # Read every image first: one bad file fails the command before anything is printed.
     invert = True if args.invert else None
-    spec = model.input_spec if args.backend == "onnx" else model.input_spec_
+    spec = input_spec_of(model)
     paths = expand_image_paths(args.images)  # folders: every image below them
     rows = prediction_rows(model, as_input_tensor(paths, spec, invert), args.scorer)
     for path, row in zip(paths, rows):

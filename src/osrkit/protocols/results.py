@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 
 from ..data.imageset import ImageSet
-from ..evaluation import evaluate
+from ..evaluation import evaluate, score_set
 from ..recognizer import OpenSetRecognizer
 
 METRICS = ("auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out", "oscr", "macro_f1")
@@ -14,8 +14,9 @@ METRICS = ("auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out", "oscr", "macro_f1")
 def score_sets(recognizer: OpenSetRecognizer, known: ImageSet, unknowns: dict[str, ImageSet]) -> dict:
     """Every scorer's metrics on ``known`` against each unknown set."""
     out = {}
+    known_scored = score_set(recognizer, known)  # once, not once per unknown set
     for name, unknown in unknowns.items():
-        m = evaluate(recognizer, known, unknown).metrics
+        m = evaluate(recognizer, known, unknown, known_scored=known_scored).metrics
         out[name] = {
             "count": len(unknown),
             "closed_set_accuracy": m["closed_set_accuracy"],

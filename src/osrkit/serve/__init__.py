@@ -12,6 +12,7 @@ import os
 import socket
 from typing import Any
 
+from .. import predictions
 from ..errors import ConfigError
 from .app import SERVE_EXTRA_HINT, ServeOptions, create_app, model_info
 from .batcher import MicroBatcher
@@ -24,13 +25,7 @@ __all__ = ["MicroBatcher", "ServeOptions", "check_port", "create_app", "load_mod
 def load_model(model_dir: str | os.PathLike, options: ServeOptions) -> Any:
     """The model the service runs: a model folder (torch) or an ONNX export (onnx);
     a folder that fails to load raises its one-line error."""
-    if options.backend == "onnx":
-        from ..export import OnnxRecognizer
-
-        return OnnxRecognizer(model_dir)
-    from ..recognizer import OpenSetRecognizer
-
-    return OpenSetRecognizer.from_pretrained(model_dir, device=options.device)
+    return predictions.load_model(model_dir, options.backend, options.device)
 
 
 def check_port(host: str, port: int) -> None:

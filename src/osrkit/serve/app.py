@@ -22,7 +22,7 @@ from .. import __version__
 from ..data.spec import InputSpec
 from ..data.transforms import decode_image_bytes, to_spec_array
 from ..errors import ConfigError, OsrkitError
-from ..predictions import prediction_rows
+from ..predictions import input_spec_of, prediction_rows
 from .batcher import MicroBatcher
 
 log = logging.getLogger("osrkit.serve")
@@ -68,7 +68,7 @@ class RequestError(Exception):
 def model_info(model: Any, options: ServeOptions) -> dict:
     """What ``GET /v1/model`` returns."""
     onnx = options.backend == "onnx"
-    spec: InputSpec = model.input_spec if onnx else model.input_spec_
+    spec = input_spec_of(model)
     info = {
         "class_names": list(model.class_names),
         "input_spec": spec.to_dict(),
@@ -190,7 +190,7 @@ def create_app(model: Any, options: ServeOptions = ServeOptions()) -> Any:
         raise ConfigError(SERVE_EXTRA_HINT) from None
 
     info = model_info(model, options)
-    spec = InputSpec.from_dict(info["input_spec"])
+    spec = input_spec_of(model)
     batcher = MicroBatcher(
         lambda x: prediction_rows(model, x), options.max_batch, options.max_wait_ms / 1000, options.batching
     )
