@@ -37,7 +37,7 @@ bench-ablation: $(STAMP)
 	$(BIN)/python benchmarks/ablation.py
 
 bench-speed: $(STAMP)
-	$(BIN)/osrkit bench speed --compare-training --compile --out benchmarks/results
+	$(BIN)/osrkit perf speed --compare-training --compile --out benchmarks/results
 
 bench-cifar: $(STAMP)
 	$(BIN)/python benchmarks/cifar_split0.py
@@ -49,13 +49,13 @@ bench-decision: $(STAMP)  # after benchmark-all and bench-cifar: one table from 
 	$(BIN)/python benchmarks/decision_table.py
 
 benchmark-all: $(STAMP)  # every protocol: the MNIST ones (~45 min on 2 AMD cores) and the colour ones (longer)
-	$(BIN)/osrkit benchmark all --out benchmarks/results
+	$(BIN)/osrkit protocol all --out benchmarks/results
 
 benchmark-mnist: $(STAMP)
-	$(BIN)/osrkit benchmark mnist --out benchmarks/results
+	$(BIN)/osrkit protocol mnist --out benchmarks/results
 
 benchmark-cifar10: $(STAMP)
-	$(BIN)/osrkit benchmark cifar10 --out benchmarks/results
+	$(BIN)/osrkit protocol cifar10 --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

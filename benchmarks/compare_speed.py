@@ -1,4 +1,4 @@
-"""Side by side: the ratios of several ``osrkit bench speed`` runs (each a ``speed.json``),
+"""Side by side: the ratios of several ``osrkit perf speed`` runs (each a ``speed.json``),
 and how each run's ratios compare with the first's. Runs of different commits on the same
 machine, one right after the other, give the "no ratio more than 10% below" check.
 

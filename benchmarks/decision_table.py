@@ -1,7 +1,7 @@
 """One table of every scorer's AUROC on digits and on photographs, with each model's
 default decision scorer marked: the evidence behind ``osrkit.scoring.default_decision_scorer``.
 
-Reads what the other benchmarks wrote (run them first): ``osrkit benchmark all --out
+Reads what the other benchmarks wrote (run them first): ``osrkit protocol all --out
 benchmarks/results`` (the MNIST protocols) and ``python benchmarks/cifar_split0.py``.
 
     python benchmarks/decision_table.py [--results DIR]

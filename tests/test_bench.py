@@ -106,7 +106,7 @@ def test_speed_end_to_end_on_a_saved_model(tmp_path, fitted, shared_data):
 
 
 def test_cli_bench_needs_a_model_when_the_run_is_skipped(capsys):
-    assert main(["bench", "speed", "--skip-run"]) == 2
+    assert main(["perf", "speed", "--skip-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--model" in err
 
@@ -114,7 +114,7 @@ def test_cli_bench_needs_a_model_when_the_run_is_skipped(capsys):
 @pytest.mark.parametrize("flag", [["--repeats", "0"], ["--train-images", "x"], ["--bogus"]])
 def test_cli_bench_rejects_bad_flags(flag, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["bench", "speed", *flag])
+        main(["perf", "speed", *flag])
     assert exc.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
 
@@ -132,7 +132,7 @@ def test_speed_checks_the_model_before_measuring(tmp_path, monkeypatch):
 
 
 def test_cli_bench_refuses_no_fast(capsys):
-    assert main(["--no-fast", "bench", "speed", "--skip-run", "--model", "x"]) == 2
+    assert main(["--no-fast", "perf", "speed", "--skip-run", "--model", "x"]) == 2
     assert "--no-fast" in capsys.readouterr().err
 
 

@@ -217,9 +217,29 @@ def test_predict_prints_json_lines_for_any_image(tmp_path, capsys, fitted):
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert [r["path"] for r in rows] == [str(p) for p in paths]
     for r in rows:
-        assert set(r) == {"path", "label", "class_index", "known", "scores"}
-        assert set(r["scores"]) == set(fitted.scorers_)
+        assert set(r) == {
+            *("path", "label", "class_index", "known", "decision"),
+            *("scores", "thresholds", "margins", "decided_by"),
+        }
+        assert set(r["scores"]) == set(r["thresholds"]) == set(r["margins"]) == set(fitted.scorers_)
         assert r["known"] == (r["label"] != "unknown") == (r["class_index"] != -1)
+        assert r["thresholds"] == pytest.approx(fitted.thresholds_)
+        for name, score in r["scores"].items():
+            assert r["margins"][name] == pytest.approx(r["thresholds"][name] - score)
+        # the decision explained: its scorer, score, threshold and margin, and its sign
+        d = r["decision"]
+        assert d["scorer"] == fitted.decision_scorer
+        assert (d["score"], d["threshold"]) == (r["scores"][d["scorer"]], r["thresholds"][d["scorer"]])
+        assert r["known"] == (d["margin"] >= 0)
+        # a fusion names the member that decided: the one highest against its threshold,
+        # so it is over its threshold exactly when the fusion rejected the image
+        assert set(r["decided_by"]) == set(fitted.fusions)
+        assert d["decided_by"] == r["decided_by"][d["scorer"]]
+        member = d["decided_by"]
+        assert member in fitted.scorers_[d["scorer"]].members
+        assert d["member_score"] == r["scores"][member]
+        assert d["member_threshold"] == fitted.scorers_[d["scorer"]].member_thresholds()[member]
+        assert (d["member_score"] > d["member_threshold"]) == (not r["known"])
     assert rows[0]["class_index"] in (labels[0], -1)
     assert rows[2]["known"] is False
     # same decision as the Python API
@@ -375,8 +395,8 @@ def test_no_fast_does_not_leak_into_the_calling_process(monkeypatch, capsys):
     import os
 
     monkeypatch.delenv("OSRKIT_FAST", raising=False)
-    main(["--no-fast", "bench", "speed", "--skip-run", "--model", "missing"])
+    main(["--no-fast", "perf", "speed", "--skip-run", "--model", "missing"])
     assert "OSRKIT_FAST" not in os.environ
     monkeypatch.setenv("OSRKIT_FAST", "1")
-    main(["--no-fast", "bench", "speed", "--skip-run", "--model", "missing"])
+    main(["--no-fast", "perf", "speed", "--skip-run", "--model", "missing"])
     assert os.environ["OSRKIT_FAST"] == "1"

@@ -22,7 +22,9 @@ from .test_cli import assert_one_line_error, run_cli
         ["-q", "evaluate", "m", "--out", "o"],
         ["evaluate", "m", "--out", "o", "-q"],
         ["run", "-v", "--out", "o"],
-        ["bench", "speed", "-q"],
+        ["perf", "speed", "-q"],
+        ["protocol", "seed", "-v", "-q"],
+        ["bench", "speed", "-q"],  # the old names, kept for one release
         ["benchmark", "seed", "-v", "-q"],
         ["serve", "m", "-q"],
     ],
@@ -30,6 +32,30 @@ from .test_cli import assert_one_line_error, run_cli
 def test_verbose_and_quiet_work_before_and_after_the_subcommand(argv):
     args = build_parser().parse_args(argv)
     assert args.quiet == ("-q" in argv) and args.verbose == ("-v" in argv)
+
+
+@pytest.mark.parametrize(
+    "old, new, rest, error",
+    [
+        ("bench", "perf", ["speed", "--skip-run"], "--skip-run needs --model"),
+        ("benchmark", "protocol", ["seed", "--decision-scorer", "nope"], "nope"),
+    ],
+)
+def test_old_command_names_still_work_with_a_note(tmp_path, capsys, old, new, rest, error):
+    """`bench` (speed) and `benchmark` (accuracy) were easy to confuse: they are now
+    `perf` and `protocol`; the old names run the same command for one release."""
+    for name in (new, old):
+        code, out, err = run_cli(capsys, name, *rest, "--out", tmp_path)
+        assert code == 2 and error in err
+        note = f"osrkit: note: `osrkit {old}` is now `osrkit {new}`"
+        assert (note in err) == (name == old)
+
+
+def test_perf_and_protocol_help_cannot_be_confused(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "how fast osrkit runs" in out and "how well osrkit recognises" in out
 
 
 def test_flags_given_only_before_the_subcommand_are_kept():

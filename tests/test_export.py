@@ -290,6 +290,8 @@ def test_cli_export_then_predict_with_onnx_backend(exported, tmp_path, capsys, m
                     k: t[k] for k in ("path", "label", "class_index", "known")
                 }
                 assert o["scores"] == pytest.approx(t["scores"], rel=RTOL, abs=ATOL)
+                assert o["thresholds"] == t["thresholds"]
+                assert o["decided_by"] == t["decided_by"]  # the same fusion member explains it
     assert {r["known"] for r in torch_rows} == {True, False}
 
 

@@ -124,7 +124,7 @@ TINY = ["--max-train", "3000", "--max-test", "300", "--epochs", "1", "--ae-epoch
 
 
 def test_benchmark_seed_end_to_end_and_cache_reuse(tmp_path, shared_data, capsys):
-    args = ["benchmark", "seed", "--out", str(tmp_path), "--data-root", str(shared_data), *TINY]
+    args = ["protocol", "seed", "--out", str(tmp_path), "--data-root", str(shared_data), *TINY]
     assert main(args) == 0
     out = capsys.readouterr().out
     result = json.loads((tmp_path / "seed.json").read_text())
@@ -149,14 +149,14 @@ def test_benchmark_seed_end_to_end_and_cache_reuse(tmp_path, shared_data, capsys
 
 def test_benchmark_unknown_name_is_refused(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["benchmark", "imagenet"])
+        main(["protocol", "imagenet"])
     assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
 def test_benchmark_mnist_splits_tiny(tmp_path, shared_data):
     """Five 6-class models; the report names the context's decision scorer (it once fell
     back to 'combined' because the split results did not carry it)."""
-    args = ["benchmark", "mnist-splits", "--out", str(tmp_path), "--data-root", str(shared_data)]
+    args = ["protocol", "mnist-splits", "--out", str(tmp_path), "--data-root", str(shared_data)]
     args += ["--max-train", "1500", "--max-test", "400", "--epochs", "1", "--ae-epochs", "1"]
     assert main([*args, "--val-size", "300"]) == 0
     r = json.loads((tmp_path / "mnist-splits.json").read_text())
@@ -169,7 +169,7 @@ def test_benchmark_mnist_splits_tiny(tmp_path, shared_data):
 
 
 def test_benchmark_bad_decision_scorer_fails_before_training(tmp_path, capsys):
-    assert main(["benchmark", "seed", "--out", str(tmp_path), "--decision-scorer", "nope"]) == 2
+    assert main(["protocol", "seed", "--out", str(tmp_path), "--decision-scorer", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err and "fusion" in err
     assert not (tmp_path / "cache").exists()

@@ -7,6 +7,7 @@ from osrkit.models import Classifier, ConvAutoencoder
 from osrkit.training import (
     Checkpointer,
     TrainConfig,
+    auto_val_size,
     stratified_split,
     to_input,
     train_autoencoder,
@@ -33,6 +34,30 @@ def test_stratified_split_is_seeded_disjoint_and_proportional():
     tr2, va2 = stratified_split(labels, 550, seed=3)
     np.testing.assert_array_equal(va, va2)
     assert not np.array_equal(va, stratified_split(labels, 550, seed=4)[1])
+
+
+@pytest.mark.parametrize(
+    "n, k, size",
+    [(60000, 10, 5000), (30000, 6, 5000), (3000, 10, 600), (500, 10, 100), (40, 2, 20), (12, 6, 6)],
+)
+def test_auto_val_size_is_a_fraction_with_a_minimum_per_class(n, k, size):
+    assert auto_val_size(n, k) == size
+
+
+def test_default_split_fits_a_small_folder(caplog):
+    """The README's own-data command on a 3,000-image folder failed with the old fixed
+    5,000: the default now sizes the split from the data and says so in the log."""
+    labels = torch.arange(3000) % 10
+    with caplog.at_level("INFO", logger="osrkit.training"):
+        tr, va = stratified_split(labels, TrainConfig().val_size, seed=0)
+    assert (len(tr), len(va)) == (2400, 600)
+    assert set(labels[va].tolist()) == set(range(10))
+    assert "validation split: 600 of 3000 known training images (auto" in caplog.text
+
+
+def test_impossible_val_size_names_one_that_works():
+    with pytest.raises(ConfigError, match=r"use --val-size 600 \(any value from 10 to 2990 works\)"):
+        stratified_split(torch.arange(3000) % 10, 5000, 0)
 
 
 def test_split_larger_than_data_is_refused():

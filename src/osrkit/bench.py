@@ -1,4 +1,4 @@
-"""``osrkit bench speed``: how fast osrkit trains and scores on this CPU, measured side by
+"""``osrkit perf speed``: how fast osrkit trains and scores on this CPU, measured side by
 side in one run.
 
 Absolute times on shared machines are noisy, so every comparison is made within one
@@ -61,7 +61,7 @@ SEED_TARGETS = {  # from the seed issue, on the decision scorer: metric -> (goal
 
 @dataclass
 class SpeedOptions:
-    """What ``bench speed`` measures and on how much data."""
+    """What ``osrkit perf speed`` measures and on how much data."""
 
     data_root: str | None = None
     train_images: int = 7680  # images per training-throughput measurement (60 batches of 128)
@@ -310,7 +310,7 @@ def render(r: dict) -> str:
     """The Markdown table and target lines of a speed result."""
     mi = r["machine"]
     lines = [
-        f"# osrkit bench speed ({mi['cpu']}; {mi['cores']} cores, {mi['torch_threads']} torch threads; "
+        f"# osrkit perf speed ({mi['cpu']}; {mi['cores']} cores, {mi['torch_threads']} torch threads; "
         f"torch {mi['torch']}; native bf16: {mi['native_bf16']})",
         "",
         f"float32 torch.mm 2048x2048: {r['mm_fp32_gflops']:.1f} GFLOP/s; bfloat16: "

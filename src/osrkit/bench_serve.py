@@ -1,4 +1,4 @@
-"""``osrkit bench serve``: load on ``osrkit serve`` from a client on loopback.
+"""``osrkit perf serve``: load on ``osrkit serve`` from a client on loopback.
 
 The server runs in a child process (as it would in production); the client, an asyncio
 ``httpx`` client in this process, keeps ``concurrency`` requests of one PNG image each in
@@ -219,7 +219,7 @@ def targets(r: dict) -> list[str]:
 
 def render(r: dict) -> str:
     lines = [
-        "# osrkit bench serve",
+        "# osrkit perf serve",
         "",
         f"Model: {r['model']}. One PNG image per request, client and server on loopback on the "
         "same machine. Ratio = images/s against in-process `score_samples` at batch = concurrency.",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ from .errors import ConfigError, DataError, ModelFormatError
 from .io import atomic_write_bytes
 from .models import Backbone, ConvAutoencoder
 from .recognizer import UNKNOWN, ImagesLike, OpenSetRecognizer, as_input_tensor
-from .scorers import FusionScorer, needs_of
+from .scorers import FusionScorer, is_fusion, needs_of, scorer_from_state
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +324,22 @@ class OnnxRecognizer:
         except ConfigError as exc:
             raise ModelFormatError(
                 f"{self.path}: damaged input spec in the osrkit metadata ({exc})"
+            ) from None
+
+    @functools.cached_property
+    def fusions(self) -> dict[str, FusionScorer]:
+        """The graph's fusion scorers, rebuilt from the metadata (their member thresholds
+        and medians), to say which member decided; the graph computes their scores."""
+        states = self.metadata.get("scorers") or {}
+        try:
+            return {
+                name: scorer_from_state(name, states[name])
+                for name in self.scorer_names
+                if name in states and is_fusion(name)
+            }
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise ModelFormatError(
+                f"{self.path}: damaged fusion state in the osrkit metadata ({exc})"
             ) from None
 
     def _read_metadata(self) -> dict[str, Any]:

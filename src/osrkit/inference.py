@@ -52,6 +52,11 @@ class RecognizerInference:
         self._engine = None
 
     @property
+    def fusions(self) -> dict[str, FusionScorer]:
+        """The fitted fusion scorers (OR rules of calibrated members), by name."""
+        return {n: s for n, s in getattr(self, "scorers_", {}).items() if isinstance(s, FusionScorer)}
+
+    @property
     def has_autoencoder(self) -> bool:
         return self.autoencoder_ is not None
 

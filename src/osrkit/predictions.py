@@ -1,5 +1,6 @@
 """What a prediction says about each image, as ``osrkit predict`` prints it and
-``osrkit serve`` returns it: label, class index, known or not, and every score."""
+``osrkit serve`` returns it: label, class index, known or not, every score with its
+threshold and margin, and why the decision went the way it did."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ import torch
 
 from .data.spec import InputSpec
 from .inference import UNKNOWN
+from .scorers.fusion import FusionScorer
 
 
 class Predictor(Protocol):
     """What both backends (``OpenSetRecognizer``, ``OnnxRecognizer``) offer."""
 
     class_names: list[str]
+    decision_scorer: str
 
     def outputs(self, x: Any) -> Any: ...
     def scores_from_outputs(self, outputs: Any) -> dict[str, np.ndarray]: ...
     def decide(self, outputs: Any, scorer: str | None = None, scores: Any = None) -> np.ndarray: ...
+    @property
+    def fusions(self) -> dict[str, FusionScorer]: ...
 
 
 def load_model(path: str | os.PathLike, backend: str = "torch", device: str = "auto") -> Predictor:
@@ -41,22 +46,67 @@ def input_spec_of(model: Predictor) -> InputSpec:
     return spec if spec is not None else model.input_spec
 
 
+def thresholds_of(model: Predictor) -> dict[str, float]:
+    """Every scorer's calibrated threshold, whichever the backend."""
+    thresholds = getattr(model, "thresholds_", None)  # OpenSetRecognizer's fitted thresholds
+    return thresholds if thresholds is not None else model.thresholds
+
+
+def deciding_members(fusion: FusionScorer, scores: dict[str, np.ndarray]) -> list[str]:
+    """Per input, the member of ``fusion`` that decided: the one whose score sits highest
+    against its own threshold (it rejected the input, or came closest to rejecting it)."""
+    normalised = fusion.normalised(None, scores)
+    return [fusion.members[j] for j in normalised.argmax(axis=1)]
+
+
 def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None = None) -> list[dict]:
     """One dict per image of the float batch ``images`` (already in the model's spec):
-    ``label`` (class name or ``"unknown"``), ``class_index`` (-1 = unknown), ``known`` and
-    ``scores`` (every fitted scorer, larger = more likely unknown)."""
+
+    - ``label`` (class name or ``"unknown"``), ``class_index`` (-1 = unknown), ``known``;
+    - ``decision``: the deciding scorer, its ``score``, ``threshold`` and ``margin``
+      (threshold - score: positive = accepted as known, negative = rejected), and for a
+      fusion ``decided_by``, the member that decided, with its ``member_score`` and the
+      ``member_threshold`` the fusion cuts it at (joint calibration: not the member's own
+      threshold);
+    - ``scores``, ``thresholds`` and ``margins`` of every fitted scorer (larger score =
+      more likely unknown), and ``decided_by`` for every fusion among them.
+    """
     outputs = model.outputs(images)
     scores = model.scores_from_outputs(outputs)
     labels = model.decide(outputs, scorer, scores)  # from the scores above, not scored again
+    thresholds = thresholds_of(model)
+    decision = scorer or model.decision_scorer
+    deciders = {name: deciding_members(f, scores) for name, f in model.fusions.items() if name in scores}
+    if decision in deciders:  # a fusion cuts each member at its own joint threshold
+        member_thresholds = model.fusions[decision].member_thresholds()
     rows = []
     for i, label in enumerate(labels):
         idx = int(label)
+        row_scores = {name: float(s[i]) for name, s in scores.items()}
+        margins = {name: float(thresholds[name]) - value for name, value in row_scores.items()}
+        decided = {
+            "scorer": decision,
+            "score": row_scores[decision],
+            "threshold": float(thresholds[decision]),
+            "margin": margins[decision],
+        }
+        if decision in deciders:
+            member = deciders[decision][i]
+            decided |= {
+                "decided_by": member,
+                "member_score": row_scores[member],
+                "member_threshold": member_thresholds[member],
+            }
         rows.append(
             {
                 "label": "unknown" if idx == UNKNOWN else model.class_names[idx],
                 "class_index": idx,
                 "known": idx != UNKNOWN,
-                "scores": {name: float(s[i]) for name, s in scores.items()},
+                "decision": decided,
+                "scores": row_scores,
+                "thresholds": {name: float(thresholds[name]) for name in row_scores},
+                "margins": margins,
+                "decided_by": {name: members[i] for name, members in deciders.items()},
             }
         )
     return rows

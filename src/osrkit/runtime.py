@@ -1,6 +1,6 @@
 """How the networks run on a CPU: the fast-path switches and the inference engine.
 
-Every fast path here was kept because ``osrkit bench speed`` measured a gain with
+Every fast path here was kept because ``osrkit perf speed`` measured a gain with
 metrics unchanged (see BENCHMARKS.md); each can be turned off, all of them at once with
 ``FastPaths.off()``, ``--no-fast`` on the command line or ``OSRKIT_FAST=0``.
 """

@@ -41,7 +41,9 @@ class TrainConfig:
     lr: float = 3e-3
     ae_lr: float = 3e-3
     weight_decay: float = 1e-4
-    val_size: int = 5000
+    # Known training images held out for early stopping and threshold calibration; None
+    # sizes it from the data (auto_val_size: 20%, at least 10 per class, at most 5000).
+    val_size: int | None = None
     patience: int = 3
     seed: int = 0
     rotation_degrees: float = 10.0
@@ -64,7 +66,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "ae_epochs", "batch_size", "val_size", "patience"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if name == "val_size" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         for name in ("lr", "ae_lr"):
             value = getattr(self, name)
@@ -118,23 +122,43 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of indices into (train, validation), each class kept in proportion."""
+VAL_FRACTION = 0.2
+VAL_MIN_PER_CLASS = 10
+VAL_MAX = 5000
+
+
+def auto_val_size(n_images: int, n_classes: int) -> int:
+    """The validation split's size when none is given: ``VAL_FRACTION`` of the training
+    images, raised to ``VAL_MIN_PER_CLASS`` per class where the data allows (never more
+    than half), capped at ``VAL_MAX`` (calibration needs no more; 60,000 MNIST images and
+    30,000 CIFAR-10 split images both give 5,000)."""
+    size = min(VAL_MAX, round(VAL_FRACTION * n_images))
+    size = max(size, min(VAL_MIN_PER_CLASS * n_classes, n_images // 2))
+    return max(size, n_classes)
+
+
+def stratified_split(labels: torch.Tensor, val_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of indices into (train, validation), each class kept in proportion.
+    ``val_size=None`` sizes the validation split with ``auto_val_size``."""
     n = len(labels)
     y = labels.numpy()
     present = np.unique(y)
-    if val_size >= n:
-        raise ConfigError(f"val-size {val_size} must be smaller than the {n} training images")
-    if val_size < len(present) or n - val_size < len(present):
-        raise ConfigError(
-            f"cannot split {n} images of {len(present)} classes into {n - val_size} for training and "
-            f"{val_size} for validation with every class in both; use more data or change --val-size"
-        )
     counts = np.bincount(y)
     if counts[present].min() < 2:
         rare = [int(c) for c in present if counts[c] < 2]
         raise ConfigError(f"classes {rare} have a single training image; each class needs at least 2")
-    train, val = train_test_split(np.arange(n), test_size=val_size, random_state=seed, stratify=y)
+    k = len(present)
+    chosen = val_size is not None
+    size = val_size if chosen else auto_val_size(n, k)
+    if size >= n or size < k or n - size < k:
+        raise ConfigError(
+            f"val-size {size} cannot split {n} training images of {k} classes with every class on "
+            f"both sides; use --val-size {auto_val_size(n, k)} (any value from {k} to {n - k} works) "
+            "or leave it unset to size it from the data"
+        )
+    how = "--val-size" if chosen else f"auto: {VAL_FRACTION:.0%}, at least {VAL_MIN_PER_CLASS} per class"
+    log.info("validation split: %d of %d known training images (%s)", size, n, how)
+    train, val = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=y)
     return np.sort(train), np.sort(val)
 
 

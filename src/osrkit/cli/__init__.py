@@ -54,8 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ["OSRKIT_FAST"] = saved_fast
 
 
+# Old command names, kept for one release (CHANGELOG 0.2.0): they were easy to confuse.
+RENAMED = {"bench": "perf", "benchmark": "protocol"}
+
+
 def _run_command(args: argparse.Namespace, progress: bool) -> int:
     """Run the command; every expected failure becomes one line on stderr and exit code 2."""
+    if args.command in RENAMED:
+        new = RENAMED[args.command]
+        print(
+            f"osrkit: note: `osrkit {args.command}` is now `osrkit {new}`; the old name goes in 0.3",
+            file=sys.stderr,
+        )
+        args.command = new
     try:
         return COMMANDS[args.command](args, progress)
     except OsrkitError as exc:

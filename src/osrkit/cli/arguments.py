@@ -11,7 +11,7 @@ from ..models import list_backbones
 from ..pipeline import DataSpec, ModelOptions
 from ..scorers import SCORERS
 from ..scoring import DEFAULT_SCORERS, parse_scorer_names
-from ..training import TrainConfig
+from ..training import VAL_FRACTION, VAL_MAX, VAL_MIN_PER_CLASS, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -241,7 +241,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
             type=_PARSERS[kind],
             default=None,
             metavar=metavar,
-            help=f"{text} (small_cnn default: {getattr(DEFAULTS, field)})",
+            help=f"{text} (small_cnn default: {_default_text(field)})",
         )
     g.add_argument(
         "--seed",
@@ -306,6 +306,14 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     if args.no_fast:
         overrides["bf16"] = False
     return overrides
+
+
+def _default_text(field: str) -> str:
+    value = getattr(DEFAULTS, field)
+    if field == "val_size" and value is None:
+        share = round(100 * VAL_FRACTION)  # '%%': argparse formats help with %
+        return f"{share}%% of the images, at least {VAL_MIN_PER_CLASS} per class, at most {VAL_MAX}"
+    return str(value)
 
 
 def _model_options(args: argparse.Namespace) -> ModelOptions:

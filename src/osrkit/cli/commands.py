@@ -97,11 +97,11 @@ def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace, progress: bool) -> int:
-    if args.benchmark == "serve":
-        return _cmd_bench_serve(args, progress)
+def _cmd_perf(args: argparse.Namespace, progress: bool) -> int:
+    if args.measurement == "serve":
+        return _cmd_perf_serve(args, progress)
     if args.no_fast:
-        raise ConfigError("bench speed compares the fast paths with the plain path itself; drop --no-fast")
+        raise ConfigError("perf speed compares the fast paths with the plain path itself; drop --no-fast")
     if args.skip_run and not args.model:
         raise ConfigError("--skip-run needs --model MODEL_DIR to score with")
     options = SpeedOptions(
@@ -123,7 +123,7 @@ def _cmd_bench(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
-def _cmd_bench_serve(args: argparse.Namespace, progress: bool) -> int:
+def _cmd_perf_serve(args: argparse.Namespace, progress: bool) -> int:
     from ..bench_serve import ServeBenchOptions, serve_load
     from ..bench_serve import render as render_serve
 
@@ -136,7 +136,7 @@ def _cmd_bench_serve(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
-def _cmd_benchmark(args: argparse.Namespace, progress: bool) -> int:
+def _cmd_protocol(args: argparse.Namespace, progress: bool) -> int:
     config = TrainConfig(
         epochs=args.epochs,
         ae_epochs=args.ae_epochs,
@@ -193,6 +193,6 @@ COMMANDS = {
     "predict": _cmd_predict,
     "export": _cmd_export,
     "serve": _cmd_serve,
-    "bench": _cmd_bench,
-    "benchmark": _cmd_benchmark,
+    "perf": _cmd_perf,
+    "protocol": _cmd_protocol,
 }

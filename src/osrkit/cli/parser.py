@@ -199,10 +199,11 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "benchmark",
-        help="accuracy protocols: mnist (seed, mnist-splits, crosr, near-far), "
-        "cifar10 (splits, far, train-speed), all",
-        description="Run a standard open-set benchmark protocol (or all of them). Each writes "
+        "protocol",
+        aliases=["benchmark"],  # the name before 0.2; goes in 0.3 (CHANGELOG)
+        help="how well osrkit recognises: the field's open-set protocols (AUROC, F1, ...): mnist "
+        "(seed, mnist-splits, crosr, near-far), cifar10 (splits, far, train-speed), all",
+        description="Run a standard open-set evaluation protocol (or all of them). Each writes "
         "DIR/<name>.json and DIR/<name>.md, ending in one line per target; trained models are "
         "cached in DIR/cache/ and reused when data, classes, config and seed match.",
     )
@@ -237,11 +238,13 @@ def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench",
-        help="benchmarks of osrkit itself (speed, serve); for accuracy protocols see `benchmark`",
-        description="Measure osrkit on this machine; prints a table ending in one line per target.",
+        "perf",
+        aliases=["bench"],  # the name before 0.2; goes in 0.3 (CHANGELOG)
+        help="how fast osrkit runs on this machine: speed (training, scoring, latency) or serve "
+        "(HTTP load); for accuracy see `protocol`",
+        description="Measure osrkit's speed on this machine; prints a table ending in one line per target.",
     )
-    bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    bench = p.add_subparsers(dest="measurement", required=True, metavar="MEASUREMENT")
     b = bench.add_parser(
         "speed",
         help="training and scoring throughput, latency, end-to-end run",

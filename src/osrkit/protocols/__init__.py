@@ -1,4 +1,4 @@
-"""The standard open-set benchmark protocols, one call each (``osrkit benchmark NAME``):
+"""The standard open-set benchmark protocols, one call each (``osrkit protocol NAME``):
 on digits ``seed``, ``mnist-splits``, ``crosr`` and ``near-far``; in colour
 ``cifar10-splits``, ``cifar10-far`` and ``cifar10-train-speed``.
 

@@ -1,4 +1,4 @@
-"""The protocol registry: ``osrkit benchmark NAME`` runs ``PROTOCOLS[NAME]``.
+"""The protocol registry: ``osrkit protocol NAME`` runs ``PROTOCOLS[NAME]``.
 
 A protocol is a function ``(Context) -> dict`` registered with ``register_protocol``;
 its docstring's first paragraph heads its report, and an optional ``compare`` function
