@@ -150,6 +150,9 @@ class LazyImageSet:
             num_workers=workers,
             worker_init_fn=_one_thread if workers else None,
             prefetch_factor=4 if workers else None,
+            # the loader seeds its workers from this, not from torch's global generator,
+            # whose draws (dropout) must stay those of in-memory training
+            generator=torch.Generator().manual_seed(0),
         )
         for images, error in loader:
             if error:
