@@ -180,3 +180,23 @@ def test_two_process_training_resumes_and_matches_one_process(tmp_path, shared_d
     assert a["closed_set_accuracy"] > 0.85
     decision = "max_logit"
     assert abs(a["scorers"][decision]["auroc"] - b["scorers"][decision]["auroc"]) <= 0.03
+
+
+@pytest.mark.slow
+def test_torchrun_command_line(tmp_path, shared_data):
+    """The documented command: torchrun starts 2 gloo ranks of `osrkit train`."""
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "osrkit", "train"]
+    cmd += ["--out", str(tmp_path / "m"), "--train", "mnist:train", "--max-train", "1200"]
+    cmd += ["--val-size", "200", "--epochs", "1", "--no-autoencoder", "--device", "cpu"]
+    cmd += ["--data-root", str(shared_data), "-q"]
+    env = os.environ | {"PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 processes (torch.distributed)" in done.stdout
+    assert done.stdout.count("saved model to") == 1  # rank 0 alone reports and writes
+    OpenSetRecognizer.from_pretrained(tmp_path / "m", device="cpu")
