@@ -187,17 +187,11 @@ def map_sharded(compute: Callable[[slice], T], n: int, combine: Callable[[list[T
     return combine([p for p in gather(mine) if p is not None])
 
 
-def agree(value: object, what: str) -> None:
+def agree(value: object, what: str, hint: str) -> None:
     """Refuse in one line (on every rank) when the ranks hold different ``value``s."""
     values = gather(value)
     if any(v != values[0] for v in values):
-        raise ConfigError(f"the ranks disagree on {what} ({values}); {agree_hint(what)}")
-
-
-def agree_hint(what: str) -> str:
-    if "checkpoint" in what:
-        return "put the checkpoint folder on storage every machine shares, or delete it to start over"
-    return "start every rank with the same command and data"
+        raise ConfigError(f"the ranks disagree on {what} ({values}); {hint}")
 
 
 def outputs_of(model: object, x: object, signals: frozenset[str]) -> object:

@@ -254,7 +254,8 @@ def _fit(
     if shard.world > 1:
         distributed.agree(
             start,
-            f"the epoch to resume {stage} training from (checkpoints in {checkpoint and checkpoint.folder})",
+            f"the epoch to resume {stage} training from",
+            f"put {checkpoint and checkpoint.folder} on storage every machine shares, or delete it",
         )
     net = distributed.wrap(model, device)
     for epoch in range(start, epochs):

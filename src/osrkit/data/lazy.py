@@ -60,7 +60,10 @@ class _BatchDecoder(Dataset):
     multi-line traceback text, and the worker would be left to the loader's shutdown."""
 
     def __init__(self, paths: list[str], spec: InputSpec, invert: bool | None) -> None:
-        self.paths, self.spec, self.invert = paths, spec, invert
+        # one bytes array, not a list of str objects: a forked worker touching the
+        # objects' reference counts would copy their pages, once per worker
+        self.paths = np.array([os.fsencode(p) for p in paths])
+        self.spec, self.invert = spec, invert
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -69,7 +72,8 @@ class _BatchDecoder(Dataset):
         out = np.empty((len(rows), *self.spec.shape), dtype=np.uint8)
         try:
             for i, row in enumerate(rows):
-                out[i] = to_spec_array(load_image(self.paths[row]), self.spec, self.invert)
+                path = os.fsdecode(self.paths[row])
+                out[i] = to_spec_array(load_image(path), self.spec, self.invert)
         except DataError as exc:
             return torch.empty(0, dtype=torch.uint8), str(exc)
         return torch.from_numpy(out), ""
