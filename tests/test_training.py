@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from osrkit.datasplit import auto_val_size
 from osrkit.errors import ConfigError
 from osrkit.models import Classifier, ConvAutoencoder
 from osrkit.training import (
     Checkpointer,
     TrainConfig,
-    auto_val_size,
     stratified_split,
     to_input,
     train_autoencoder,
@@ -48,7 +48,7 @@ def test_default_split_fits_a_small_folder(caplog):
     """The README's own-data command on a 3,000-image folder failed with the old fixed
     5,000: the default now sizes the split from the data and says so in the log."""
     labels = torch.arange(3000) % 10
-    with caplog.at_level("INFO", logger="osrkit.training"):
+    with caplog.at_level("INFO", logger="osrkit.datasplit"):
         tr, va = stratified_split(labels, TrainConfig().val_size, seed=0)
     assert (len(tr), len(va)) == (2400, 600)
     assert set(labels[va].tolist()) == set(range(10))

@@ -42,18 +42,33 @@ class Augmentation:
     def enabled(self) -> bool:
         return self.rotation_degrees > 0 or self.hflip_prob > 0 or self.crop_padding > 0
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment a batch ``(B, C, H, W)`` of floats; returns a new tensor."""
+    def __call__(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        total: int | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
+        """Augment a batch ``(B, C, H, W)`` of floats; returns a new tensor.
+
+        ``x`` may be rows ``offset:offset + B`` of a batch of ``total`` rows (one rank's
+        part, see ``osrkit.distributed``): the random draws are made for the whole batch
+        and those rows take theirs, so the parts of all ranks are augmented as the whole
+        batch would be in one process."""
         if not self.enabled:
             return x
         b = x.shape[0]
+        rows = slice(offset, offset + b)
+        total = total or b
         if self.hflip_prob > 0:
-            flip = torch.rand(b, generator=generator) < self.hflip_prob
+            flip = (torch.rand(total, generator=generator) < self.hflip_prob)[rows]
             x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
         if self.crop_padding > 0:
-            x = random_crop(x, self.crop_padding, generator)
+            x = random_crop(x, self.crop_padding, generator, total, offset)
         if self.rotation_degrees > 0:
-            angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(self.rotation_degrees)
+            angle = (torch.rand(total, generator=generator) * 2 - 1)[rows] * math.radians(
+                self.rotation_degrees
+            )
             cos, sin = angle.cos(), angle.sin()
             zero = torch.zeros_like(cos)
             theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
@@ -62,13 +77,21 @@ class Augmentation:
         return x
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop(
+    x: torch.Tensor,
+    padding: int,
+    generator: torch.Generator | None = None,
+    total: int | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
     """Each image of ``x`` ``(B, C, H, W)`` zero-padded by ``padding`` and cropped back to
-    ``H x W`` at a random offset, all in one gather (no per-image Python)."""
+    ``H x W`` at a random offset, all in one gather (no per-image Python). ``total`` and
+    ``offset``: as in ``Augmentation.__call__``."""
     b, c, h, w = x.shape
+    total, rows = total or b, slice(offset, offset + b)
     padded = F.pad(x, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator)
+    dy = torch.randint(0, 2 * padding + 1, (total, 1), generator=generator)[rows]
+    dx = torch.randint(0, 2 * padding + 1, (total, 1), generator=generator)[rows]
     rows = (torch.arange(h).unsqueeze(0) + dy).view(b, 1, h, 1)
     cols = (torch.arange(w).unsqueeze(0) + dx).view(b, 1, 1, w)
     return padded[torch.arange(b).view(b, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.imageset import ImageSet
+from .data.lazy import LazyImageSet
 from .data.spec import InputSpec
 from .data.transforms import ImagesLike, as_input_tensor
 from .errors import ConfigError, DataError
@@ -131,6 +132,8 @@ class RecognizerInference:
     def _input_chunks(self, x: ImagesLike | ImageSet, batch_size: int) -> list[torch.Tensor] | Iterator:
         """``x`` as float batches in the model's spec; an ``ImageSet`` stays uint8 until
         each batch is needed (at 224 pixels a float copy of a whole set is 0.6 MB an image)."""
+        if isinstance(x, LazyImageSet):  # decoded batch by batch in DataLoader workers
+            return x.to_spec(self.input_spec_).float_chunks(batch_size)
         if isinstance(x, ImageSet):
             images = x.to_spec(self.input_spec_).images
             return (images[i : i + batch_size].float().div_(255.0) for i in range(0, len(images), batch_size))
@@ -153,7 +156,7 @@ class RecognizerInference:
         pixels = "pixels" in needs
         reconstruct = "recon_error" in needs
         engine = self.engine()
-        n = len(x) if isinstance(x, ImageSet) else None
+        n = len(x) if isinstance(x, (ImageSet, LazyImageSet)) else None
         total = -(-n // batch_size) if n is not None else None
         parts = []
         chunks = self._input_chunks(x, batch_size)

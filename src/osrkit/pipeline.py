@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.catalog import canonical_name, load_dataset, native_spec
+from . import distributed
+from .data.catalog import canonical_name, folder_of, load_dataset, native_spec
 from .data.imageset import ImageSet
+from .data.lazy import LazyImageSet, open_image_folder
 from .data.spec import InputSpec
 from .errors import ConfigError, OutputExistsError
 from .evaluation import Evaluation, evaluate
@@ -51,6 +53,7 @@ class DataSpec:
     max_known: int | None = None
     max_unknown: int | None = None
     seed: int = 0
+    memory_budget: int | None = None  # bytes; a larger training folder is read lazily (data.lazy)
     image_size: tuple[int, int] | None = None  # (height, width) instead of the data's own
     channels: int | None = None  # 1 or 3 instead of the data's own
     _spec: InputSpec | None = field(default=None, init=False, repr=False, compare=False)
@@ -72,14 +75,21 @@ class DataSpec:
             spec = InputSpec(self.channels, spec.height, spec.width, spec.resize, invert=spec.invert)
         return spec
 
-    def load(self, which: str, progress: bool = False, spec: InputSpec | None = None) -> ImageSet:
+    def load(
+        self, which: str, progress: bool = False, spec: InputSpec | None = None
+    ) -> ImageSet | LazyImageSet:
         """Load ``train``, ``known`` or ``unknown``, subsampled to its ``max_*`` size, in
-        ``spec``'s channels and size (default: the dataset's own).
+        ``spec``'s channels and size (default: the dataset's own). A training image
+        folder over ``memory_budget`` comes back as a ``LazyImageSet`` (``open_image_folder``).
 
         A dataset name without a split means its train split for ``train`` and its test
         split otherwise.
         """
         split = "train" if which == "train" else "test"
+        folder = folder_of(self.train) if which == "train" else None
+        if folder is not None:  # in memory, or lazily when over the memory budget
+            data = open_image_folder(folder, spec, self.memory_budget, progress)
+            return data.take(self.max_train, seed=self.seed)
         data = load_dataset(
             getattr(self, which), self.root, self.download, progress, default_split=split, input_spec=spec
         )
@@ -159,7 +169,7 @@ class ModelOptions:
 
 
 def fit_recognizer(
-    train_set: ImageSet,
+    train_set: ImageSet | LazyImageSet,
     config: TrainConfig | dict | None = None,
     accept_rate: float = 0.95,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -205,8 +215,9 @@ def train_to_folder(
         raise ConfigError(f"output path {out} is a file; choose a folder with --out")
     ckpt = out.with_name(out.name + ".checkpoints")
     model = train(data, config, accept_rate, ckpt, progress, options)
-    model.save_pretrained(out, overwrite=True)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    if distributed.is_main():  # under torchrun every rank holds the same model; rank 0 writes it
+        model.save_pretrained(out, overwrite=True)
+        shutil.rmtree(ckpt, ignore_errors=True)
     return model
 
 
@@ -337,6 +348,8 @@ def run(
     t0 = time.perf_counter()
     ckpt = out / "checkpoints"
     recognizer = fit_recognizer(train_set, config, accept_rate, ckpt, progress, model_options)
+    if not distributed.is_main():  # rank 0 evaluates and writes; the other ranks are done
+        return {}
     fit = recognizer.fit_report_
     extra = {
         "timing_s": {"train": round(time.perf_counter() - t0, 2)},
@@ -347,6 +360,8 @@ def run(
             "autoencoder_best_epoch": fit.autoencoder["best_epoch"] if fit.autoencoder else None,
             "backbone": recognizer.backbone_name_,
             "input_spec": recognizer.input_spec_.describe(),
+            "data_source": fit.data_source,
+            "processes": distributed.world_size(),
         },
     }
     with staged_outputs(out) as stage:

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .calibration import check_accept_rate
 from .data.imageset import ImageSet
+from .data.lazy import LazyImageSet, describe_source, fingerprint, memory_rows, training_rows
 from .data.spec import InputSpec
 from .data.transforms import ImagesLike, as_input_tensor
 from .errors import ConfigError, DataError
@@ -47,14 +49,7 @@ from .scoring import (
     fit_scorers,
     model_signals,
 )
-from .training import (
-    Checkpointer,
-    TrainConfig,
-    data_fingerprint,
-    stratified_split,
-    train_autoencoder,
-    train_classifier,
-)
+from .training import Checkpointer, TrainConfig, stratified_split, train_autoencoder, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +73,7 @@ class FitReport:
     val_size: int
     classifier: dict | None
     autoencoder: dict | None
+    data_source: str = "memory"  # or "lazy": a folder read by DataLoader workers
 
 
 class OpenSetRecognizer(RecognizerInference):
@@ -227,7 +223,7 @@ class OpenSetRecognizer(RecognizerInference):
 
     def fit(
         self,
-        train: ImageSet,
+        train: ImageSet | LazyImageSet,
         config: TrainConfig | dict | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         progress: bool = False,
@@ -273,8 +269,9 @@ class OpenSetRecognizer(RecognizerInference):
             self.decision_scorer = default_decision_scorer(signals)
         choose_scorers(self.scorers, self.decision_scorer, signals)  # one line now, before any training
         tr, va = stratified_split(train.labels, config.val_size, config.seed)
-        images, labels = train.images[tr], train.labels[tr]
-        val_images, val_labels = train.images[va], train.labels[va]
+        # a lazily read folder stays on disk for training; its validation split is decoded
+        images, labels = training_rows(train, tr), train.labels[tr]
+        val_images, val_labels = memory_rows(train, va), train.labels[va]
         self.input_spec_ = spec
         if self.pretrained_:
             self.train_config_ = config
@@ -289,8 +286,10 @@ class OpenSetRecognizer(RecognizerInference):
                     "backbone": {"name": self.backbone_name_, "options": self.backbone_options},
                     "input_spec": spec.to_dict(),
                     "autoencoder": self.autoencoder_.config.to_dict() if self.autoencoder_ else None,
-                    "data": data_fingerprint(train.images, train.labels),
+                    "data": fingerprint(train),
                 }
+                if distributed.world_size() > 1:  # the shards, hence the run, depend on it
+                    identity["world_size"] = distributed.world_size()
                 ckpt = Checkpointer(checkpoint_dir, identity)
             clf_info = train_classifier(
                 self.classifier_, images, labels, val_images, val_labels, config, ckpt, progress, self.device
@@ -302,7 +301,7 @@ class OpenSetRecognizer(RecognizerInference):
                 )
             self._engine = None
             self.train_config_ = config
-            self.fit_report_ = FitReport(len(tr), len(va), clf_info, ae_info)
+            self.fit_report_ = FitReport(len(tr), len(va), clf_info, ae_info, describe_source(train))
         self.calibrate(val_images, reference=images, reference_labels=labels)
         return self
 
@@ -350,8 +349,11 @@ class OpenSetRecognizer(RecognizerInference):
         if isinstance(reference_labels, torch.Tensor):
             reference_labels = reference_labels.numpy()
         needs = needs_of(chosen)  # only the signals the chosen scorers read
-        reference_outputs = self.outputs(reference, signals=needs)
-        outputs = self.outputs(known, signals=needs)
+        # Under torchrun each rank scores its part and every rank receives all outputs
+        # (all_gather), then fits the same scorers on them: a lazily read training set is
+        # on no rank whole, and a single process's fit is reproduced on every rank.
+        reference_outputs = distributed.outputs_of(self, reference, needs)
+        outputs = distributed.outputs_of(self, known, needs)
         self.scorers_, self.thresholds_ = fit_scorers(
             chosen,
             reference_outputs,

@@ -2,30 +2,32 @@
 
 Datasets stay in memory as uint8 tensors; every step slices a whole batch, converts
 it to float and augments it with batched tensor operations (no per-sample Python).
+A folder too large for memory is read lazily instead (``osrkit.data.lazy``), and under
+torchrun each rank trains on its part of every batch (``osrkit.distributed``).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import io
 import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .augment import Augmentation
+from .batches import BatchSource, batch_source
+from .checkpoint import Checkpointer
+from .datasplit import data_fingerprint as data_fingerprint  # moved out, importable here
+from .datasplit import stratified_split as stratified_split
 from .errors import ConfigError
-from .io import atomic_write_bytes
+from .optim import make_optimizer
 from .runtime import autocast, fast_by_default, resolve_bf16
 
 log = logging.getLogger(__name__)
@@ -122,54 +124,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-VAL_FRACTION = 0.2
-VAL_MIN_PER_CLASS = 10
-VAL_MAX = 5000
-
-
-def auto_val_size(n_images: int, n_classes: int) -> int:
-    """The validation split's size when none is given: ``VAL_FRACTION`` of the training
-    images, raised to ``VAL_MIN_PER_CLASS`` per class where the data allows (never more
-    than half), capped at ``VAL_MAX`` (calibration needs no more; 60,000 MNIST images and
-    30,000 CIFAR-10 split images both give 5,000)."""
-    size = min(VAL_MAX, round(VAL_FRACTION * n_images))
-    size = max(size, min(VAL_MIN_PER_CLASS * n_classes, n_images // 2))
-    return max(size, n_classes)
-
-
-def stratified_split(labels: torch.Tensor, val_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of indices into (train, validation), each class kept in proportion.
-    ``val_size=None`` sizes the validation split with ``auto_val_size``."""
-    n = len(labels)
-    y = labels.numpy()
-    present = np.unique(y)
-    counts = np.bincount(y)
-    if counts[present].min() < 2:
-        rare = [int(c) for c in present if counts[c] < 2]
-        raise ConfigError(f"classes {rare} have a single training image; each class needs at least 2")
-    k = len(present)
-    chosen = val_size is not None
-    size = val_size if chosen else auto_val_size(n, k)
-    if size >= n or size < k or n - size < k:
-        raise ConfigError(
-            f"val-size {size} cannot split {n} training images of {k} classes with every class on "
-            f"both sides; use --val-size {auto_val_size(n, k)} (any value from {k} to {n - k} works) "
-            "or leave it unset to size it from the data"
-        )
-    how = "--val-size" if chosen else f"auto: {VAL_FRACTION:.0%}, at least {VAL_MIN_PER_CLASS} per class"
-    log.info("validation split: %d of %d known training images (%s)", size, n, how)
-    train, val = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=y)
-    return np.sort(train), np.sort(val)
-
-
-def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """A cheap identity of a training set: its size and a hash of labels and sampled pixels."""
-    h = hashlib.sha1(usedforsecurity=False)
-    h.update(labels.numpy().tobytes())
-    h.update(images[:: max(1, len(images) // 512)].numpy().tobytes())
-    return f"{len(images)}:{h.hexdigest()}"
-
-
 def to_input(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` (or ``(B, H, W)``) -> float ``(B, C, H, W)`` in [0, 1] on ``device``."""
     if images.ndim == 3:
@@ -179,85 +133,8 @@ def to_input(images: torch.Tensor, device: torch.device | None = None) -> torch.
     return images.float().div_(255.0)
 
 
-class Checkpointer:
-    """Saves training state after every epoch so an interrupted run resumes where it stopped.
-
-    Files are written atomically with ``torch.save`` and read back with
-    ``torch.load(weights_only=True)`` (no arbitrary unpickling).
-    """
-
-    def __init__(self, folder: str | Path, config: dict) -> None:
-        self.folder = Path(folder)
-        self.config = config
-
-    def path(self, stage: str) -> Path:
-        return self.folder / f"{stage}.pt"
-
-    def load(self, stage: str) -> dict | None:
-        path = self.path(stage)
-        if not path.is_file():
-            return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt checkpoint: say so, do not crash deep inside
-            raise ConfigError(
-                f"checkpoint {path} is unreadable ({exc.__class__.__name__}); delete it to start over"
-            ) from None
-        if state.get("config") != self.config:
-            raise ConfigError(
-                f"checkpoint {path} was written with other training options or data; "
-                "rerun with the same options or delete the folder to start over"
-            )
-        return state
-
-    def save(self, stage: str, state: dict) -> None:
-        buf = io.BytesIO()
-        torch.save(state | {"config": self.config}, buf)
-        atomic_write_bytes(self.path(stage), buf.getvalue())
-
-
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     return list(torch.randperm(n, generator=generator).split(batch_size))
-
-
-def make_optimizer(
-    model: nn.Module, lr: float, total_steps: int, cfg: TrainConfig, optimizer: str = "adamw"
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimiser and its learning-rate schedule over ``total_steps``.
-
-    ``adamw``: AdamW with a one-cycle schedule (Smith and Topin 2019). With the fast paths
-    on (``cfg.channels_last``), AdamW's fused CPU kernel updates all parameters in one call
-    instead of a dozen small tensor operations per parameter.
-
-    ``sgd``: Nesterov SGD (momentum ``cfg.momentum``), the learning rate rising linearly
-    from a fifth of its peak over the first ``cfg.warmup`` of the steps, then falling
-    linearly to zero, as in the fast CIFAR-10 trainers (Page 2018; Jordan 2024's airbench):
-    biases and batch-norm parameters get no weight decay and ``cfg.bias_lr_mult`` times the
-    learning rate, and with ``cfg.freeze_bn_weight`` the batch-norm scales stay at 1.
-    """
-    if optimizer == "adamw":
-        fused = True if cfg.channels_last else None
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=fused)
-        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps)
-    if cfg.freeze_bn_weight:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
-                m.weight.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay, no_decay = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt,
-        max_lr=[lr, lr * cfg.bias_lr_mult],
-        total_steps=total_steps,
-        pct_start=cfg.warmup,
-        anneal_strategy="linear",
-        cycle_momentum=False,
-        div_factor=5.0,
-        final_div_factor=1e6,
-    )
-    return opt, sched
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -280,7 +157,7 @@ def train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler,
-    images: torch.Tensor,
+    images: torch.Tensor | BatchSource,
     labels: torch.Tensor | None,
     loss_fn: LossFn,
     batches: Iterable[torch.Tensor],
@@ -288,38 +165,54 @@ def train_epoch(
     cfg: TrainConfig,
     on_step: Callable[[float], None] | None = None,
     device: torch.device | None = None,
+    shard: distributed.Shard | None = None,
 ) -> float:
-    """One pass over ``batches`` (index tensors into the in-memory uint8 ``images``):
-    slice, convert and augment whole batches, then step. Returns the mean loss;
-    ``on_step`` receives the running mean after every step (for a progress bar).
+    """One pass over ``batches`` (index tensors into the in-memory uint8 ``images``, or
+    into a ``BatchSource`` such as a lazily read folder): slice, convert and augment
+    whole batches, then step. Returns the mean loss (over all ranks); ``on_step``
+    receives the running mean after every step (for a progress bar).
 
+    ``shard``: this rank's part of every batch (default: all of it). Its mean loss is
+    weighted by its share of the batch, so DDP's average of the ranks' gradients is the
+    gradient of the whole batch's mean loss (see ``osrkit.distributed``).
     The fast paths of ``cfg`` apply: channels-last tensors and bfloat16 autocast.
     """
     model.train()
     device = device or torch.device("cpu")
+    shard = shard or distributed.Shard()
     aug, fmt, bf16 = cfg.augmentation, cfg.memory_format, cfg.bf16_on(device)
     total, count = 0.0, 0
-    for idx in batches:
+    where: list[tuple[int, int]] = []  # (global batch size, offset of this rank's rows)
+
+    def parts() -> Iterable[torch.Tensor]:
+        for idx in batches:
+            part, offset = shard.part(idx)
+            where.append((len(idx), offset))
+            yield part
+
+    for xb, yb in batch_source(images, labels).fetch(parts()):
+        size, offset = where.pop(0)
         # augmentation draws from the CPU generator, so runs on any device are alike
-        x = aug(to_input(images[idx]), gen).to(device, non_blocking=True).contiguous(memory_format=fmt)
-        y = labels[idx].to(device, non_blocking=True) if labels is not None else None
+        x = aug(to_input(xb), gen, size, offset).to(device, non_blocking=True).contiguous(memory_format=fmt)
+        y = yb.to(device, non_blocking=True) if yb is not None else None
         with autocast(bf16, device.type):
             loss = loss_fn(model, x, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * (len(xb) * shard.world / size) if shard.world > 1 else loss).backward()
         opt.step()
         sched.step()
-        total += loss.item() * len(idx)
-        count += len(idx)
+        total += loss.item() * len(xb)
+        count += len(xb)
         if on_step is not None:
             on_step(total / count)
+    total, count = distributed.all_sum([total, count]) if shard.world > 1 else (total, count)
     return total / max(count, 1)
 
 
 def _fit(
     model: nn.Module,
     stage: str,
-    images: torch.Tensor,
+    images: torch.Tensor | BatchSource,
     labels: torch.Tensor | None,
     loss_fn: LossFn,
     validate: Callable[[nn.Module], float],
@@ -335,10 +228,15 @@ def _fit(
     """Generic loop: ``optimizer`` (``adamw`` or ``sgd``) with the recipe's schedule
     (``make_optimizer``), best-on-validation
     weights, early stopping, a checkpoint after every epoch. ``on_epoch(epoch, model)`` runs
-    after each epoch's validation; what it returns joins that epoch's history entry."""
+    after each epoch's validation; what it returns joins that epoch's history entry.
+
+    Under torchrun the model trains as ``DistributedDataParallel``; every rank validates
+    and keeps the same network (rank 0's buffers), and only rank 0 writes checkpoints."""
     device = device or torch.device("cpu")
     model.to(device, memory_format=cfg.memory_format)
-    steps = math.ceil(len(images) / cfg.batch_size)
+    shard = distributed.Shard.current()
+    source = batch_source(images, labels)
+    steps = math.ceil(len(source) / cfg.batch_size)
     opt, sched = make_optimizer(model, lr, epochs * steps, cfg, optimizer)
     gen = torch.Generator().manual_seed(cfg.seed + (0 if stage == "classifier" else 1))
     history: list[dict] = []
@@ -350,25 +248,33 @@ def _fit(
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         gen.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])  # dropout draws from the global generator
+        # dropout draws from the global generator (one per rank under torchrun)
+        torch.set_rng_state(saved["torch_rng_ranks"][shard.rank] if shard.world > 1 else saved["torch_rng"])
         best = {"metric": saved["best_metric"], "epoch": saved["best_epoch"], "state": saved["best_state"]}
         start, bad, history = saved["epoch"] + 1, saved["bad_epochs"], list(saved["history"])
         log.info("%s: resuming from checkpoint after epoch %d", stage, start)
         if saved.get("done"):
             start = epochs
+    if shard.world > 1:
+        distributed.agree(
+            start,
+            f"the epoch to resume {stage} training from",
+            f"put {checkpoint and checkpoint.folder} on storage every machine shares, or delete it",
+        )
+    net = distributed.wrap(model, device)
     for epoch in range(start, epochs):
         bar = tqdm(
-            _batches(len(images), cfg.batch_size, gen),
+            shard.trim(_batches(len(source), cfg.batch_size, gen)),
             desc=f"{stage} {epoch + 1}/{epochs}",
-            disable=not progress,
+            disable=not progress or shard.rank != 0,
             leave=False,
             unit="batch",
         )
         train_loss = train_epoch(
-            model,
+            net,
             opt,
             sched,
-            images,
+            source,
             labels,
             loss_fn,
             bar,
@@ -376,7 +282,9 @@ def _fit(
             cfg,
             on_step=lambda loss, bar=bar: bar.set_postfix(loss=f"{loss:.4f}", refresh=False),
             device=device,
+            shard=shard,
         )
+        distributed.sync_buffers(model)
         model.eval()
         with autocast(cfg.bf16_on(device), device.type):
             metric = validate(model)
@@ -395,7 +303,10 @@ def _fit(
         else:
             bad += 1
         stop = bad >= cfg.patience or epoch + 1 == epochs
-        if checkpoint:
+        rng = {"torch_rng": torch.get_rng_state()}
+        if shard.world > 1:
+            rng["torch_rng_ranks"] = distributed.gather(torch.get_rng_state())
+        if checkpoint and shard.rank == 0:
             checkpoint.save(
                 stage,
                 {
@@ -403,7 +314,6 @@ def _fit(
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
                     "epoch": epoch,
                     "bad_epochs": bad,
                     "best_metric": best["metric"],
@@ -411,7 +321,8 @@ def _fit(
                     "best_state": best["state"],
                     "history": history,
                     "done": stop,
-                },
+                }
+                | rng,
             )
         if stop:
             if bad >= cfg.patience:
@@ -430,10 +341,15 @@ def _predict_batched(
     batch_size: int = 1024,
     device: torch.device | None = None,
 ) -> torch.Tensor:
-    chunks = (
-        to_input(c, device=device).contiguous(memory_format=memory_format) for c in images.split(batch_size)
-    )
-    return torch.cat([fn(x).float().cpu() for x in chunks])
+    def compute(rows: slice) -> torch.Tensor:
+        chunks = (
+            to_input(c, device=device).contiguous(memory_format=memory_format)
+            for c in images[rows].split(batch_size)
+        )
+        return torch.cat([fn(x).float().cpu() for x in chunks])
+
+    # under torchrun each rank predicts its part and all receive every part, in order
+    return distributed.map_sharded(compute, len(images), torch.cat)
 
 
 def train_classifier(

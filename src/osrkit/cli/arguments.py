@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..datasplit import VAL_FRACTION, VAL_MAX, VAL_MIN_PER_CLASS
 from ..errors import ConfigError
 from ..models import list_backbones
 from ..pipeline import DataSpec, ModelOptions
 from ..scorers import SCORERS
 from ..scoring import DEFAULT_SCORERS, parse_scorer_names
-from ..training import VAL_FRACTION, VAL_MAX, VAL_MIN_PER_CLASS, TrainConfig
+from ..training import TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -83,6 +84,14 @@ def _add_data_args(p: argparse.ArgumentParser, train: bool, test: bool) -> None:
             type=_positive_int,
             metavar="N",
             help="use a seeded random sample of N training images",
+        )
+        g.add_argument(
+            "--memory-budget",
+            type=_float_in(0, math.inf),
+            metavar="GB",
+            help="an image folder whose decoded images exceed this many GiB is read lazily, batch by "
+            "batch in DataLoader workers, instead of into memory (0: always lazily; default: a quarter "
+            "of this machine's memory, shared by the ranks torchrun starts on it)",
         )
     if test:
         g.add_argument(
@@ -334,6 +343,9 @@ def _data_spec(args: argparse.Namespace) -> DataSpec:
         root=args.data_root,
         download=args.download,
         max_train=getattr(args, "max_train", None),
+        memory_budget=None
+        if getattr(args, "memory_budget", None) is None
+        else int(args.memory_budget * 2**30),
         max_known=getattr(args, "max_known", None),
         max_unknown=getattr(args, "max_unknown", None),
         seed=args.seed,

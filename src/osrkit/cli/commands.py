@@ -9,6 +9,7 @@ import logging
 import time
 from pathlib import Path
 
+from .. import distributed
 from ..bench import SpeedOptions, render, speed
 from ..data.folder import expand_image_paths
 from ..errors import ConfigError
@@ -51,18 +52,30 @@ def _training_job(args: argparse.Namespace) -> tuple[DataSpec, dict, ModelOption
 
 
 def _cmd_run(args: argparse.Namespace, progress: bool) -> int:
-    data, config, options = _training_job(args)
-    report = ReportOptions(args.embed_samples, seed=args.seed)
-    metrics = run(args.out, data, config, args.accept_rate, args.overwrite, progress, report, options)
-    print(format_summary(metrics))
-    print(f"wrote {Path(args.out) / 'report.html'}, metrics.json, plots/ and model/")
+    with distributed.session(args.device) as args.device:  # under torchrun: join the group
+        data, config, options = _training_job(args)
+        report = ReportOptions(args.embed_samples, seed=args.seed)
+        metrics = run(args.out, data, config, args.accept_rate, args.overwrite, progress, report, options)
+        if distributed.is_main():
+            print(format_summary(metrics))
+            print(f"training data {_trained_on(metrics['training']['data_source'])}")
+            print(f"wrote {Path(args.out) / 'report.html'}, metrics.json, plots/ and model/")
     return 0
 
 
+def _trained_on(source: str) -> str:
+    where = "read lazily by DataLoader workers" if source == "lazy" else "held in memory"
+    ranks = distributed.world_size()
+    return where + (f"; {ranks} processes (torch.distributed)" if ranks > 1 else "")
+
+
 def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
-    data, config, options = _training_job(args)
-    model = train_to_folder(args.out, data, config, args.accept_rate, args.overwrite, progress, options)
-    print(f"saved model to {args.out}; thresholds: {json.dumps(model.thresholds_)}")
+    with distributed.session(args.device) as args.device:  # under torchrun: join the group
+        data, config, options = _training_job(args)
+        model = train_to_folder(args.out, data, config, args.accept_rate, args.overwrite, progress, options)
+        if distributed.is_main():
+            print(f"training data {_trained_on(model.fit_report_.data_source)}")
+            print(f"saved model to {args.out}; thresholds: {json.dumps(model.thresholds_)}")
     return 0
 
 

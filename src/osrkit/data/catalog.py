@@ -250,6 +250,11 @@ def _parse(spec: str) -> tuple[str | None, str]:
     return key, split
 
 
+def folder_of(spec: str) -> Path | None:
+    """The image folder a dataset spec names, or None for a catalogued dataset name."""
+    return Path(spec) if _parse(spec)[0] is None and Path(spec).is_dir() else None
+
+
 def canonical_name(spec: str, default_split: str = "test") -> str:
     """``name:split`` for a catalogue dataset (``MNIST`` -> ``mnist:test``); a folder's full path."""
     key, split = _parse(spec)

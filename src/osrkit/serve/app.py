@@ -22,7 +22,7 @@ from .. import __version__
 from ..data.spec import InputSpec
 from ..data.transforms import decode_image_bytes, to_spec_array
 from ..errors import ConfigError, OsrkitError
-from ..predictions import input_spec_of, prediction_rows
+from ..predictions import input_spec_of, prediction_rows, thresholds_of
 from .batcher import MicroBatcher
 
 log = logging.getLogger("osrkit.serve")
@@ -74,7 +74,7 @@ def model_info(model: Any, options: ServeOptions) -> dict:
         "input_spec": spec.to_dict(),
         "decision_scorer": model.decision_scorer,
         "scorers": list(model.scorer_names if onnx else model.scorers_),
-        "thresholds": dict(model.thresholds if onnx else model.thresholds_),
+        "thresholds": dict(thresholds_of(model)),
         "backend": options.backend,
         "batching": {
             "enabled": options.batching,
