@@ -33,7 +33,9 @@ def scorer_label(name: str) -> str:
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    # a constrained layout already fits everything in; "tight" would draw the figure twice
+    tight = None if fig.get_layout_engine() is not None else "tight"
+    fig.savefig(buf, format="png", dpi=110, bbox_inches=tight)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
