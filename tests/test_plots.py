@@ -56,3 +56,48 @@ def test_roc_histogram_reconstruction_confusion(tmp_path, scores):
     cm = np.diag([5, 6, 7]) + 1
     is_png(plots.plot_confusion(cm, ["x", "y"], tmp_path / "c.png"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "h.png", "r.png", "roc.png"]
+
+
+EIGHT = ("msp", "max_logit", "energy", "mahalanobis", "knn", "vim", "reconstruction", "fusion")
+
+
+def _eight(scores):
+    known, unknown = scores
+    rng = np.random.default_rng(3)
+    k = {name: np.abs(rng.normal(1, 0.3, 200)) for name in EIGHT}
+    u = {name: np.abs(rng.normal(3, 1.0, 100)) for name in EIGHT}
+    return k, u
+
+
+def _extent(fig, artists):
+    renderer = fig.canvas.get_renderer()
+    return [a.get_window_extent(renderer) for a in artists if a.get_visible() and a.get_text()]
+
+
+def test_histogram_rows_keep_labels_clear_of_the_titles_below(scores):
+    """Each row's x-axis label and tick labels stay clear of the titles of the row below."""
+    k, u = _eight(scores)
+    fig = plots.histograms_figure(k, u, {name: 2.0 for name in EIGHT}, "MNIST test", "CIFAR-10 test")
+    fig.canvas.draw()
+    axes = np.asarray(fig.axes).reshape(2, 4)
+    below = _extent(fig, [ax.title for ax in axes[1]])
+    assert len(below) == 4
+    for ax in axes[0]:
+        texts = [ax.xaxis.label, *ax.get_xticklabels()]
+        for box in _extent(fig, texts):
+            assert not any(box.overlaps(title) for title in below), ax.get_title()
+    plots.plt.close(fig)
+
+
+def test_roc_legend_leaves_the_curves_visible(scores):
+    """The legend sits outside both panels (it covered the curves inside the left one)."""
+    k, u = _eight(scores)
+    fig = plots.roc_figure(k, u, {name: 0.9 for name in EIGHT})
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == len(EIGHT)
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer))
+    plots.plt.close(fig)

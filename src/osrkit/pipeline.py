@@ -21,6 +21,7 @@ from .data.lazy import LazyImageSet, open_image_folder
 from .data.spec import InputSpec
 from .errors import ConfigError, OutputExistsError
 from .evaluation import Evaluation, evaluate
+from .gallery import confident_mistakes
 from .io import atomic_write_json, staged_outputs
 from .plots import (
     plot_confusion,
@@ -315,7 +316,9 @@ def evaluate_to_folder(
     figures = write_figures(ev, recognizer, out / "plots", options)
     metrics["timing_s"]["plots"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(out / "metrics.json", metrics)
-    write_report(out / "report.html", metrics, figures, recognizer.config_dict())
+    name = recognizer.decision_scorer
+    gallery = confident_mistakes(ev, name, recognizer.thresholds_[name], recognizer.class_names)
+    write_report(out / "report.html", metrics, figures, recognizer.config_dict(), gallery)
     return metrics
 
 

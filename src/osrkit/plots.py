@@ -33,7 +33,9 @@ def scorer_label(name: str) -> str:
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    # a constrained layout already fits everything in; "tight" would draw the figure twice
+    tight = None if fig.get_layout_engine() is not None else "tight"
+    fig.savefig(buf, format="png", dpi=110, bbox_inches=tight)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
@@ -78,14 +80,14 @@ def plot_embeddings(
     return _save(fig, path)
 
 
-def plot_roc(
+def roc_figure(
     known_scores: dict[str, np.ndarray],
     unknown_scores: dict[str, np.ndarray],
     aurocs: dict[str, float],
-    path: str | os.PathLike,
-) -> Path:
-    """ROC curves (unknown = positive) of every scorer, linear and log false-positive axis."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+) -> plt.Figure:
+    """The ROC figure of ``plot_roc``: two panels and one legend below them, outside the
+    axes, so that no curve is hidden behind it."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
     for name in known_scores:
         k, u = known_scores[name], unknown_scores[name]
         y = np.r_[np.zeros(len(k)), np.ones(len(u))]
@@ -100,23 +102,35 @@ def plot_roc(
         ax.set_ylabel("true-positive rate (unknowns rejected)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=7)
+    return fig
 
 
-def plot_score_histograms(
+def plot_roc(
+    known_scores: dict[str, np.ndarray],
+    unknown_scores: dict[str, np.ndarray],
+    aurocs: dict[str, float],
+    path: str | os.PathLike,
+) -> Path:
+    """ROC curves (unknown = positive) of every scorer, linear and log false-positive axis."""
+    return _save(roc_figure(known_scores, unknown_scores, aurocs), path)
+
+
+def histograms_figure(
     known_scores: dict[str, np.ndarray],
     unknown_scores: dict[str, np.ndarray],
     thresholds: dict[str, float],
-    path: str | os.PathLike,
     known_name: str = "known",
     unknown_name: str = "unknown",
-) -> Path:
-    """One histogram per scorer, known vs unknown, with the calibrated threshold drawn."""
+) -> plt.Figure:
+    """The figure of ``plot_score_histograms``, laid out by matplotlib's constrained
+    layout so that a row's axis labels stay clear of the titles of the row below."""
     names = list(known_scores)
     cols = min(len(names), 4)
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False, layout="constrained")
+    fig.get_layout_engine().set(h_pad=0.1, hspace=0.08)
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names):
@@ -132,8 +146,20 @@ def plot_score_histograms(
         ax.set_title(scorer_label(name))
         ax.set_xlabel(("log10 " if log_scale else "") + "score (larger = more likely unknown)")
         ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_score_histograms(
+    known_scores: dict[str, np.ndarray],
+    unknown_scores: dict[str, np.ndarray],
+    thresholds: dict[str, float],
+    path: str | os.PathLike,
+    known_name: str = "known",
+    unknown_name: str = "unknown",
+) -> Path:
+    """One histogram per scorer, known vs unknown, with the calibrated threshold drawn."""
+    return _save(histograms_figure(known_scores, unknown_scores, thresholds, known_name, unknown_name), path)
 
 
 def plot_reconstructions(

@@ -7,6 +7,7 @@ import html
 import os
 from pathlib import Path
 
+from .gallery import Gallery, render_gallery
 from .io import atomic_write_text
 
 METRIC_COLUMNS = [
@@ -28,6 +29,8 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
 figure{margin:1.5em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#555}
 code,pre{background:#f6f6f6;padding:2px 4px}pre{padding:8px;overflow:auto}
+.gallery{display:flex;flex-wrap:wrap;gap:12px}.mistake{margin:0;width:128px;font-size:12px}
+.mistake img{display:block;width:64px;image-rendering:pixelated}
 """
 
 
@@ -49,8 +52,10 @@ def render_report(
     figures: dict[str, Path],
     config: dict | None = None,
     title: str = "osrkit open-set recognition report",
+    gallery: Gallery | None = None,
 ) -> str:
-    """The report as one HTML string with the figures inlined as data URIs."""
+    """The report as one HTML string with the figures (and the ``gallery`` of the most
+    confident mistakes, when given) inlined as data URIs."""
     e = html.escape
     head = "".join(f"<th>{e(label)}</th>" for _, label in METRIC_COLUMNS)
     body = "".join(
@@ -76,6 +81,7 @@ def render_report(
         f'<figure><img alt="{e(name)}" src="{_img(path)}"><figcaption>{e(name)}</figcaption></figure>'
         for name, path in figures.items()
     )
+    mistakes = render_gallery(gallery) if gallery is not None else ""
     cfg = f"<h2>Configuration</h2><pre>{e(_pretty(config))}</pre>" if config else ""
     return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
@@ -84,7 +90,7 @@ def render_report(
         f"<p>Scores: larger means more likely unknown. AUROC, AUPR-out: unknowns positive; "
         f"AUPR-in: knowns positive; FPR@95%TPR: unknowns accepted when 95% of knowns are; "
         f"OSCR: area under correct-classification rate vs false-positive rate.</p>"
-        f"<h2>Figures</h2>{figs}{cfg}</body></html>\n"
+        f"<h2>Figures</h2>{figs}{mistakes}{cfg}</body></html>\n"
     )
 
 
@@ -95,10 +101,14 @@ def _pretty(obj: object) -> str:
 
 
 def write_report(
-    path: str | os.PathLike, metrics: dict, figures: dict[str, Path], config: dict | None = None
+    path: str | os.PathLike,
+    metrics: dict,
+    figures: dict[str, Path],
+    config: dict | None = None,
+    gallery: Gallery | None = None,
 ) -> Path:
     """Write ``report.html`` atomically."""
-    return atomic_write_text(path, render_report(metrics, figures, config))
+    return atomic_write_text(path, render_report(metrics, figures, config, gallery=gallery))
 
 
 def target_line(
