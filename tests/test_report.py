@@ -3,7 +3,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from osrkit.report import render_report, write_report
+from osrkit.report import decision_rules, render_report, write_report
 
 METRICS = {
     "closed_set_accuracy": 0.99,
@@ -42,8 +42,31 @@ def test_report_embeds_figures_and_needs_no_network(tmp_path):
     assert "<script" not in html
     assert "MNIST &lt;test&gt;" in html  # escaped
     assert html.count("<tr>") == 4  # header + three scorers
-    assert "below <b>0.9829</b>" in html and "above <b>0.01155</b>" in html
+    assert "msp &gt; 0.0171, reconstruction &gt; 0.01155" in html  # the fusion's member cut-offs
     assert "0.90000" in html and "0.8500" in html  # AUROC 5 decimals, OSCR 4
+
+
+def test_one_rule_per_scorer_in_the_units_of_its_table_row():
+    """The report stated the combined rule with member thresholds that differed from the
+    table's rows for the same scorers, without saying why; now every scorer has one rule
+    with its own row's threshold, and a fusion's rule names its members' cut-offs."""
+    metrics = METRICS | {
+        "scorers": {
+            name: METRICS["scorers"]["msp"] | {"threshold": t}
+            for name, t in (("msp", 0.6182), ("reconstruction", 0.03495), ("combined", 1.0))
+        }
+    }
+    rules = decision_rules(metrics)
+    assert set(rules) == {"msp", "reconstruction", "combined"}
+    assert "(MSP (1 - max softmax)) is above 0.6182" in rules["msp"]
+    assert "(reconstruction MSE) is above 0.03495" in rules["reconstruction"]
+    assert "msp > 0.0171, reconstruction > 0.01155" in rules["combined"]
+    assert "threshold 1 in its row" in rules["combined"]
+    html = render_report(metrics, {})
+    for name, row in metrics["scorers"].items():  # the table row shows the rule's threshold
+        assert f"<td>{name}</td>" + "".join(f"<td>{c}</td>" for c in ["0.90000"]) in html
+        assert format(row["threshold"], ".4g") in rules[name]
+    assert html.index("<code>combined</code> (decides)") < html.index("<code>msp</code>")
 
 
 def test_render_is_deterministic():

@@ -43,6 +43,45 @@ def metrics_table_rows(metrics: dict) -> list[list[str]]:
     ]
 
 
+def decision_rules(metrics: dict) -> dict[str, str]:
+    """One rule per scorer, as plain text, with the threshold of its table row: when that
+    scorer alone would call an input unknown. A fusion's rule lists the cut-off of each
+    member within it (joint calibration: they differ from the members' own rows)."""
+    from .scorers import SCORERS  # the registry's labels name each score's units
+
+    members_of = metrics.get("thresholds", {})
+    rules = {}
+    for name, row in metrics["scorers"].items():
+        t = row["threshold"]
+        members = members_of.get(f"{name}_members")
+        if members:
+            cuts = ", ".join(f"{m} > {v:.4g}" for m, v in members.items())
+            rules[name] = (
+                f"unknown when any member is above its cut-off within this fusion: {cuts}. The "
+                f"fusion's score is its members' largest, each rescaled so that its cut-off is 1, "
+                f"hence the threshold {t:.4g} in its row. The cut-offs share the rejection budget "
+                f"(together they accept {metrics['accept_rate_target']:.0%} of known validation "
+                "images), so each is looser than the member's own row."
+            )
+        else:
+            label = SCORERS[name].label if name in SCORERS else name
+            rules[name] = f"unknown when its score ({label}) is above {t:.4g}."
+    return rules
+
+
+def render_rules(metrics: dict) -> str:
+    """The decision rules as an HTML list, the deciding scorer's first and in bold."""
+    e, decision = html.escape, metrics["decision_scorer"]
+    rules = decision_rules(metrics)
+    order = sorted(rules, key=lambda n: n != decision)
+    items = "".join(
+        f"<li>{'<b>' if n == decision else ''}<code>{e(n)}</code>"
+        f"{' (decides)' if n == decision else ''}: {e(rules[n])}{'</b>' if n == decision else ''}</li>"
+        for n in order
+    )
+    return f"<h2>Decision rules</h2><p>Scores: larger means more likely unknown.</p><ul>{items}</ul>"
+
+
 def _img(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -70,13 +109,7 @@ def render_report(
         f"{metrics['accept_rate_target']:.0%} of them; decisions use the "
         f"<code>{e(metrics['decision_scorer'])}</code> scorer.</p>"
     )
-    members = metrics.get("thresholds", {}).get("combined_members", {})
-    if {"msp", "reconstruction"} <= members.keys():
-        summary += (
-            f"<p>Decision rule (<code>combined</code>): an input is <b>unknown</b> when its maximum "
-            f"softmax probability is below <b>{1 - members['msp']:.4f}</b> or its reconstruction "
-            f"error (mean squared, pixels in [0, 1]) is above <b>{members['reconstruction']:.4g}</b>.</p>"
-        )
+    summary += render_rules(metrics)
     figs = "".join(
         f'<figure><img alt="{e(name)}" src="{_img(path)}"><figcaption>{e(name)}</figcaption></figure>'
         for name, path in figures.items()
