@@ -74,7 +74,9 @@ def test_predict_matches_the_python_api(server, images, fitted):
         }
         assert row["known"] == (row["class_index"] != -1)
         for name, value in row["scores"].items():
-            assert value == pytest.approx(float(scores[name][i]), rel=1e-9, abs=1e-12)
+            # float32 networks: the server scores with its own torch thread count, so the
+            # sums may be ordered differently (rounding, ~1e-8 relative)
+            assert value == pytest.approx(float(scores[name][i]), rel=1e-6, abs=1e-9)
     assert any(row["known"] for row in rows) and not all(row["known"] for row in rows)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .data.catalog import load_dataset
 from .data.transforms import chw_to_pil
@@ -225,7 +226,17 @@ def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBen
             "model": "given" if options.model else "digits, 6,000 MNIST images, 2 epochs",
             "settings": [],
         }
-        r["in_process_img_s"] = {str(b): in_process_img_s(model, arrays, b) for b in options.concurrency}
+        # in-process with the torch threads the server scores with: with 2 threads on 2
+        # loaded cores the OpenMP threads spin and batch 1 took 160 ms, not 2.5 (BENCHMARKS.md)
+        from .serve.app import ServeOptions, scoring_threads
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(scoring_threads(ServeOptions()))
+        try:
+            r["in_process_img_s"] = {str(b): in_process_img_s(model, arrays, b) for b in options.concurrency}
+        finally:
+            torch.set_num_threads(threads)
+        r["torch_threads"] = scoring_threads(ServeOptions())
         for batching in (True, False):
             proc, url = start_server(model_dir, "-q", *([] if batching else ["--no-batching"]))
             try:
