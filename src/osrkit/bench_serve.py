@@ -1,8 +1,10 @@
 """``osrkit perf serve``: load on ``osrkit serve`` from a client on loopback.
 
-The server runs in a child process (as it would in production); the client, an asyncio
-``httpx`` client in this process, keeps ``concurrency`` requests of one PNG image each in
-flight, bounded by a request count and a time limit per setting. Reported per setting
+The server runs in a child process (as it would in production); the client, plain asyncio
+streams on keep-alive connections in this process (httpx's pool was the bottleneck at
+concurrency 64), keeps ``concurrency`` requests of one PNG image each in flight, bounded
+by a request count and a time limit per setting. The HTTP floor is the same client
+against ``GET /healthz`` of the same server: what the HTTP stack alone does here. Reported per setting
 (micro-batching on and off, concurrency 1, 8, 64): requests/s, images/s, p50 and p99
 latency, errors, and the ratio to in-process ``score_samples`` at the same batch size,
 measured in the same run.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .data.catalog import load_dataset
 from .data.transforms import chw_to_pil
@@ -96,39 +99,84 @@ def stop_server(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
     return proc.returncode, err
 
 
-async def _load(url: str, payloads: list[bytes], concurrency: int, requests: int, seconds: float) -> dict:
-    """``concurrency`` workers sending one-image requests until ``requests`` were sent or
-    ``seconds`` passed; latencies of the successful ones, and the error count."""
-    import httpx
+BOUNDARY = "osrkit-perf-serve-boundary"
 
+
+def predict_request(png: bytes, host: str = "127.0.0.1") -> bytes:
+    """The bytes of a keep-alive ``POST /v1/predict`` with one PNG as a multipart file."""
+    body = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    head = (
+        f"POST /v1/predict HTTP/1.1\r\nhost: {host}\r\n"
+        f"content-type: multipart/form-data; boundary={BOUNDARY}\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def floor_request(host: str = "127.0.0.1") -> bytes:
+    """The bytes of a keep-alive ``GET /healthz``: the HTTP stack alone, no model."""
+    return f"GET /healthz HTTP/1.1\r\nhost: {host}\r\n\r\n".encode()
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send one request on a keep-alive connection, read the whole response; its status."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+async def _load(url: str, requests_: list[bytes], concurrency: int, requests: int, seconds: float) -> dict:
+    """``concurrency`` keep-alive connections, each sending the prepared requests one after
+    another until ``requests`` were sent or ``seconds`` passed; latencies of the
+    successful ones, the error count and this client's CPU share of one core.
+
+    The client is a few lines of asyncio streams rather than httpx: httpx's connection
+    pool cost the client 13-17 ms of CPU per request at concurrency 64 (0.15 ms here),
+    so on 2 shared cores the client, not the server, set the pace (and the p99)."""
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
     latencies: list[float] = []
     errors = 0
     sent = 0
     t_end = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
-        async def worker() -> None:
-            nonlocal sent, errors
+    async def worker() -> None:
+        nonlocal sent, errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while sent < requests and time.perf_counter() < t_end:
-                data = payloads[sent % len(payloads)]
+                data = requests_[sent % len(requests_)]
                 sent += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(
-                        f"{url}/v1/predict", files=[("files", ("x.png", data, "image/png"))]
-                    )
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    ok = await _exchange(reader, writer, data) == 200
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                    errors += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                    continue
                 if ok:
                     latencies.append(time.perf_counter() - t0)
                 else:
                     errors += 1
+        finally:
+            writer.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     lat = np.array(latencies) * 1000
     return {
         "requests": len(latencies) + errors,
@@ -138,6 +186,7 @@ async def _load(url: str, payloads: list[bytes], concurrency: int, requests: int
         "img_s": len(latencies) / wall,  # one image per request
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "client_cpu_share": cpu / wall,
     }
 
 
@@ -166,21 +215,36 @@ def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBen
         raise ConfigError("bench serve needs the serve extra: pip install 'osrkit[serve]'") from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = options.model or _small_model(Path(tmp), options.data_root)
         model = OpenSetRecognizer.from_pretrained(model_dir)
         test = load_dataset("mnist:test", options.data_root, input_spec=model.input_spec_).take(256, seed=0)
         arrays = test.images.numpy()
-        payloads = [_png(a) for a in arrays]
+        payloads = [predict_request(_png(a)) for a in arrays]
         r: dict = {
             "model": "given" if options.model else "digits, 6,000 MNIST images, 2 epochs",
             "settings": [],
         }
-        r["in_process_img_s"] = {str(b): in_process_img_s(model, arrays, b) for b in options.concurrency}
+        # in-process with the torch threads the server scores with: with 2 threads on 2
+        # loaded cores the OpenMP threads spin and batch 1 took 160 ms, not 2.5 (BENCHMARKS.md)
+        from .serve.app import ServeOptions, scoring_threads
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(scoring_threads(ServeOptions()))
+        try:
+            r["in_process_img_s"] = {str(b): in_process_img_s(model, arrays, b) for b in options.concurrency}
+        finally:
+            torch.set_num_threads(threads)
+        r["torch_threads"] = scoring_threads(ServeOptions())
         for batching in (True, False):
             proc, url = start_server(model_dir, "-q", *([] if batching else ["--no-batching"]))
             try:
                 for c in options.concurrency:
+                    if batching:  # the HTTP floor: the same client and server, no model
+                        floor = asyncio.run(_load(url, [floor_request()], c, 10**9, options.seconds / 3))
+                        r.setdefault("floor", {})[str(c)] = floor
+                        log.info("floor %s", floor)
                     res = asyncio.run(_load(url, payloads, c, options.requests, options.seconds))
                     res |= {"batching": batching, "concurrency": c}
                     res["ratio_to_in_process"] = res["img_s"] / r["in_process_img_s"][str(c)]
@@ -190,6 +254,7 @@ def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBen
                 code, err = stop_server(proc)
                 if code != 0:
                     raise ConfigError(f"osrkit serve did not shut down cleanly: {err.strip()[-300:]}")
+    r["load_average"] = f"{load0} / " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     r["targets"] = targets(r)
     atomic_write_json(out_dir / "serve.json", r)
     atomic_write_text(out_dir / "serve.md", render(r))
@@ -212,6 +277,14 @@ def targets(r: dict) -> list[str]:
     one = _setting(r, True, 1)
     if one is not None:
         out.append(target_line("serve-c1-p99-latency", one["p99_ms"], 10.0, "max", ".2f", " ms"))
+    floor = r.get("floor", {}).get("64")
+    if floor is not None:
+        in_process = r["in_process_img_s"]["64"]
+        out.append(
+            f"HTTP floor at concurrency 64 (GET /healthz, no model): {floor['req_s']:,.0f} req/s = "
+            f"{floor['req_s'] / in_process:.2f} of in-process batch-64 img/s"
+            + (": the HTTP stack alone is below the 0.5 target" if floor["req_s"] < 0.5 * in_process else "")
+        )
     errors = sum(s["errors"] for s in r["settings"])
     out.append(target_line("serve-errors", errors, 0, "max", "d"))
     return out
@@ -225,15 +298,34 @@ def render(r: dict) -> str:
         "same machine. Ratio = images/s against in-process `score_samples` at batch = concurrency.",
         "",
         "| micro-batching | concurrency | requests | req/s | p50 ms | p99 ms | errors "
-        "| in-process img/s | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| in-process img/s | ratio | client CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in r["settings"]:
         lines.append(
             f"| {'on' if s['batching'] else 'off'} | {s['concurrency']} | {s['requests']} | "
             f"{s['req_s']:,.0f} | "
             f"{s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['errors']} | "
-            f"{r['in_process_img_s'][str(s['concurrency'])]:,.0f} | {s['ratio_to_in_process']:.2f} |"
+            f"{r['in_process_img_s'][str(s['concurrency'])]:,.0f} | {s['ratio_to_in_process']:.2f} | "
+            f"{s.get('client_cpu_share', float('nan')):.2f} |"
         )
+    if r.get("floor"):
+        lines += [
+            "",
+            "HTTP floor: the same client against `GET /healthz` of the same server (batching on), "
+            "no model, no body: what the HTTP stack alone does on this machine.",
+            "",
+            "| concurrency | req/s | p50 ms | p99 ms | errors | client CPU | predict req/s / floor |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c, f in r["floor"].items():
+            on = _setting(r, True, int(c))
+            share = on["req_s"] / f["req_s"] if on and f["req_s"] else float("nan")
+            lines.append(
+                f"| {c} | {f['req_s']:,.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['errors']} | "
+                f"{f['client_cpu_share']:.2f} | {share:.2f} |"
+            )
+    if r.get("load_average"):
+        lines += ["", f"Load average before/after: {r['load_average']}"]
     lines += ["", *r["targets"]]
     return "\n".join(lines) + "\n"

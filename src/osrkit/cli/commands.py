@@ -190,6 +190,7 @@ def _cmd_serve(args: argparse.Namespace, progress: bool) -> int:
         max_wait_ms=args.max_wait_ms,
         max_request_bytes=int(args.max_request_mb * 2**20),
         max_images=args.max_images,
+        threads=args.threads,
     )
     if not args.quiet:
         logging.getLogger("osrkit.serve").setLevel(logging.INFO)  # one line per request

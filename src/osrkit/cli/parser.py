@@ -195,6 +195,13 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="images per request (default: %(default)s)",
     )
+    p.add_argument(
+        "--threads",
+        type=_nonneg_int,
+        default=d.threads,
+        metavar="N",
+        help="torch threads for scoring (default: 0 = one less than the usable cores, at least 1)",
+    )
 
 
 def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:

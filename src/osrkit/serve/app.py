@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -44,10 +45,13 @@ class ServeOptions:
     max_wait_ms: float = 0.0  # extra wait for more requests (0: batch whatever queued up)
     max_request_bytes: int = 16 * 1024 * 1024
     max_images: int = 64  # images per request
+    threads: int = 0  # torch threads scoring (0: one less than the usable cores, at least 1)
 
     def __post_init__(self) -> None:
         if self.backend not in ("torch", "onnx"):
             raise ConfigError(f"unknown backend {self.backend!r}; use torch or onnx")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be 0 (automatic) or more, got {self.threads}")
         for name in ("max_batch", "max_request_bytes", "max_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -63,6 +67,60 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def scoring_threads(options: ServeOptions) -> int:
+    """torch threads for the scoring thread: ``options.threads``, or by default one less
+    than the usable cores (at least 1), leaving a core to the event loop. On 2 shared
+    cores, torch's 2 OpenMP threads spinning beside the event loop made a batch-1
+    forward pass 5-70x slower than 1 thread (BENCHMARKS.md, HTTP service)."""
+    return options.threads or max(1, usable_cores() - 1)
+
+
+INLINE_DECODE_BYTES = 256 * 1024  # smaller uploads are decoded on the event loop
+
+
+class RequestLog:
+    """Pure ASGI middleware: one INFO line per HTTP request (method, path, status,
+    images, milliseconds). Starlette's ``@app.middleware("http")`` runs every request
+    through extra tasks and memory streams (BaseHTTPMiddleware), 12% of the event
+    loop's samples under load."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = 500  # an exception before the response started
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "%s %s %d %d image(s) %.1f ms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    scope.get("state", {}).get("images", 0),
+                    1000 * (time.perf_counter() - t0),
+                )
 
 
 def model_info(model: Any, options: ServeOptions) -> dict:
@@ -192,7 +250,11 @@ def create_app(model: Any, options: ServeOptions = ServeOptions()) -> Any:
     info = model_info(model, options)
     spec = input_spec_of(model)
     batcher = MicroBatcher(
-        lambda x: prediction_rows(model, x), options.max_batch, options.max_wait_ms / 1000, options.batching
+        lambda x: prediction_rows(model, x),
+        options.max_batch,
+        options.max_wait_ms / 1000,
+        options.batching,
+        threads=scoring_threads(options),
     )
 
     @asynccontextmanager
@@ -228,20 +290,7 @@ def create_app(model: Any, options: ServeOptions = ServeOptions()) -> Any:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error(422, "invalid request: " + "; ".join(str(e.get("msg", e)) for e in exc.errors())[:300])
 
-    @app.middleware("http")
-    async def _log_request(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        images = getattr(request.state, "images", 0)
-        log.info(
-            "%s %s %d %d image(s) %.1f ms",
-            request.method,
-            request.url.path,
-            response.status_code,
-            images,
-            1000 * (time.perf_counter() - t0),
-        )
-        return response
+    app.add_middleware(RequestLog)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -261,16 +310,20 @@ def create_app(model: Any, options: ServeOptions = ServeOptions()) -> Any:
         return info
 
     @app.post("/v1/predict")
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request) -> JSONResponse:
         """Label, class index (-1 = unknown), known and every score, per image, as
         ``osrkit predict`` prints them."""
         uploads = await _uploads(request, options)
         request.state.images = len(uploads)
-        batch = await run_in_threadpool(_decode, uploads, spec)
+        if sum(len(data) for _, data in uploads) <= INLINE_DECODE_BYTES:
+            batch = _decode(uploads, spec)  # cheaper than a hand-off to a worker thread
+        else:
+            batch = await run_in_threadpool(_decode, uploads, spec)
         try:
             rows = await batcher.submit(batch)
         except OsrkitError as exc:
             raise RequestError(400, str(exc)) from None
-        return {"predictions": [{"name": name} | row for (name, _), row in zip(uploads, rows)]}
+        # a JSONResponse directly: FastAPI's jsonable_encoder walk of a returned dict is skipped
+        return JSONResponse({"predictions": [{"name": name} | row for (name, _), row in zip(uploads, rows)]})
 
     return app

@@ -26,9 +26,22 @@ class MicroBatcher:
     """Scores float image batches with ``score`` on one worker thread (the model is used
     by one thread only), batching concurrent ``submit`` calls when ``enabled``."""
 
-    def __init__(self, score: ScoreFn, max_batch: int = 64, max_wait_s: float = 0.0, enabled: bool = True):
+    def __init__(
+        self,
+        score: ScoreFn,
+        max_batch: int = 64,
+        max_wait_s: float = 0.0,
+        enabled: bool = True,
+        threads: int | None = None,
+    ):
+        """``threads``: torch's thread count, set in the scoring thread (None: left as is)."""
         self.score, self.max_batch, self.max_wait_s, self.enabled = score, max_batch, max_wait_s, enabled
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="osrkit-score")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="osrkit-score",
+            initializer=None if threads is None else torch.set_num_threads,
+            initargs=() if threads is None else (threads,),
+        )
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self.batches = 0  # how many batches were scored (the load benchmark reports it)
