@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 OUT    ?= runs/latest
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench bench-ablation bench-speed bench-cifar bench-onnx-gap bench-decision benchmark-all benchmark-mnist benchmark-cifar10 clean
+.PHONY: run test test-integration test-slow lint bench bench-ablation bench-speed bench-cifar bench-onnx-gap bench-decision benchmark-all benchmark-mnist benchmark-cifar10 clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "osrkit needs Python 3.11+")'
@@ -22,6 +22,9 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest
+
+test-integration: $(STAMP)  # the notebook, README blocks, report in Chromium, 2-process training
+	$(BIN)/python -m pytest -m integration
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

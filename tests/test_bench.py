@@ -84,6 +84,7 @@ def test_targets_compare_against_goals():
     assert lines[3].endswith("ok") and lines[4].endswith("short")
 
 
+@pytest.mark.integration  # CI runs it after the default suite (make test-integration)
 def test_speed_end_to_end_on_a_saved_model(tmp_path, fitted, shared_data):
     fitted.save_pretrained(tmp_path / "model")
     options = SpeedOptions(

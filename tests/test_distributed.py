@@ -134,6 +134,7 @@ def rcs(logs: Path) -> list[int]:
     return [int(Path(f"{logs}.{r}.rc").read_text()) for r in range(2)]
 
 
+@pytest.mark.integration  # CI runs it after the default suite (make test-integration)
 def test_two_process_training_resumes_and_matches_one_process(tmp_path, shared_data, capsys):
     common = [
         "--train",

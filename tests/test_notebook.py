@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# An integration test: CI runs it after the default suite (make test-integration).
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
 TIMEOUT_S = 600  # per cell

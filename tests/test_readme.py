@@ -25,6 +25,9 @@ import pytest
 
 import osrkit
 
+# An integration test: CI runs it after the default suite (make test-integration).
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 RUNNABLE = {"python": "python", "bash": "bash", "sh": "bash", "console": "console"}

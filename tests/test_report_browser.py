@@ -4,6 +4,7 @@ fetched from a network, no console errors, and the page shows its content."""
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from osrkit.pipeline import ReportOptions, evaluate_to_folder
@@ -11,6 +12,9 @@ from osrkit.pipeline import ReportOptions, evaluate_to_folder
 from .browser import visit
 from .conftest import synthetic_set
 from .test_gallery import mixed_unknowns
+
+# An integration test: CI runs it after the default suite (make test-integration).
+pytestmark = pytest.mark.integration
 
 
 def test_report_opens_offline_in_chromium(fitted, tmp_path):
