@@ -25,7 +25,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,16 +59,11 @@ def _machine() -> dict:
 
 
 # ---------------------------------------------------------------- equivalence
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def equivalence(args: argparse.Namespace) -> None:
     import torch
 
     from osrkit import OpenSetRecognizer, load_dataset
+    from osrkit.bench_serve import free_port
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="osrkit-ddp-"))
     common = ["--train", "mnist:train", "--max-train", str(args.max_train), "--epochs", str(args.epochs)]
@@ -87,7 +81,7 @@ def equivalence(args: argparse.Namespace) -> None:
             "--master-addr",
             "127.0.0.1",
             "--master-port",
-            str(_free_port()),
+            str(free_port()),
             "-m",
             "osrkit",
         ],

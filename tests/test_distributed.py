@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from osrkit import OpenSetRecognizer
+from osrkit.bench_serve import free_port
 from osrkit.cli import main
 from osrkit.data.catalog import load_dataset
 from osrkit.distributed import Shard
@@ -27,12 +27,6 @@ from osrkit.evaluation import evaluate
 from osrkit.training import TrainConfig, classifier_loss, train_epoch
 
 TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rank_env(rank: int, world: int, port: int) -> None:
@@ -201,3 +195,14 @@ def test_torchrun_command_line(tmp_path, shared_data):
     assert "2 processes (torch.distributed)" in done.stdout
     assert done.stdout.count("saved model to") == 1  # rank 0 alone reports and writes
     OpenSetRecognizer.from_pretrained(tmp_path / "m", device="cpu")
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 63, 64, 65, 66, 67, 128, 130, 131])
+@pytest.mark.parametrize("world", [1, 2])
+def test_schedule_steps_are_the_batches_trim_keeps(n, world):
+    """The learning-rate schedule was sized by every batch, while a 2-rank epoch drops a
+    last batch too small for batch norm: the schedule ran one step short of its end."""
+    shard = Shard(0, world)
+    batches = list(torch.arange(n).split(64))
+    assert shard.steps(n, 64) == len(shard.trim(batches))
+    assert shard.steps(n, 64) == len(batches) - (world > 1 and len(batches[-1]) < 2 * world)

@@ -87,3 +87,14 @@ def test_corrupt_image_in_a_lazy_folder_is_the_in_memory_one_line_error(tmp_path
     assert code == 2
     assert err.strip() == f"osrkit: error: {memory_error.value}"
     assert not (tmp_path / "m").exists()
+
+
+def test_a_sample_that_fits_the_budget_is_read_into_memory(folder):
+    """--max-train is applied before the budget is checked: 100 of the 240 images fit a
+    budget the whole folder exceeds (the whole folder decided before, and went lazy)."""
+    budget = 100 * 28 * 28  # bytes: the sample's decoded size, not the folder's
+    sample = open_image_folder(folder, MNIST_SPEC, memory_budget=budget, sample=100, seed=5)
+    expected = read_image_folder(folder, spec=MNIST_SPEC).take(100, seed=5)
+    assert not isinstance(sample, LazyImageSet) and sample.paths == expected.paths
+    torch.testing.assert_close(sample.images, expected.images, rtol=0, atol=0)
+    assert isinstance(open_image_folder(folder, MNIST_SPEC, memory_budget=budget), LazyImageSet)

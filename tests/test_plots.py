@@ -61,8 +61,7 @@ def test_roc_histogram_reconstruction_confusion(tmp_path, scores):
 EIGHT = ("msp", "max_logit", "energy", "mahalanobis", "knn", "vim", "reconstruction", "fusion")
 
 
-def _eight(scores):
-    known, unknown = scores
+def _eight():
     rng = np.random.default_rng(3)
     k = {name: np.abs(rng.normal(1, 0.3, 200)) for name in EIGHT}
     u = {name: np.abs(rng.normal(3, 1.0, 100)) for name in EIGHT}
@@ -74,9 +73,9 @@ def _extent(fig, artists):
     return [a.get_window_extent(renderer) for a in artists if a.get_visible() and a.get_text()]
 
 
-def test_histogram_rows_keep_labels_clear_of_the_titles_below(scores):
+def test_histogram_rows_keep_labels_clear_of_the_titles_below():
     """Each row's x-axis label and tick labels stay clear of the titles of the row below."""
-    k, u = _eight(scores)
+    k, u = _eight()
     fig = plots.histograms_figure(k, u, {name: 2.0 for name in EIGHT}, "MNIST test", "CIFAR-10 test")
     fig.canvas.draw()
     axes = np.asarray(fig.axes).reshape(2, 4)
@@ -89,9 +88,9 @@ def test_histogram_rows_keep_labels_clear_of_the_titles_below(scores):
     plots.plt.close(fig)
 
 
-def test_roc_legend_leaves_the_curves_visible(scores):
+def test_roc_legend_leaves_the_curves_visible():
     """The legend sits outside both panels (it covered the curves inside the left one)."""
-    k, u = _eight(scores)
+    k, u = _eight()
     fig = plots.roc_figure(k, u, {name: 0.9 for name in EIGHT})
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()

@@ -63,9 +63,11 @@ def test_one_rule_per_scorer_in_the_units_of_its_table_row():
     assert "msp > 0.0171, reconstruction > 0.01155" in rules["combined"]
     assert "threshold 1 in its row" in rules["combined"]
     html = render_report(metrics, {})
-    for name, row in metrics["scorers"].items():  # the table row shows the rule's threshold
-        assert f"<td>{name}</td>" + "".join(f"<td>{c}</td>" for c in ["0.90000"]) in html
-        assert format(row["threshold"], ".4g") in rules[name]
+    for name, row in metrics["scorers"].items():  # the rule's threshold is the table row's
+        shown = format(row["threshold"], ".4g")
+        table_row = re.search(rf"<tr><td>{name}</td>(.*?)</tr>", html).group(1)
+        assert table_row.endswith(f"<td>{shown}</td>")  # the threshold column, last
+        assert f"above {shown}." in rules[name] or f"hence the threshold {shown} in its row" in rules[name]
     assert html.index("<code>combined</code> (decides)") < html.index("<code>msp</code>")
 
 

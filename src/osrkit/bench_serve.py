@@ -138,9 +138,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status
 
 
-async def _load(url: str, requests_: list[bytes], concurrency: int, requests: int, seconds: float) -> dict:
-    """``concurrency`` keep-alive connections, each sending the prepared requests one after
-    another until ``requests`` were sent or ``seconds`` passed; latencies of the
+async def _load(url: str, payloads: list[bytes], concurrency: int, max_requests: int, seconds: float) -> dict:
+    """``concurrency`` keep-alive connections, each sending the prepared requests
+    (``payloads``, in turn) until ``max_requests`` were sent or ``seconds`` passed; latencies of the
     successful ones, the error count and this client's CPU share of one core.
 
     The client is a few lines of asyncio streams rather than httpx: httpx's connection
@@ -156,8 +156,8 @@ async def _load(url: str, requests_: list[bytes], concurrency: int, requests: in
         nonlocal sent, errors
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
-            while sent < requests and time.perf_counter() < t_end:
-                data = requests_[sent % len(requests_)]
+            while sent < max_requests and time.perf_counter() < t_end:
+                data = payloads[sent % len(payloads)]
                 sent += 1
                 t0 = time.perf_counter()
                 try:
@@ -174,9 +174,10 @@ async def _load(url: str, requests_: list[bytes], concurrency: int, requests: in
         finally:
             writer.close()
 
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    # the event loop's thread alone: the client's own CPU, not other threads of this process
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
     lat = np.array(latencies) * 1000
     return {
         "requests": len(latencies) + errors,
@@ -230,13 +231,12 @@ def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBen
         # loaded cores the OpenMP threads spin and batch 1 took 160 ms, not 2.5 (BENCHMARKS.md)
         from .serve.app import ServeOptions, scoring_threads
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(scoring_threads(ServeOptions()))
+        threads, r["torch_threads"] = torch.get_num_threads(), scoring_threads(ServeOptions())
+        torch.set_num_threads(r["torch_threads"])
         try:
             r["in_process_img_s"] = {str(b): in_process_img_s(model, arrays, b) for b in options.concurrency}
         finally:
             torch.set_num_threads(threads)
-        r["torch_threads"] = scoring_threads(ServeOptions())
         for batching in (True, False):
             proc, url = start_server(model_dir, "-q", *([] if batching else ["--no-batching"]))
             try:

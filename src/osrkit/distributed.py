@@ -20,6 +20,7 @@ running averages are rank 0's, broadcast by DDP), and float sums run in another 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,14 @@ def launched() -> bool:
         return int(os.environ.get("WORLD_SIZE", "1")) > 1
     except ValueError:
         return False
+
+
+def local_world_size() -> int:
+    """How many ranks torchrun started on this machine (1 outside torchrun)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    except ValueError:
+        return 1
 
 
 def active() -> bool:
@@ -131,12 +140,21 @@ class Shard:
         rows = self.range(len(idx))
         return idx[rows], rows.start
 
+    def drops_last(self, n: int, batch_size: int) -> bool:
+        """Whether ``n`` items in global batches of ``batch_size`` end in a batch too small
+        to give every rank 2 rows (batch norm needs 2 per rank); never in one process."""
+        last = n - (math.ceil(n / batch_size) - 1) * batch_size
+        return self.world > 1 and n > 0 and last < 2 * self.world
+
+    def steps(self, n: int, batch_size: int) -> int:
+        """Optimiser steps per epoch over ``n`` items: the batches ``trim`` keeps."""
+        return math.ceil(n / batch_size) - self.drops_last(n, batch_size)
+
     def trim(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
         """The global batches without a last one too small to give every rank 2 rows
-        (batch norm needs 2 per rank); a single process keeps every batch."""
-        if self.world > 1 and batches and len(batches[-1]) < 2 * self.world:
-            return batches[:-1]
-        return batches
+        (see ``drops_last``); a single process keeps every batch."""
+        n = sum(len(b) for b in batches)
+        return batches[:-1] if batches and self.drops_last(n, len(batches[0])) else batches
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

@@ -4,7 +4,6 @@ each a thumbnail (a PNG data URI, so the page stays offline) with its score."""
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from dataclasses import dataclass, field
@@ -12,6 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+from .data.transforms import chw_to_pil
+from .io import png_data_uri
 
 if TYPE_CHECKING:
     from .evaluation import Evaluation
@@ -78,12 +80,12 @@ def confident_mistakes(
 def thumbnail_uri(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
     """A ``(C, H, W)`` uint8 image (C = 1 or 3) as a PNG data URI, enlarged to ``side``
     pixels on its longer side with nearest-neighbour pixels."""
-    pil = Image.fromarray(image[0], "L") if image.shape[0] == 1 else Image.fromarray(image.transpose(1, 2, 0))
+    pil = chw_to_pil(image)
     scale = max(1, side // max(pil.size))
     pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_data_uri(buf.getvalue())
 
 
 def _cards(mistakes: list[Mistake], known: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -126,3 +127,8 @@ def staged_outputs(folder: str | os.PathLike) -> Iterator[Path]:
             for made in created:
                 with contextlib.suppress(OSError):  # only if nothing else was put there
                     made.rmdir()
+
+
+def png_data_uri(png: bytes) -> str:
+    """PNG bytes as a ``data:`` URI, for pages that must open offline."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -79,9 +79,10 @@ class DataSpec:
     def load(
         self, which: str, progress: bool = False, spec: InputSpec | None = None
     ) -> ImageSet | LazyImageSet:
-        """Load ``train``, ``known`` or ``unknown``, subsampled to its ``max_*`` size, in
-        ``spec``'s channels and size (default: the dataset's own). A training image
-        folder over ``memory_budget`` comes back as a ``LazyImageSet`` (``open_image_folder``).
+        """Load ``train``, ``known`` or ``unknown``, subsampled to its ``max_*`` size (a
+        training folder before its memory budget is checked), in ``spec``'s channels and
+        size (default: the dataset's own). A training image folder over ``memory_budget``
+        comes back as a ``LazyImageSet`` (``open_image_folder``).
 
         A dataset name without a split means its train split for ``train`` and its test
         split otherwise.
@@ -89,8 +90,9 @@ class DataSpec:
         split = "train" if which == "train" else "test"
         folder = folder_of(self.train) if which == "train" else None
         if folder is not None:  # in memory, or lazily when over the memory budget
-            data = open_image_folder(folder, spec, self.memory_budget, progress)
-            return data.take(self.max_train, seed=self.seed)
+            return open_image_folder(
+                folder, spec, self.memory_budget, progress, sample=self.max_train, seed=self.seed
+            )
         data = load_dataset(
             getattr(self, which), self.root, self.download, progress, default_split=split, input_spec=spec
         )

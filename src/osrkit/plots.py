@@ -18,17 +18,11 @@ from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from .io import atomic_write_bytes  # noqa: E402
-from .scorers import SCORERS  # noqa: E402
+from .scorers import SCORERS, scorer_label  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_COLOR = "#222222"
-
-
-def scorer_label(name: str) -> str:
-    """A registered scorer's ``label`` (its name for anything else)."""
-    cls = SCORERS.get(name)
-    return cls.label if cls is not None and cls.label else name
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:

@@ -74,28 +74,28 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
     outputs = model.outputs(images)
     scores = model.scores_from_outputs(outputs)
     labels = model.decide(outputs, scorer, scores)  # from the scores above, not scored again
-    thresholds = thresholds_of(model)
+    thresholds = {name: float(thresholds_of(model)[name]) for name in scores}  # one dict for all rows
     decision = scorer or model.decision_scorer
     deciders = {name: deciding_members(f, scores) for name, f in model.fusions.items() if name in scores}
-    if decision in deciders:  # a fusion cuts each member at its own joint threshold
-        member_thresholds = model.fusions[decision].member_thresholds()
+    # a fusion cuts each member at its own joint threshold, not at the member's own one
+    cuts = model.fusions[decision].member_thresholds() if decision in deciders else None
     rows = []
     for i, label in enumerate(labels):
         idx = int(label)
         row_scores = {name: float(s[i]) for name, s in scores.items()}
-        margins = {name: float(thresholds[name]) - value for name, value in row_scores.items()}
+        margins = {name: thresholds[name] - value for name, value in row_scores.items()}
         decided = {
             "scorer": decision,
             "score": row_scores[decision],
-            "threshold": float(thresholds[decision]),
+            "threshold": thresholds[decision],
             "margin": margins[decision],
         }
-        if decision in deciders:
+        if cuts is not None:
             member = deciders[decision][i]
             decided |= {
                 "decided_by": member,
                 "member_score": row_scores[member],
-                "member_threshold": member_thresholds[member],
+                "member_threshold": cuts[member],
             }
         rows.append(
             {
@@ -104,7 +104,7 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
                 "known": idx != UNKNOWN,
                 "decision": decided,
                 "scores": row_scores,
-                "thresholds": {name: float(thresholds[name]) for name in row_scores},
+                "thresholds": dict(thresholds),  # a copy: rows are independent
                 "margins": margins,
                 "decided_by": {name: members[i] for name, members in deciders.items()},
             }

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import os
 from pathlib import Path
 
 from .gallery import Gallery, render_gallery
-from .io import atomic_write_text
+from .io import atomic_write_text, png_data_uri
+from .scorers import scorer_label
 
 METRIC_COLUMNS = [
     ("auroc", "AUROC"),
@@ -47,8 +47,6 @@ def decision_rules(metrics: dict) -> dict[str, str]:
     """One rule per scorer, as plain text, with the threshold of its table row: when that
     scorer alone would call an input unknown. A fusion's rule lists the cut-off of each
     member within it (joint calibration: they differ from the members' own rows)."""
-    from .scorers import SCORERS  # the registry's labels name each score's units
-
     members_of = metrics.get("thresholds", {})
     rules = {}
     for name, row in metrics["scorers"].items():
@@ -64,8 +62,7 @@ def decision_rules(metrics: dict) -> dict[str, str]:
                 "images), so each is looser than the member's own row."
             )
         else:
-            label = SCORERS[name].label if name in SCORERS else name
-            rules[name] = f"unknown when its score ({label}) is above {t:.4g}."
+            rules[name] = f"unknown when its score ({scorer_label(name)}) is above {t:.4g}."
     return rules
 
 
@@ -83,7 +80,7 @@ def render_rules(metrics: dict) -> str:
 
 
 def _img(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return png_data_uri(path.read_bytes())
 
 
 def render_report(

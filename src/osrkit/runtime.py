@@ -35,6 +35,14 @@ def single_threaded_blas() -> AbstractContextManager:
     return _blas().limit(limits=1, user_api="blas")
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, which containers and taskset set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @functools.cache
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AMX or AVX-512 BF16).

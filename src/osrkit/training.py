@@ -12,6 +12,7 @@ import copy
 import functools
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -182,7 +183,7 @@ def train_epoch(
     shard = shard or distributed.Shard()
     aug, fmt, bf16 = cfg.augmentation, cfg.memory_format, cfg.bf16_on(device)
     total, count = 0.0, 0
-    where: list[tuple[int, int]] = []  # (global batch size, offset of this rank's rows)
+    where: deque[tuple[int, int]] = deque()  # (global batch size, offset of this rank's rows)
 
     def parts() -> Iterable[torch.Tensor]:
         for idx in batches:
@@ -191,7 +192,7 @@ def train_epoch(
             yield part
 
     for xb, yb in batch_source(images, labels).fetch(parts()):
-        size, offset = where.pop(0)
+        size, offset = where.popleft()
         # augmentation draws from the CPU generator, so runs on any device are alike
         x = aug(to_input(xb), gen, size, offset).to(device, non_blocking=True).contiguous(memory_format=fmt)
         y = yb.to(device, non_blocking=True) if yb is not None else None
@@ -236,7 +237,7 @@ def _fit(
     model.to(device, memory_format=cfg.memory_format)
     shard = distributed.Shard.current()
     source = batch_source(images, labels)
-    steps = math.ceil(len(source) / cfg.batch_size)
+    steps = shard.steps(len(source), cfg.batch_size)  # the batches each epoch really steps
     opt, sched = make_optimizer(model, lr, epochs * steps, cfg, optimizer)
     gen = torch.Generator().manual_seed(cfg.seed + (0 if stage == "classifier" else 1))
     history: list[dict] = []
@@ -304,7 +305,7 @@ def _fit(
             bad += 1
         stop = bad >= cfg.patience or epoch + 1 == epochs
         rng = {"torch_rng": torch.get_rng_state()}
-        if shard.world > 1:
+        if checkpoint and shard.world > 1:  # a collective: every rank has the same checkpoint
             rng["torch_rng_ranks"] = distributed.gather(torch.get_rng_state())
         if checkpoint and shard.rank == 0:
             checkpoint.save(

@@ -98,7 +98,8 @@ def infer_spec(paths: list[Path], seed: int = 0) -> InputSpec:
     return spec
 
 
-def _decode(path: Path, spec: InputSpec, invert: bool | None) -> np.ndarray:
+def decode_file(path: str | os.PathLike, spec: InputSpec, invert: bool | None) -> np.ndarray:
+    """One image file as uint8 ``(C, H, W)`` in ``spec`` (both folder readers use it)."""
     return to_spec_array(load_image(path), spec, invert)
 
 
@@ -114,7 +115,7 @@ def load_images(
     paths = [Path(p) for p in paths]
     out = np.empty((len(paths), *spec.shape), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        decoded = pool.map(_decode, paths, [spec] * len(paths), [invert] * len(paths), chunksize=64)
+        decoded = pool.map(decode_file, paths, [spec] * len(paths), [invert] * len(paths), chunksize=64)
         bar = tqdm(decoded, total=len(paths), desc="reading images", disable=not progress, leave=False)
         for i, arr in enumerate(bar):
             out[i] = arr

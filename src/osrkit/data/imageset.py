@@ -11,6 +11,17 @@ from ..errors import DataError
 from .spec import InputSpec
 
 
+def sample_index(size: int, n: int | None, seed: int, name: str) -> torch.Tensor | None:
+    """Sorted indices of a seeded random sample of at most ``n`` of ``size`` items, or None
+    for all of them: the one sampling rule of in-memory and lazily read sets."""
+    if n is None or n >= size:
+        return None
+    if n <= 0:
+        raise DataError(f"{name}: sample size must be positive, got {n}")
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(size, generator=g)[:n].sort().values
+
+
 @dataclass
 class ImageSet:
     """Images ``(N, C, H, W)`` uint8 (C = 1 or 3), labels ``(N,)`` int64 and the class names.
@@ -74,13 +85,8 @@ class ImageSet:
 
     def take(self, n: int | None, seed: int = 0) -> ImageSet:
         """A seeded random sample of at most ``n`` images (all of them when ``n`` is None)."""
-        if n is None or n >= len(self):
-            return self
-        if n <= 0:
-            raise DataError(f"{self.name}: sample size must be positive, got {n}")
-        g = torch.Generator().manual_seed(seed)
-        index = torch.randperm(len(self), generator=g)[:n].sort().values
-        return self.subset(index)
+        index = sample_index(len(self), n, seed, self.name)
+        return self if index is None else self.subset(index)
 
     @property
     def shape(self) -> tuple[int, int, int]:

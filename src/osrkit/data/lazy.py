@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,11 +23,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..batches import Batch, BatchSource
+from ..distributed import local_world_size
 from ..errors import DataError
-from .folder import folder_images, infer_spec, load_images, read_image_folder
-from .imageset import ImageSet
+from ..runtime import usable_cores
+from .folder import decode_file, folder_images, infer_spec, load_images
+from .imageset import ImageSet, sample_index
 from .spec import InputSpec
-from .transforms import load_image, to_spec_array
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +43,13 @@ def default_memory_budget() -> int:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not POSIX: assume 8 GiB
         total = 8 * 2**30
-    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    return int(total * MEMORY_SHARE / ranks)
+    return int(total * MEMORY_SHARE / local_world_size())
 
 
 def default_workers() -> int:
     """DataLoader worker processes per rank: the cores left to it beside the training
     process, at least 1 and at most 4."""
-    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    return max(1, min(4, (os.cpu_count() or 1) // ranks - 1))
+    return max(1, min(4, usable_cores() // local_world_size() - 1))
 
 
 class _BatchDecoder(Dataset):
@@ -73,7 +73,7 @@ class _BatchDecoder(Dataset):
         try:
             for i, row in enumerate(rows):
                 path = os.fsdecode(self.paths[row])
-                out[i] = to_spec_array(load_image(path), self.spec, self.invert)
+                out[i] = decode_file(path, self.spec, self.invert)
         except DataError as exc:
             return torch.empty(0, dtype=torch.uint8), str(exc)
         return torch.from_numpy(out), ""
@@ -125,12 +125,8 @@ class LazyImageSet:
     def take(self, n: int | None, seed: int = 0) -> LazyImageSet:
         """A seeded random sample of at most ``n`` images: the sample ``ImageSet.take``
         draws from the same folder."""
-        if n is None or n >= len(self):
-            return self
-        if n <= 0:
-            raise DataError(f"{self.name}: sample size must be positive, got {n}")
-        g = torch.Generator().manual_seed(seed)
-        return self.subset(torch.randperm(len(self), generator=g)[:n].sort().values)
+        index = sample_index(len(self), n, seed, self.name)
+        return self if index is None else self.subset(index)
 
     def to_spec(self, spec: InputSpec) -> LazyImageSet:
         """The same files, decoded into ``spec``'s channels and size."""
@@ -188,7 +184,7 @@ class LazyBatches(BatchSource):
         return len(self.data)
 
     def fetch(self, parts: Iterable[torch.Tensor]) -> Iterator[Batch]:
-        taken: list[torch.Tensor] = []
+        taken: deque[torch.Tensor] = deque()
 
         def record() -> Iterator[torch.Tensor]:  # the loader reads ahead; labels follow in order
             for idx in parts:
@@ -196,7 +192,7 @@ class LazyBatches(BatchSource):
                 yield idx
 
         for images in self.data.batches(record()):
-            idx = taken.pop(0)
+            idx = taken.popleft()
             yield images, self.data.labels[idx] if self.with_labels else None
 
 
@@ -206,15 +202,19 @@ def open_image_folder(
     memory_budget: int | None = None,
     progress: bool = False,
     invert: bool | None = None,
+    sample: int | None = None,
+    seed: int = 0,
 ) -> ImageSet | LazyImageSet:
-    """An image folder ``<root>/<class>/...`` in memory when its decoded images fit
-    ``memory_budget`` bytes (default ``default_memory_budget()``; 0: always lazy), else a
-    ``LazyImageSet``; the choice is logged with the sizes that made it."""
+    """An image folder ``<root>/<class>/...`` (a seeded ``sample`` of it, as ``take``) in
+    memory when its decoded images fit ``memory_budget`` bytes (default
+    ``default_memory_budget()``; 0: always lazy), else a ``LazyImageSet``; the choice is
+    logged with the sizes that made it. The folder is listed once."""
     root = Path(root)
     paths, labels, names = folder_images(root)
     spec = spec or infer_spec(paths)
     budget = default_memory_budget() if memory_budget is None else memory_budget
     lazy = LazyImageSet([str(p) for p in paths], torch.tensor(labels), names, spec, root.name, invert)
+    lazy = lazy.take(sample, seed)
     gib = 2**30
     if lazy.nbytes <= budget:
         log.info(
@@ -225,7 +225,7 @@ def open_image_folder(
             lazy.nbytes / gib,
             budget / gib,
         )
-        return read_image_folder(root, invert=invert, progress=progress, spec=spec)
+        return lazy.load(progress)
     log.info(
         "training data %s: %d images, %.2f GiB decoded, over the %.2f GiB memory budget: read lazily "
         "by DataLoader workers",

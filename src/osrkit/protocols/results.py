@@ -1,12 +1,19 @@
-"""Scoring a trained model on its unknown sets, summarising splits, and Markdown tables."""
+"""Scoring a trained model on its unknown sets, the K-known split protocols, summaries and
+Markdown tables."""
 
 from __future__ import annotations
 
 import statistics
+from typing import TYPE_CHECKING
 
 from ..data.imageset import ImageSet
 from ..evaluation import evaluate, score_set
 from ..recognizer import OpenSetRecognizer
+from ..training import TrainConfig
+from .unknowns import split_classes
+
+if TYPE_CHECKING:
+    from .context import Context
 
 METRICS = ("auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out", "oscr", "macro_f1")
 
@@ -27,13 +34,45 @@ def score_sets(recognizer: OpenSetRecognizer, known: ImageSet, unknowns: dict[st
     return out
 
 
+def run_splits(
+    ctx: Context,
+    train: ImageSet,
+    test: ImageSet,
+    splits: tuple[tuple[int, ...], ...],
+    config: TrainConfig | None = None,
+    metrics: tuple[str, ...] = ("auroc", "oscr"),
+    sort_classes: bool = False,
+) -> dict:
+    """The K known / rest unknown protocol over ``splits`` (known class indices): per split
+    a recognizer trained on the known classes of ``train`` (``ctx.recognizer``, cached),
+    scored on ``test``'s known classes against its others; then mean and std per scorer
+    and ``metrics``. ``sort_classes`` trains each class set in ascending order, so that two
+    splits holding the same classes share one model."""
+    rows, d = [], None
+    for known in splits:
+        classes = tuple(sorted(known)) if sort_classes else known
+        tr, _ = split_classes(train, classes)
+        k, u = split_classes(test, classes)
+        model = ctx.recognizer(tr, config)
+        d = model.decision_scorer
+        res = score_sets(model, k, {"other classes": u})["other classes"]
+        rows.append({"known_classes": list(known), "unknown_count": len(u), "known_count": len(k)} | res)
+    summary = summarise_splits(rows, metrics)
+    return {
+        "decision_scorer": d,
+        "splits": rows,
+        "summary": summary,
+        "closed_set_accuracy": mean_std([sp["closed_set_accuracy"] for sp in rows]),
+        "best_scorer": max(summary, key=lambda s: summary[s]["auroc"][0]),
+    }
+
+
 def summarise_splits(splits: list[dict], metrics: tuple[str, ...] = ("auroc", "oscr")) -> dict:
     """Per scorer and metric, ``(mean, population std)`` over the splits."""
     summary: dict = {}
     for s in splits[0]["scorers"]:
         for metric in metrics:
-            values = [sp["scorers"][s][metric] for sp in splits]
-            summary.setdefault(s, {})[metric] = (statistics.mean(values), statistics.pstdev(values))
+            summary.setdefault(s, {})[metric] = mean_std([sp["scorers"][s][metric] for sp in splits])
     return summary
 
 

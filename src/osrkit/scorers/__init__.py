@@ -26,6 +26,7 @@ from .base import (
     register_scorer,
     scorer_class,
     scorer_from_state,
+    scorer_label,
 )
 
 # The import order is the registration order, which orders reports and tables.
@@ -63,6 +64,7 @@ __all__ = [
     "Scorer",
     "ViMScorer",
     "is_fusion",
+    "scorer_label",
     "head_residual",
     "kth_largest_column",
     "least_squares_head",

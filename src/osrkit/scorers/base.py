@@ -303,5 +303,12 @@ def scorer_from_state(
     return make_scorer(name, **{p: state[p] for p in cls.params if p in state}).set_state(state, arrays)
 
 
+def scorer_label(name: str) -> str:
+    """A registered scorer's ``label`` (its name for anything else, e.g. a scorer of a
+    newer osrkit named in saved metrics)."""
+    cls = _REGISTRY.get(name)
+    return cls.label if cls is not None and cls.label else name
+
+
 # A read-only view of the registry by name (``SCORERS["knn"]`` is the class).
 SCORERS: Mapping[str, type[Scorer]] = MappingProxyType(_REGISTRY)

@@ -11,7 +11,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from ..data.spec import InputSpec
 from ..data.transforms import decode_image_bytes, to_spec_array
 from ..errors import ConfigError, OsrkitError
 from ..predictions import input_spec_of, prediction_rows, thresholds_of
+from ..runtime import usable_cores
 from .batcher import MicroBatcher
 
 log = logging.getLogger("osrkit.serve")
@@ -67,14 +67,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def scoring_threads(options: ServeOptions) -> int:
