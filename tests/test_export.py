@@ -311,3 +311,16 @@ def test_cli_onnx_errors_are_one_line(exported, tmp_path, capsys):
         assert code == 2 and out == "", args
         assert_one_line_error(err, needle)
     assert sorted(tmp_path.iterdir()) == before  # nothing written, not even a temporary file
+
+
+def test_onnxruntime_runs_as_many_threads_as_torch(exported):
+    """onnxruntime takes every core unless told; the service sets torch's thread count
+    (--threads) and the ONNX backend must keep to it."""
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            session = OnnxRecognizer(exported.path).session
+            assert session.get_session_options().intra_op_num_threads == n
+    finally:
+        torch.set_num_threads(before)

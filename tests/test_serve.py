@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import socket
 import threading
 import time
@@ -20,6 +21,8 @@ from PIL import Image
 from osrkit.bench_serve import _load, floor_request, free_port, predict_request, start_server, stop_server
 from osrkit.serve import MicroBatcher, ServeOptions
 from osrkit.serve.app import RequestLog, scoring_threads
+from osrkit.serve.uploads import RequestError, decode_batch, multipart_files
+from osrkit.serve.worker import ProcessWorker, ThreadWorker, WorkerStopped, json_rows, scoring_worker
 
 from .conftest import synthetic_digits, synthetic_unknowns
 from .test_cli import assert_one_line_error, run_cli
@@ -127,6 +130,19 @@ def test_model_health_ready_and_openapi(server, fitted):
             "over the limit",
         ),
         ({"json": {"images": ["AAAA"] * 65}}, 413, "65 images in one request; at most 64"),
+        (
+            {"files": [("files", (f"{i}.png", b"x", "image/png")) for i in range(65)]},
+            413,
+            "more than 64 images in one request",
+        ),
+        (
+            {
+                "content": b"--xyz\r\nContent-Disposition: form-data; name=files; filename=a.png\r\n\r\nab",
+                "headers": {"content-type": "multipart/form-data; boundary=xyz"},
+            },
+            400,
+            "ends before its closing boundary",
+        ),
     ],
 )
 def test_bad_requests_get_one_line_and_the_server_keeps_serving(server, images, kwargs, status, message):
@@ -137,6 +153,48 @@ def test_bad_requests_get_one_line_and_the_server_keeps_serving(server, images, 
     assert message in error and "\n" not in error
     ok = httpx.post(f"{url}/v1/predict", files=[("files", ("d.png", images[0], "image/png"))], timeout=30)
     assert ok.status_code == 200
+
+
+def multipart(files: list[tuple[str, tuple]], data: dict | None = None) -> tuple[bytes, str]:
+    """A multipart body and its content type, as a real client (httpx) encodes them."""
+    request = httpx.Request("POST", "http://localhost/", files=files, data=data)
+    return request.read(), request.headers["content-type"]
+
+
+def test_multipart_files_come_back_in_order_with_their_names_and_bytes():
+    payload = b"\x89PNG\r\n--not-the-boundary\r\n" + bytes(range(256))
+    files = [("files", ("a.png", b"AAA", "image/png")), ("file", ("b \u00e9.png", payload, "x"))]
+    body, kind = multipart(files)
+    assert multipart_files(body, kind, 64) == [("a.png", b"AAA"), ("b \u00e9.png", payload)]
+
+
+@pytest.mark.parametrize(
+    "case, status, message",
+    [
+        ("no boundary", 400, "no boundary in the content type"),
+        ("cut short", 400, "ends before its closing boundary"),
+        ("not multipart", 400, "malformed multipart body"),
+        ("text field", 400, "field 'files' holds text"),
+        ("other field", 400, "unexpected field 'photo'"),
+        ("too many", 413, "more than 2 images in one request; at most 2 are allowed"),
+    ],
+)
+def test_multipart_problems_are_one_line_request_errors(case, status, message):
+    files = [("files", (f"{i}.png", b"x", "image/png")) for i in range(3)]
+    body, kind = multipart(files)
+    if case == "no boundary":
+        kind = "multipart/form-data"
+    elif case == "cut short":
+        body = body[: len(body) // 2]
+    elif case == "not multipart":
+        body = b"hello"
+    elif case == "text field":
+        body, kind = multipart(files[:1], {"files": "text"})
+    elif case == "other field":
+        body, kind = multipart([("photo", ("p.png", b"x", "image/png"))])
+    with pytest.raises(RequestError) as err:
+        multipart_files(body, kind, 2)
+    assert err.value.status == status and message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_unknown_routes_and_methods_are_json_errors(server):
@@ -192,14 +250,14 @@ def test_serve_options_are_checked():
 def test_micro_batcher_scores_concurrent_requests_together_in_order(wait):
     seen = []
 
-    def score(x: torch.Tensor) -> list[dict]:
+    def score(x: np.ndarray) -> list[dict]:
         seen.append(len(x))
         return [{"value": float(v)} for v in x[:, 0, 0, 0]]
 
     async def main() -> list[list[dict]]:
         batcher = MicroBatcher(score, max_batch=64, max_wait_s=wait)
         await batcher.start()
-        requests = [torch.full((1 + i % 3, 1, 2, 2), float(i)) for i in range(20)]
+        requests = [np.full((1 + i % 3, 1, 2, 2), float(i), np.float32) for i in range(20)]
         out = await asyncio.gather(*(batcher.submit(r) for r in requests))
         await batcher.stop()
         return out
@@ -211,7 +269,7 @@ def test_micro_batcher_scores_concurrent_requests_together_in_order(wait):
 
 
 def test_micro_batcher_respects_the_batch_size_and_passes_errors_on():
-    def score(x: torch.Tensor) -> list[dict]:
+    def score(x: np.ndarray) -> list[dict]:
         if (x < 0).any():
             raise RuntimeError("bad batch")
         return [{}] * len(x)
@@ -219,9 +277,9 @@ def test_micro_batcher_respects_the_batch_size_and_passes_errors_on():
     async def main():
         batcher = MicroBatcher(score, max_batch=4, max_wait_s=0.05)
         await batcher.start()
-        ok = await asyncio.gather(*(batcher.submit(torch.zeros(1, 1, 1, 1)) for _ in range(10)))
+        ok = await asyncio.gather(*(batcher.submit(np.zeros((1, 1, 1, 1), np.float32)) for _ in range(10)))
         with pytest.raises(RuntimeError, match="bad batch"):
-            await batcher.submit(-torch.ones(1, 1, 1, 1))
+            await batcher.submit(-np.ones((1, 1, 1, 1), np.float32))
         await batcher.stop()
         return ok, batcher.batches
 
@@ -318,15 +376,98 @@ def test_scoring_thread_gets_its_torch_threads():
         with mock.patch("osrkit.serve.app.usable_cores", return_value=1):
             assert scoring_threads(ServeOptions()) == 1
 
-        async def main():
-            batcher = MicroBatcher(lambda x: [{"threads": torch.get_num_threads()}], threads=1)
-            await batcher.start()
-            rows = await batcher.submit(torch.zeros(1, 1, 1, 1))
-            await batcher.stop()
+        async def threads_seen_by(worker: ThreadWorker) -> list[int]:
+            await worker.start()
+            rows = await worker.score(np.zeros((1, 1, 1, 1), np.float32))
+            await worker.stop()
             return rows
 
-        assert asyncio.run(main()) == [{"threads": 1}]
+        torch.set_num_threads(2)
+        assert asyncio.run(threads_seen_by(ThreadWorker(lambda x: [torch.get_num_threads()], 1))) == [1]
         with pytest.raises(Exception, match="threads must be 0"):
             ServeOptions(threads=-1)
+        with pytest.raises(Exception, match="unknown worker 'gpu'; use process or thread"):
+            ServeOptions(worker="gpu")
+        with pytest.raises(Exception, match="pass model_dir, or use worker"):
+            scoring_worker("process", None, 1, None)
     finally:
         torch.set_num_threads(before)
+
+
+def test_process_worker_scores_as_the_model_and_reports_its_death(fitted, tmp_path, images):
+    """The scoring process gives the rows the model gives in this process; once it is
+    gone, scoring raises WorkerStopped (the service answers 503) instead of hanging."""
+    folder = fitted.save_pretrained(tmp_path / "model")
+    batch = decode_batch([(f"{i}.png", b) for i, b in enumerate(images)], fitted.input_spec_)
+
+    async def main():
+        worker = ProcessWorker(folder, "torch", "cpu", 1)
+        await worker.start()
+        rows = await worker.score(batch)
+        again = await worker.score(batch[:3])
+        worker._process.kill()
+        with pytest.raises(WorkerStopped):
+            await worker.score(batch)
+        await worker.stop()
+        return rows, again
+
+    rows, again = asyncio.run(main())
+    expected = [json.loads(r) for r in json_rows(fitted, batch)]
+    got = [json.loads(r) for r in rows]
+    assert [r["class_index"] for r in got] == [r["class_index"] for r in expected]
+    for g, e in zip(got, expected):
+        assert g["scores"] == pytest.approx(e["scores"], rel=1e-6, abs=1e-9)
+    again = [json.loads(r) for r in again]  # a smaller batch: float sums ordered differently
+    assert [r["class_index"] for r in again] == [r["class_index"] for r in got[:3]]
+    for a, g in zip(again, got):
+        assert a["scores"] == pytest.approx(g["scores"], rel=1e-4, abs=1e-4)
+
+
+def test_process_worker_that_cannot_load_the_model_is_one_line(tmp_path):
+    async def main():
+        await ProcessWorker(tmp_path / "missing", "torch", "cpu", 1).start()
+
+    with pytest.raises(Exception, match="the scoring process could not load the model: .*missing") as err:
+        asyncio.run(main())
+    assert "\n" not in str(err.value)
+
+
+def test_load_benchmark_tables_name_each_server_and_read_old_results():
+    """Every server of the benchmark gets its rows and targets; results written before
+    the backend and worker columns still render."""
+    from osrkit.bench_serve import SERVERS, render, targets
+
+    def setting(server, c, req_s):
+        backend, worker, batching = server
+        return {
+            "backend": backend,
+            "worker": worker,
+            "batching": batching,
+            "concurrency": c,
+            "requests": 100,
+            "req_s": req_s,
+            "img_s": req_s,
+            "p50_ms": 5.0,
+            "p99_ms": 8.0 if backend == "onnx" else 12.0,
+            "errors": 0,
+            "ratio_to_in_process": req_s / 100,
+        }
+
+    r = {
+        "model": "test",
+        "settings": [setting(s, c, 60.0 if s[0] == "onnx" else 40.0) for s in SERVERS for c in (1, 64)],
+        "in_process_img_s": {b: {"1": 100.0, "64": 100.0} for b in ("torch", "onnx")},
+        "floor": {"64": {"req_s": 1000.0, "p50_ms": 1, "p99_ms": 2, "errors": 0, "client_cpu_share": 0.1}},
+    }
+    r["targets"] = lines = targets(r)
+    assert "serve-c64-batching-fraction-of-batch-64: 0.40 (goal >= 0.5) short" in lines[0]
+    assert "serve-c1-p99-latency: 12.00 ms" in lines[1] and "short" in lines[1]
+    assert "(--backend onnx): 0.60" in lines[2] and lines[2].endswith("ok")
+    assert "serve-c1-p99-latency (--backend onnx): 8.00 ms" in lines[3] and lines[3].endswith("ok")
+    table = render(r)
+    assert table.count("| onnx | process | on |") == 2 and table.count("| torch | thread | on |") == 2
+    # results written before the columns: a scoring thread, torch, one in-process table
+    old = {"model": "old", "settings": [setting(SERVERS[0], 64, 40.0)], "in_process_img_s": {"64": 80.0}}
+    del old["settings"][0]["backend"], old["settings"][0]["worker"]
+    old["targets"] = targets(old)
+    assert "| torch | thread | on | 64 | 100 | 40 | 5.00 | 12.00 | 0 | 80 |" in render(old)

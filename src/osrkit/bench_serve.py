@@ -4,10 +4,11 @@ The server runs in a child process (as it would in production); the client, plai
 streams on keep-alive connections in this process (httpx's pool was the bottleneck at
 concurrency 64), keeps ``concurrency`` requests of one PNG image each in flight, bounded
 by a request count and a time limit per setting. The HTTP floor is the same client
-against ``GET /healthz`` of the same server: what the HTTP stack alone does here. Reported per setting
-(micro-batching on and off, concurrency 1, 8, 64): requests/s, images/s, p50 and p99
-latency, errors, and the ratio to in-process ``score_samples`` at the same batch size,
-measured in the same run.
+against ``GET /healthz`` of the same server: what the HTTP stack alone does here.
+Reported per setting (the default worker process with micro-batching on and off, and a
+scoring thread with batching on; concurrency 1, 8, 64): requests/s, images/s, p50 and
+p99 latency, errors, and the ratio to in-process ``score_samples`` at the same batch
+size, measured in the same run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,15 @@ class ServeBenchOptions:
     concurrency: tuple[int, ...] = (1, 8, 64)
     requests: int = 2000  # per setting, at most
     seconds: float = 15.0  # per setting, at most
+
+
+# (backend, worker, micro-batching) of each server the benchmark loads; the first is the default
+SERVERS = (
+    ("torch", "process", True),
+    ("torch", "process", False),
+    ("torch", "thread", True),
+    ("onnx", "process", True),
+)
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -191,13 +202,16 @@ async def _load(url: str, payloads: list[bytes], concurrency: int, max_requests:
     }
 
 
-def in_process_img_s(model: OpenSetRecognizer, images: np.ndarray, batch: int, seconds: float = 3.0) -> float:
-    """Images/s of ``score_samples`` at ``batch`` (decoded images, no HTTP)."""
+def in_process_img_s(
+    score: Callable[[np.ndarray], object], images: np.ndarray, batch: int, seconds: float = 3.0
+) -> float:
+    """Images/s of ``score`` (``score_samples`` of a model, or an ONNX model's ``run``) at
+    ``batch`` (decoded images, no HTTP)."""
     x = images[:batch]
-    model.score_samples(x)  # warm-up
+    score(x)  # warm-up
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        model.score_samples(x)
+        score(x)
         n += len(x)
     return n / (time.perf_counter() - t0)
 
@@ -227,27 +241,40 @@ def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBen
             "model": "given" if options.model else "digits, 6,000 MNIST images, 2 epochs",
             "settings": [],
         }
+        onnx_path = Path(model_dir) / "model.onnx"
+        if not onnx_path.exists():  # the ONNX backend's server needs an export
+            from .export import export_onnx
+
+            onnx_path = export_onnx(model, Path(tmp) / "model.onnx")
         # in-process with the torch threads the server scores with: with 2 threads on 2
         # loaded cores the OpenMP threads spin and batch 1 took 160 ms, not 2.5 (BENCHMARKS.md)
+        from .export import OnnxRecognizer
         from .serve.app import ServeOptions, scoring_threads
 
         threads, r["torch_threads"] = torch.get_num_threads(), scoring_threads(ServeOptions())
         torch.set_num_threads(r["torch_threads"])
         try:
-            r["in_process_img_s"] = {str(b): in_process_img_s(model, arrays, b) for b in options.concurrency}
+            onnx = OnnxRecognizer(onnx_path)  # its onnxruntime threads follow torch's
+            r["in_process_img_s"] = {
+                backend: {str(b): in_process_img_s(score, arrays, b) for b in options.concurrency}
+                for backend, score in (("torch", model.score_samples), ("onnx", onnx.run))
+            }
         finally:
             torch.set_num_threads(threads)
-        for batching in (True, False):
-            proc, url = start_server(model_dir, "-q", *([] if batching else ["--no-batching"]))
+        # the default server (torch backend, worker process), batching on and off; the same
+        # with the scorer on a thread of the server; and the ONNX backend: in one run
+        for backend, worker, batching in SERVERS:
+            flags = ["-q", "--worker", worker, "--backend", backend, *([] if batching else ["--no-batching"])]
+            proc, url = start_server(onnx_path if backend == "onnx" else model_dir, *flags)
             try:
                 for c in options.concurrency:
-                    if batching:  # the HTTP floor: the same client and server, no model
+                    if (backend, worker, batching) == SERVERS[0]:  # the HTTP floor, same server
                         floor = asyncio.run(_load(url, [floor_request()], c, 10**9, options.seconds / 3))
                         r.setdefault("floor", {})[str(c)] = floor
                         log.info("floor %s", floor)
                     res = asyncio.run(_load(url, payloads, c, options.requests, options.seconds))
-                    res |= {"batching": batching, "concurrency": c}
-                    res["ratio_to_in_process"] = res["img_s"] / r["in_process_img_s"][str(c)]
+                    res |= {"backend": backend, "worker": worker, "batching": batching, "concurrency": c}
+                    res["ratio_to_in_process"] = res["img_s"] / r["in_process_img_s"][backend][str(c)]
                     r["settings"].append(res)
                     log.info("%s", res)
             finally:
@@ -261,25 +288,42 @@ def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBen
     return r
 
 
-def _setting(r: dict, batching: bool, c: int) -> dict | None:
-    return next((s for s in r["settings"] if s["batching"] == batching and s["concurrency"] == c), None)
+def _key(s: dict) -> tuple:
+    """A setting's server (runs before these options: torch on a thread)."""
+    return s.get("backend", "torch"), s.get("worker", "thread"), s["batching"]
+
+
+def _in_process(r: dict, s: dict) -> float:
+    ref = r["in_process_img_s"]
+    ref = ref.get(s.get("backend", "torch"), ref)  # runs before the ONNX row: torch only
+    return ref[str(s["concurrency"])]
+
+
+def _setting(r: dict, c: int, server: tuple = SERVERS[0]) -> dict | None:
+    return next((s for s in r["settings"] if _key(s) == server and s["concurrency"] == c), None)
 
 
 def targets(r: dict) -> list[str]:
+    """The issue's targets on the default server, and the same on the ONNX backend."""
     out = []
-    top = _setting(r, True, 64)
-    if top is not None:
-        out.append(
-            target_line(
-                "serve-c64-batching-fraction-of-batch-64", top["ratio_to_in_process"], 0.5, "min", ".2f"
+    for server, label in ((SERVERS[0], ""), (("onnx", "process", True), " (--backend onnx)")):
+        top = _setting(r, 64, server)
+        if top is not None:
+            out.append(
+                target_line(
+                    f"serve-c64-batching-fraction-of-batch-64{label}",
+                    top["ratio_to_in_process"],
+                    0.5,
+                    "min",
+                    ".2f",
+                )
             )
-        )
-    one = _setting(r, True, 1)
-    if one is not None:
-        out.append(target_line("serve-c1-p99-latency", one["p99_ms"], 10.0, "max", ".2f", " ms"))
-    floor = r.get("floor", {}).get("64")
-    if floor is not None:
-        in_process = r["in_process_img_s"]["64"]
+        one = _setting(r, 1, server)
+        if one is not None:
+            out.append(target_line(f"serve-c1-p99-latency{label}", one["p99_ms"], 10.0, "max", ".2f", " ms"))
+    floor, top = r.get("floor", {}).get("64"), _setting(r, 64)
+    if floor is not None and top is not None:
+        in_process = _in_process(r, top)
         out.append(
             f"HTTP floor at concurrency 64 (GET /healthz, no model): {floor['req_s']:,.0f} req/s = "
             f"{floor['req_s'] / in_process:.2f} of in-process batch-64 img/s"
@@ -295,31 +339,33 @@ def render(r: dict) -> str:
         "# osrkit perf serve",
         "",
         f"Model: {r['model']}. One PNG image per request, client and server on loopback on the "
-        "same machine. Ratio = images/s against in-process `score_samples` at batch = concurrency.",
+        "same machine. Ratio = images/s against the same backend in process at batch = "
+        "concurrency (`score_samples`; for ONNX the graph's `run`), with the server's thread count.",
         "",
-        "| micro-batching | concurrency | requests | req/s | p50 ms | p99 ms | errors "
-        "| in-process img/s | ratio | client CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | scoring worker | micro-batching | concurrency | requests | req/s | p50 ms | p99 ms "
+        "| errors | in-process img/s | ratio | client CPU |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in r["settings"]:
+        backend, worker, batching = _key(s)
         lines.append(
-            f"| {'on' if s['batching'] else 'off'} | {s['concurrency']} | {s['requests']} | "
-            f"{s['req_s']:,.0f} | "
-            f"{s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['errors']} | "
-            f"{r['in_process_img_s'][str(s['concurrency'])]:,.0f} | {s['ratio_to_in_process']:.2f} | "
+            f"| {backend} | {worker} | {'on' if batching else 'off'} | {s['concurrency']} | "
+            f"{s['requests']} | {s['req_s']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
+            f"{s['errors']} | {_in_process(r, s):,.0f} | {s['ratio_to_in_process']:.2f} | "
             f"{s.get('client_cpu_share', float('nan')):.2f} |"
         )
     if r.get("floor"):
         lines += [
             "",
-            "HTTP floor: the same client against `GET /healthz` of the same server (batching on), "
+            "HTTP floor: the same client against `GET /healthz` of the default server (the first "
+            "rows), "
             "no model, no body: what the HTTP stack alone does on this machine.",
             "",
             "| concurrency | req/s | p50 ms | p99 ms | errors | client CPU | predict req/s / floor |",
             "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c, f in r["floor"].items():
-            on = _setting(r, True, int(c))
+            on = _setting(r, int(c))
             share = on["req_s"] / f["req_s"] if on and f["req_s"] else float("nan")
             lines.append(
                 f"| {c} | {f['req_s']:,.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['errors']} | "

@@ -286,7 +286,8 @@ class OnnxRecognizer:
 
     Attributes: ``path``, ``class_names``, ``scorer_names`` (the order of the
     ``unknown_scores`` columns), ``thresholds``, ``decision_scorer``, ``input_spec``,
-    ``metadata`` (all of the model's metadata, JSON-decoded).
+    ``metadata`` (all of the model's metadata, JSON-decoded). onnxruntime runs as many
+    threads as ``torch.get_num_threads()`` when the model is loaded.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -297,6 +298,9 @@ class OnnxRecognizer:
             raise ConfigError(RUNTIME_EXTRA_HINT) from None
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
+        # as many threads as torch (the thread count osrkit sets everywhere, e.g. the
+        # service's --threads); onnxruntime would otherwise take every core
+        options.intra_op_num_threads = torch.get_num_threads()
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]

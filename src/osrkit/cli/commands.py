@@ -191,6 +191,7 @@ def _cmd_serve(args: argparse.Namespace, progress: bool) -> int:
         max_request_bytes=int(args.max_request_mb * 2**20),
         max_images=args.max_images,
         threads=args.threads,
+        worker=args.worker,
     )
     if not args.quiet:
         logging.getLogger("osrkit.serve").setLevel(logging.INFO)  # one line per request

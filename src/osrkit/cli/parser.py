@@ -10,6 +10,7 @@ from ..bench import SpeedOptions
 from ..protocols import PROTOCOLS, Context, group_names
 from ..scorers import SCORERS
 from ..serve.app import ServeOptions
+from ..serve.worker import WORKERS
 from .arguments import (
     DEFAULTS,
     _add_data_args,
@@ -201,6 +202,13 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
         default=d.threads,
         metavar="N",
         help="torch threads for scoring (default: 0 = one less than the usable cores, at least 1)",
+    )
+    p.add_argument(
+        "--worker",
+        choices=WORKERS,
+        default=d.worker,
+        help="score in a worker process with its own GIL, or on a thread of the server "
+        "(default: %(default)s)",
     )
 
 

@@ -1,6 +1,6 @@
 """``osrkit serve``: the recognizer behind an HTTP endpoint, with micro-batching.
 
-Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart). Binds to 127.0.0.1
+Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart, orjson). Binds to 127.0.0.1
 unless told otherwise.
 """
 
@@ -53,7 +53,7 @@ def serve(model_dir: str | os.PathLike, options: ServeOptions = ServeOptions()) 
     check_port(options.host, options.port)
     if options.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: reachable from other machines", options.host)
-    app = create_app(model, options)
+    app = create_app(model, options, model_dir)
     config = uvicorn.Config(
         app,
         host=options.host,

@@ -2,10 +2,11 @@
 
 Written here because no library fits: the serving frameworks that batch (Ray Serve,
 TorchServe, Triton) are whole platforms; this is one asyncio queue and one scoring
-thread. While a batch is being scored, new requests queue up; the next batch takes all
-of them (at most ``max_batch`` images), and with ``max_wait_s > 0`` also waits that long
-for more. So under load the server scores at batch-scoring throughput, and a lone
-request waits for nothing (``max_wait_s = 0``, the default) or ``max_wait_s``.
+worker (a process or a thread, ``worker.py``). While a batch is being scored, new
+requests queue up; the next batch takes all of them (at most ``max_batch`` images),
+and with ``max_wait_s > 0`` also waits that long for more. So under load the server
+scores at batch-scoring throughput, and a lone request waits for nothing
+(``max_wait_s = 0``, the default) or ``max_wait_s``.
 """
 
 from __future__ import annotations
@@ -13,49 +14,45 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-import torch
+import numpy as np
+
+from .worker import ProcessWorker, ThreadWorker
 
 log = logging.getLogger(__name__)
 
-ScoreFn = Callable[[torch.Tensor], list[dict]]
-
 
 class MicroBatcher:
-    """Scores float image batches with ``score`` on one worker thread (the model is used
-    by one thread only), batching concurrent ``submit`` calls when ``enabled``."""
+    """Scores float image batches (numpy arrays) on one worker, batching concurrent
+    ``submit`` calls when ``enabled``; the batcher starts and stops the worker."""
 
     def __init__(
         self,
-        score: ScoreFn,
+        worker: ThreadWorker | ProcessWorker | Callable[[np.ndarray], list[Any]],
         max_batch: int = 64,
         max_wait_s: float = 0.0,
         enabled: bool = True,
-        threads: int | None = None,
     ):
-        """``threads``: torch's thread count, set in the scoring thread (None: left as is)."""
-        self.score, self.max_batch, self.max_wait_s, self.enabled = score, max_batch, max_wait_s, enabled
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="osrkit-score",
-            initializer=None if threads is None else torch.set_num_threads,
-            initargs=() if threads is None else (threads,),
-        )
+        """``worker``: a ``ThreadWorker`` or ``ProcessWorker`` (``worker.scoring_worker``),
+        or a plain function of a batch, run on a thread."""
+        self.worker = worker if hasattr(worker, "score") else ThreadWorker(worker)
+        self.max_batch, self.max_wait_s, self.enabled = max_batch, max_wait_s, enabled
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self.batches = 0  # how many batches were scored (the load benchmark reports it)
 
     async def start(self) -> None:
+        await self.worker.start()
         if self.enabled:
             self._queue = asyncio.Queue()
             self._task = asyncio.create_task(self._run(), name="osrkit-micro-batcher")
 
-    async def submit(self, images: torch.Tensor) -> list[dict]:
+    async def submit(self, images: np.ndarray) -> list[Any]:
         """Prediction rows of ``images`` (scored alone, or with other requests' images)."""
         if not self.enabled:
             self.batches += 1
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self.score, images)
+            return await self.worker.score(images)
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((images, future))
         return await future
@@ -89,11 +86,11 @@ class MicroBatcher:
             if stopping:
                 return
 
-    async def _score(self, items: list[tuple[torch.Tensor, asyncio.Future]]) -> None:
-        batch = torch.cat([images for images, _ in items]) if len(items) > 1 else items[0][0]
+    async def _score(self, items: list[tuple[np.ndarray, asyncio.Future]]) -> None:
+        batch = np.concatenate([images for images, _ in items]) if len(items) > 1 else items[0][0]
         self.batches += 1
         try:
-            rows = await asyncio.get_running_loop().run_in_executor(self._executor, self.score, batch)
+            rows = await self.worker.score(batch)
         except Exception as exc:  # every waiting request learns what went wrong
             log.exception("scoring a batch of %d images failed", len(batch))
             for _, future in items:
@@ -111,4 +108,4 @@ class MicroBatcher:
         if self._task is not None:
             await self._queue.put(None)
             await self._task
-        self._executor.shutdown(wait=True)
+        await self.worker.stop()

@@ -1,0 +1,175 @@
+"""The images of a ``POST /v1/predict`` request: read within the size limit, taken apart
+(multipart files or a JSON body of base64 strings) and decoded into a batch in the
+model's input spec. Every problem is a ``RequestError``: an HTTP status and one line."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import numpy as np
+
+from ..data.spec import InputSpec
+from ..data.transforms import decode_image_bytes, to_spec_array
+from ..errors import OsrkitError
+
+FILE_FIELDS = ("files", "file")
+INLINE_DECODE_BYTES = 256 * 1024  # smaller uploads are decoded on the event loop
+
+
+class RequestError(Exception):
+    """A bad request: HTTP ``status`` and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_body(request: Any, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body of {int(declared)} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_uploads(request: Any, max_bytes: int, max_images: int) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image in the request, checked against the limits."""
+    body = await read_body(request, max_bytes)
+    if not body:
+        raise RequestError(
+            400, 'empty request body; send images as multipart files ("files") or JSON {"images": [...]}'
+        )
+    content_type = request.headers.get("content-type", "")
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        uploads = multipart_files(body, content_type, max_images)
+    elif kind == "application/json":
+        uploads = json_images(body)
+    else:
+        raise RequestError(
+            415, f"unsupported content type {kind or 'none'!r}; use multipart/form-data or application/json"
+        )
+    if not uploads:
+        raise RequestError(400, "no images in the request")
+    if len(uploads) > max_images:
+        raise RequestError(413, f"{len(uploads)} images in one request; at most {max_images} are allowed")
+    return uploads
+
+
+def multipart_files(body: bytes, content_type: str, max_images: int) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of each file part of a multipart/form-data ``body`` (a 413 past
+    ``max_images`` parts, before the rest is parsed).
+
+    python-multipart's streaming parser, fed the body already in memory. Starlette's
+    ``request.form()`` runs the same parser but spools every file through a temporary
+    file object and an async read: 113 against 34 us for one small PNG here, on the
+    event loop that serves every request."""
+    from python_multipart import MultipartParser
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import parse_options_header
+
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        raise RequestError(400, "malformed multipart body (no boundary in the content type)")
+    parts: list[tuple[dict[bytes, bytes], bytes]] = []
+    headers: dict[bytes, bytes] = {}
+    field: list[bytes] = []
+    value: list[bytes] = []
+    data: list[bytes] = []
+    ended: list[bool] = []
+
+    def begin() -> None:
+        headers.clear()
+        data.clear()
+
+    def header_end() -> None:
+        headers[b"".join(field).lower()] = b"".join(value)
+        field.clear()
+        value.clear()
+
+    def end() -> None:
+        if len(parts) >= max_images:
+            raise RequestError(
+                413, f"more than {max_images} images in one request; at most {max_images} are allowed"
+            )
+        parts.append((dict(headers), b"".join(data)))
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": begin,
+            "on_header_field": lambda b, s, e: field.append(b[s:e]),
+            "on_header_value": lambda b, s, e: value.append(b[s:e]),
+            "on_header_end": header_end,
+            "on_part_data": lambda b, s, e: data.append(b[s:e]),
+            "on_part_end": end,
+            "on_end": lambda: ended.append(True),
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise RequestError(400, f"malformed multipart body ({str(exc).splitlines()[0][:200]})") from None
+    if not ended:
+        raise RequestError(400, "malformed multipart body (it ends before its closing boundary)")
+    uploads = []
+    for part_headers, content in parts:
+        options = parse_options_header(part_headers.get(b"content-disposition", b""))[1]
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if name not in FILE_FIELDS:
+            raise RequestError(400, f"unexpected field {name!r}; send images as files in the field 'files'")
+        filename = options.get(b"filename")
+        if filename is None:
+            raise RequestError(400, f"field {name!r} holds text, not a file; send images as file uploads")
+        uploads.append((filename.decode("utf-8", "replace") or f"image {len(uploads)}", content))
+    return uploads
+
+
+def json_images(body: bytes) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image of a JSON body ``{"images": [base64, ...], "names": [...]}``."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"body is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("images"), list):
+        raise RequestError(400, 'JSON body must be an object {"images": ["<base64>", ...]}')
+    extra = set(payload) - {"images", "names"}
+    if extra:
+        first = sorted(extra)[0]
+        raise RequestError(400, f"unexpected field {first!r}; the JSON body takes images and names")
+    names = payload.get("names") or [f"images[{i}]" for i in range(len(payload["images"]))]
+    if not isinstance(names, list) or len(names) != len(payload["images"]):
+        raise RequestError(400, "names must be a list with one name per image")
+    out = []
+    for i, (name, text) in enumerate(zip(names, payload["images"])):
+        if not isinstance(text, str):
+            raise RequestError(400, f"images[{i}] is not a base64 string")
+        try:
+            out.append((str(name), base64.b64decode(text, validate=True)))
+        except (binascii.Error, ValueError):
+            raise RequestError(400, f"images[{i}] is not valid base64") from None
+    return out
+
+
+def decode_batch(uploads: list[tuple[str, bytes]], spec: InputSpec) -> np.ndarray:
+    """A float32 batch ``(N, C, H, W)`` in ``spec``, in [0, 1] (bad images: a 400 naming
+    the file)."""
+    arrays = []
+    for name, data in uploads:
+        try:
+            arrays.append(to_spec_array(decode_image_bytes(data, name), spec))
+        except OsrkitError as exc:
+            raise RequestError(400, str(exc)) from None
+    batch = np.stack(arrays).astype(np.float32)
+    batch /= np.float32(255)  # as the library's to_input divides (a multiply rounds differently)
+    return batch
