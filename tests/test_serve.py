@@ -20,7 +20,7 @@ from PIL import Image
 
 from osrkit.bench_serve import _load, floor_request, free_port, predict_request, start_server, stop_server
 from osrkit.serve import MicroBatcher, ServeOptions
-from osrkit.serve.app import RequestLog, scoring_threads
+from osrkit.serve.app import PredictFastPath, RequestLog, scoring_threads
 from osrkit.serve.uploads import RequestError, decode_batch, multipart_files
 from osrkit.serve.worker import ProcessWorker, ThreadWorker, WorkerStopped, json_rows, scoring_worker
 
@@ -471,3 +471,31 @@ def test_load_benchmark_tables_name_each_server_and_read_old_results():
     del old["settings"][0]["backend"], old["settings"][0]["worker"]
     old["targets"] = targets(old)
     assert "| torch | thread | on | 64 | 100 | 40 | 5.00 | 12.00 | 0 | 80 |" in render(old)
+
+
+def test_predict_fast_path_answers_post_predict_and_passes_the_rest_on():
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(("app", scope.get("method"), scope.get("path")))
+
+    class Answer:
+        async def __call__(self, scope, receive, send):
+            seen.append(("answer", scope["method"], scope["path"]))
+
+    async def answer(request):
+        return Answer()
+
+    async def main():
+        fast = PredictFastPath(app, answer)
+        for method, path in (("POST", "/v1/predict"), ("GET", "/v1/predict"), ("POST", "/v1/model")):
+            await fast({"type": "http", "method": method, "path": path, "headers": []}, None, None)
+        await fast({"type": "lifespan"}, None, None)
+
+    asyncio.run(main())
+    assert seen == [
+        ("answer", "POST", "/v1/predict"),
+        ("app", "GET", "/v1/predict"),
+        ("app", "POST", "/v1/model"),
+        ("app", None, None),
+    ]
