@@ -499,3 +499,13 @@ def test_predict_fast_path_answers_post_predict_and_passes_the_rest_on():
         ("app", "POST", "/v1/model"),
         ("app", None, None),
     ]
+
+
+def test_an_app_whose_scoring_process_cannot_load_fails_in_one_line_before_serving(fitted, tmp_path):
+    """create_app launches the worker process and waits for its model (before osrkit
+    serve binds the port): a folder it cannot load is one line, not a lifespan traceback."""
+    from osrkit.serve import create_app
+
+    with pytest.raises(Exception, match="the scoring process could not load the model") as err:
+        create_app(fitted, ServeOptions(), model_dir=tmp_path / "gone")
+    assert "\n" not in str(err.value) and "gone" in str(err.value)

@@ -23,7 +23,7 @@ from ..predictions import input_spec_of, thresholds_of
 from ..runtime import usable_cores
 from .batcher import MicroBatcher
 from .uploads import INLINE_DECODE_BYTES, RequestError, decode_batch, read_uploads
-from .worker import WORKERS, WorkerStopped, scoring_worker
+from .worker import WORKERS, ProcessWorker, WorkerStopped, scoring_worker
 
 log = logging.getLogger("osrkit.serve")
 
@@ -177,6 +177,8 @@ def create_app(
         backend=options.backend,
         device=options.device,
     )
+    if isinstance(worker, ProcessWorker):
+        worker.launch()  # a model the process cannot load: one line, before the port is bound
     batcher = MicroBatcher(worker, options.max_batch, options.max_wait_ms / 1000, options.batching)
 
     @asynccontextmanager

@@ -42,6 +42,7 @@ WORKERS = ("process", "thread")
 _BATCH = struct.Struct("<5I")  # pixel bytes, then the batch shape N, C, H, W
 _REPLY = struct.Struct("<BI")  # status, payload bytes
 _OK, _BAD_INPUT, _FAILED, _READY = 0, 1, 2, 3
+LOAD_TIMEOUT_S = 300
 
 
 class WorkerStopped(RuntimeError):
@@ -82,8 +83,14 @@ class ProcessWorker:
         self._args = (str(model_dir), backend, device, threads)
         self._lock = asyncio.Lock()  # one batch on the socket at a time
         self._process: Any = None
+        self._socket: socket.socket | None = None
+        self._writer: asyncio.StreamWriter | None = None
 
-    async def start(self) -> None:
+    def launch(self) -> None:
+        """Spawn the process and wait until it has loaded the model (blocking, before the
+        server listens): a model it cannot load is a one-line ``ConfigError``."""
+        if self._process is not None:
+            return
         ours, theirs = socket.socketpair()
         # spawn, not fork: forking a process whose torch has started threads is unsafe
         self._process = get_context("spawn").Process(
@@ -91,10 +98,29 @@ class ProcessWorker:
         )
         self._process.start()
         theirs.close()
-        self._reader, self._writer = await asyncio.open_connection(sock=ours)
-        status, payload = await self._reply()
+        ours.settimeout(LOAD_TIMEOUT_S)
+        try:
+            header = _recv_exactly(ours, _REPLY.size)
+            status, size = _REPLY.unpack(header) if header else (_FAILED, 0)
+            payload = _recv_exactly(ours, size) if size else b""
+        except TimeoutError:
+            self._process.kill()
+            status, payload = _FAILED, f"it did not load it within {LOAD_TIMEOUT_S} s".encode()
+        ours.settimeout(None)
         if status != _READY:
-            raise ConfigError(f"the scoring process could not load the model: {payload.decode()}")
+            ours.close()
+            self._process.join(10)
+            self._process = None
+            why = bytes(payload or b"").decode() or "it exited while starting"
+            raise ConfigError(f"the scoring process could not load the model: {why}")
+        self._socket = ours
+
+    async def start(self) -> None:
+        """Launch the process (unless ``launch`` already did) and attach the socket to
+        this event loop."""
+        if self._process is None:
+            await asyncio.get_running_loop().run_in_executor(None, self.launch)
+        self._reader, self._writer = await asyncio.open_connection(sock=self._socket)
 
     async def _reply(self) -> tuple[int, bytes]:
         try:
@@ -122,7 +148,10 @@ class ProcessWorker:
         """Close the socket (the process then exits) and wait for the process."""
         if self._process is None:
             return
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+        else:  # launched, never started
+            self._socket.close()
         process, self._process = self._process, None
         await asyncio.get_running_loop().run_in_executor(None, process.join, 30)
         if process.is_alive():
