@@ -63,7 +63,7 @@ class ServeOptions:
 
 
 def scoring_threads(options: ServeOptions) -> int:
-    """torch threads for the scoring thread: ``options.threads``, or by default one less
+    """torch threads for the scoring worker: ``options.threads``, or by default one less
     than the usable cores (at least 1), leaving a core to the event loop. On 2 shared
     cores, torch's 2 OpenMP threads spinning beside the event loop made a batch-1
     forward pass 5-70x slower than 1 thread (BENCHMARKS.md, HTTP service)."""
