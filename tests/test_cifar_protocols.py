@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from osrkit.data.imageset import ImageSet
@@ -98,6 +99,12 @@ def test_cifar10_train_speed_end_to_end(tmp_path):
     assert e["train_s"] > 0 and 0 <= e["test_accuracy"] <= 1
     assert r["training_flops"] == r["flops_per_image"] * r["train_images"]
     assert r["flop_bound_s"] > 0 and "time-to-93%" in (tmp_path / "cifar10-train-speed.md").read_text()
+    # the perfect CPU runs at the rate of the dtype training ran in (float32 where bfloat16
+    # is emulated: dividing by an emulated bfloat16 rate gave a 30,000 s "bound")
+    assert r["flop_bound_dtype"] == ("bfloat16" if ctx.colour_config.use_bf16 else "float32")
+    rate = r["mm_bf16_gflops"] if r["flop_bound_dtype"] == "bfloat16" else r["mm_fp32_gflops"]
+    assert r["flop_bound_s"] == pytest.approx(r["training_flops"] / (rate * 1e9))
+    assert "not reached in 1 epochs (goal <= 12 min) short" in "\n".join(r["targets"])
 
 
 def test_training_flops_counts_forward_and_backward():
