@@ -26,7 +26,7 @@ from osrkit.distributed import Shard
 from osrkit.evaluation import evaluate
 from osrkit.training import TrainConfig, classifier_loss, train_epoch
 
-TIMEOUT_S = 120
+TIMEOUT_S = 300  # a hang guard: 11 s on idle cores, past 120 s on cores shared with a training run
 
 
 def rank_env(rank: int, world: int, port: int) -> None:
