@@ -6,9 +6,9 @@ only joins bytes.
 Why a process: under load the event loop (HTTP, multipart, PNG decoding) is Python and
 holds the GIL nearly all the time. A scoring thread lets go of the GIL around every torch
 operation and must then wait up to the switch interval (5 ms) to take it back, at every
-operation of every layer and scorer: a batch of 64 digits scored in 43 ms alone and in
-149 ms beside one busy Python thread (BENCHMARKS.md, HTTP service). In its own process
-the scorer has a GIL of its own.
+operation of every layer and scorer: a batch of 64 digits scored in 30 ms alone and in
+1.6 s beside one busy Python thread (``benchmarks/serve_profile.py``; BENCHMARKS.md,
+HTTP service). In its own process the scorer has a GIL of its own.
 
 Why a socket pair and not ``concurrent.futures.ProcessPoolExecutor``: the pool hands each
 batch through two helper threads of the server (its manager and its queue feeder), which
