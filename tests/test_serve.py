@@ -403,6 +403,11 @@ def test_process_worker_scores_as_the_model_and_reports_its_death(fitted, tmp_pa
     async def main():
         worker = ProcessWorker(folder, "torch", "cpu", 1)
         await worker.start()
+        # a caller cancelled while its batch is in the process: the next caller still
+        # gets its own rows, not the cancelled one's
+        cancelled = asyncio.ensure_future(worker.score(batch))
+        await asyncio.sleep(0.001)
+        cancelled.cancel()
         rows = await worker.score(batch)
         again = await worker.score(batch[:3])
         worker._process.kill()

@@ -122,6 +122,15 @@ class ProcessWorker:
             await asyncio.get_running_loop().run_in_executor(None, self.launch)
         self._reader, self._writer = await asyncio.open_connection(sock=self._socket)
 
+    async def _exchange(self, images: np.ndarray) -> tuple[int, bytes]:
+        async with self._lock:
+            try:
+                self._writer.write(_BATCH.pack(images.nbytes, *images.shape) + images.tobytes())
+                await self._writer.drain()
+            except ConnectionError:
+                raise WorkerStopped("the scoring process stopped") from None
+            return await self._reply()
+
     async def _reply(self) -> tuple[int, bytes]:
         try:
             status, size = _REPLY.unpack(await self._reader.readexactly(_REPLY.size))
@@ -130,14 +139,9 @@ class ProcessWorker:
             raise WorkerStopped("the scoring process stopped") from None
 
     async def score(self, images: np.ndarray) -> list[bytes]:
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        async with self._lock:
-            try:
-                self._writer.write(_BATCH.pack(images.nbytes, *images.shape) + images.tobytes())
-                await self._writer.drain()
-            except ConnectionError:
-                raise WorkerStopped("the scoring process stopped") from None
-            status, payload = await self._reply()
+        # shielded: a caller cancelled mid-exchange must not leave its reply on the socket
+        # for the next batch to read
+        status, payload = await asyncio.shield(self._exchange(np.ascontiguousarray(images, np.float32)))
         if status == _OK:
             return payload.split(b"\n")
         if status == _BAD_INPUT:
