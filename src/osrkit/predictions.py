@@ -60,7 +60,7 @@ def deciding_members(fusion: FusionScorer, scores: dict[str, np.ndarray]) -> lis
 
 
 def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None = None) -> list[dict]:
-    """One dict per image of the float batch ``images`` (already in the model's spec):
+    """One dict per image of the batch ``images`` (uint8, or float in [0, 1]; already in the model's spec):
 
     - ``label`` (class name or ``"unknown"``), ``class_index`` (-1 = unknown), ``known``;
     - ``decision``: the deciding scorer, its ``score``, ``threshold`` and ``margin``

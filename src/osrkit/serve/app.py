@@ -184,7 +184,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
-        await batcher.submit(np.zeros((1, *spec.shape), np.float32))  # warm up before declaring ready
+        await batcher.submit(np.zeros((1, *spec.shape), np.uint8))  # warm up before declaring ready
         app.state.ready = True
         log.info(
             "serving %s model (%s backend), %s",

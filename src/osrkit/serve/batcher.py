@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class MicroBatcher:
-    """Scores float image batches (numpy arrays) on one worker, batching concurrent
+    """Scores image batches (numpy arrays) on one worker, batching concurrent
     ``submit`` calls when ``enabled``; the batcher starts and stops the worker."""
 
     def __init__(

@@ -1,5 +1,5 @@
 """Where the service scores: in a worker process (``osrkit serve``'s default) or on a
-thread of the server process. Both take a float batch (a numpy array in the model's
+thread of the server process. Both take a uint8 image batch (a numpy array in the model's
 spec) and give each prediction row already written as JSON (orjson), so the event loop
 only joins bytes.
 
@@ -14,7 +14,7 @@ Why a socket pair and not ``concurrent.futures.ProcessPoolExecutor``: the pool h
 batch through two helper threads of the server (its manager and its queue feeder), which
 wait for the same GIL as the event loop; profiled at concurrency 64, the worker process
 sat idle 45% of the time. Here the event loop itself writes a batch to the socket and
-reads the rows back: a 20-byte header and the raw float32 pixels, no pickle.
+reads the rows back: a 20-byte header and the raw uint8 pixels, no pickle.
 """
 
 from __future__ import annotations
@@ -50,14 +50,15 @@ class WorkerStopped(RuntimeError):
 
 
 def json_rows(model: Predictor, images: np.ndarray) -> list[bytes]:
-    """``prediction_rows`` of the float batch ``images``, each row as JSON bytes."""
+    """``prediction_rows`` of the image batch ``images`` (uint8, or float in [0, 1], in the
+    model's spec), each row as JSON bytes."""
     import orjson
 
     return [orjson.dumps(row) for row in prediction_rows(model, torch.from_numpy(images))]
 
 
 class ThreadWorker:
-    """Scores with ``score`` (a function of a float batch) on one thread of this process,
+    """Scores with ``score`` (a function of an image batch) on one thread of this process,
     with ``threads`` torch threads (None: left as they are)."""
 
     def __init__(self, score: Callable[[np.ndarray], list[Any]], threads: int | None = None) -> None:
@@ -141,7 +142,7 @@ class ProcessWorker:
     async def score(self, images: np.ndarray) -> list[bytes]:
         # shielded: a caller cancelled mid-exchange must not leave its reply on the socket
         # for the next batch to read
-        status, payload = await asyncio.shield(self._exchange(np.ascontiguousarray(images, np.float32)))
+        status, payload = await asyncio.shield(self._exchange(np.ascontiguousarray(images, np.uint8)))
         if status == _OK:
             return payload.split(b"\n")
         if status == _BAD_INPUT:
@@ -196,7 +197,7 @@ def _serve_batches(sock: socket.socket, model_dir: str, backend: str, device: st
         if data is None:
             return
         try:
-            rows = json_rows(model, np.frombuffer(data, np.float32).reshape(shape))
+            rows = json_rows(model, np.frombuffer(data, np.uint8).reshape(shape))
             _send(sock, _OK, b"\n".join(rows))  # orjson writes no raw newline
         except OsrkitError as exc:
             _send(sock, _BAD_INPUT, str(exc).encode())
