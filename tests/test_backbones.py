@@ -201,10 +201,41 @@ def test_default_autoencoder_follows_what_the_spec_allows():
         OpenSetRecognizer(input_spec=odd, autoencoder=True)
 
 
-@pytest.mark.parametrize("side", [8, 12])
-def test_colour_cnn_refuses_images_too_small_in_one_line(side):
-    with pytest.raises(ConfigError, match="at least 16x16 pixels"):
-        create_backbone("colour_cnn", InputSpec(3, side, side), 3)
+@pytest.mark.parametrize(
+    ("stem", "side", "least"), [("patch", 8, 9), ("space_to_depth", 8, 16), ("space_to_depth", 12, 16)]
+)
+def test_colour_cnn_refuses_images_too_small_in_one_line(stem, side, least):
+    with pytest.raises(ConfigError, match=f"at least {least}x{least} pixels"):
+        create_backbone("colour_cnn", InputSpec(3, side, side), 3, stem=stem)
+    create_backbone("colour_cnn", InputSpec(3, least, least), 3, stem=stem)
+
+
+def test_colour_cnn_records_its_defaults_and_refuses_an_unknown_stem():
+    net = create_backbone("colour_cnn", CIFAR10_SPEC, 4)
+    assert net.backbone_options == {"stem": "patch", "flip_tta": True}
+    assert (
+        create_backbone("colour_cnn", CIFAR10_SPEC, 4, flip_tta=False).backbone_options["flip_tta"] is False
+    )
+    with pytest.raises(ConfigError, match="stem must be one of patch, space_to_depth, got 'big'"):
+        create_backbone("colour_cnn", CIFAR10_SPEC, 4, stem="big")
+
+
+def test_flip_averaged_features_see_an_image_and_its_mirror_alike():
+    """With flip_tta the network in eval mode scores an image and its mirror image the
+    same (the mean of the two views' features); in training it sees one view."""
+    torch.manual_seed(0)
+    net = create_backbone("colour_cnn", CIFAR10_SPEC, 4).eval()
+    x = torch.rand(3, *CIFAR10_SPEC.shape)
+    torch.testing.assert_close(net(x), net(x.flip(3)))
+    plain = create_backbone("colour_cnn", CIFAR10_SPEC, 4, flip_tta=False)
+    plain.load_state_dict(net.state_dict())
+    plain.eval()
+    torch.testing.assert_close(
+        net.forward_features(x), (plain.forward_features(x) + plain.forward_features(x.flip(3))) / 2
+    )
+    assert not torch.allclose(plain(x), plain(x.flip(3)))
+    net.train()
+    torch.testing.assert_close(net.forward_features(x), plain.train().forward_features(x))
 
 
 def test_model_folder_files_share_one_mode(tmp_path, fitted):

@@ -110,7 +110,7 @@ def test_cifar10_train_speed_end_to_end(tmp_path):
 def test_training_flops_counts_forward_and_backward():
     net = create_backbone("colour_cnn", CIFAR10_SPEC, 10)
     flops = training_flops(net, CIFAR10_SPEC.shape, 10)
-    assert 150e6 < flops < 175e6  # 162.8 MFLOP per training image (BENCHMARKS.md)
+    assert 175e6 < flops < 190e6  # 181.8 MFLOP per training image (BENCHMARKS.md)
 
 
 def test_split_classes_in_colour_keeps_the_class_order_given():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from osrkit import OpenSetRecognizer
 from osrkit.data.spec import MNIST_SPEC
@@ -48,6 +49,31 @@ def test_legacy_folder_scores_as_when_written(version, tmp_path):
     again_scores = again.score_all(images)
     for name, values in scores.items():
         np.testing.assert_array_equal(again_scores[name], values)
+
+
+def test_colour_folder_saved_before_the_stem_option_keeps_its_network(tmp_path):
+    """A format-3 colour_cnn folder written before the network's defaults changed (stem,
+    flips) records none of them: it loads as the network it was, with the same scores,
+    and saved again it records them."""
+    folder = FIXTURES / "v3-colour"
+    expected = json.loads((folder / "expected.json").read_text())
+    make_inputs = _make_inputs()
+    images = make_inputs.to_colour(make_inputs.inputs())
+    assert make_inputs.sha256(images) == expected["inputs_sha256"]
+    assert "stem" not in json.loads((folder / "config.json").read_text())["backbone"]["options"]
+    model = OpenSetRecognizer.from_pretrained(folder, fast_paths=FastPaths.off(), device="cpu")
+    net = model.classifier_
+    assert isinstance(net.body[0], torch.nn.PixelUnshuffle) and not net.flip_tta
+    scores = model.score_all(images)
+    for name, values in expected["scores"].items():
+        np.testing.assert_allclose(scores[name], values, rtol=1e-6, atol=1e-9, err_msg=name)
+    np.testing.assert_array_equal(model.predict(images), expected["predictions"])
+    model.save_pretrained(tmp_path / "m")
+    recorded = json.loads((tmp_path / "m" / "config.json").read_text())["backbone"]["options"]
+    assert recorded == {"widths": [8, 16], "stem": "space_to_depth", "flip_tta": False}
+    again = OpenSetRecognizer.from_pretrained(tmp_path / "m", fast_paths=FastPaths.off(), device="cpu")
+    for name, values in again.score_all(images).items():
+        np.testing.assert_array_equal(values, scores[name])
 
 
 def test_loaded_model_recalibrates_with_every_scorer_it_can_have():

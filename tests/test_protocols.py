@@ -120,6 +120,20 @@ def test_cache_key_tracks_data_config_and_seed():
     assert cache_key(a, cfg) != cache_key(a, TrainConfig(epochs=2))
 
 
+def test_cache_key_tracks_the_default_networks_options(monkeypatch):
+    """A change of the default network's registered options (colour_cnn's stem, for one)
+    is a new model: the cache must not hand back the network trained before it."""
+    import dataclasses
+
+    from osrkit.models import registry
+
+    a, cfg = synthetic_set(100), TrainConfig()
+    before = cache_key(a, cfg)
+    entry = registry.backbone_entry("small_cnn")
+    monkeypatch.setitem(registry._REGISTRY, "small_cnn", dataclasses.replace(entry, options={"dropout": 0.1}))
+    assert cache_key(a, cfg) != before
+
+
 TINY = ["--max-train", "3000", "--max-test", "300", "--epochs", "1", "--ae-epochs", "1", "--val-size", "500"]
 
 

@@ -14,6 +14,7 @@ and give the same scores.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -156,12 +157,12 @@ def _architecture(cfg: dict[str, Any]) -> tuple[InputSpec, str, dict, Autoencode
         )
     backbone = cfg["backbone"]
     ae = AutoencoderConfig.from_dict(cfg["autoencoder"]) if cfg.get("autoencoder") else None
-    return (
-        InputSpec.from_dict(cfg["input_spec"]),
-        str(backbone["name"]),
-        dict(backbone.get("options", {})),
-        ae,
-    )
+    name, options = str(backbone["name"]), dict(backbone.get("options", {}))
+    # an option the folder does not record means what it meant when it was saved (an
+    # unknown backbone is reported by the caller)
+    with contextlib.suppress(ConfigError):
+        options = backbone_entry(name).unrecorded_options | options
+    return InputSpec.from_dict(cfg["input_spec"]), name, options, ae
 
 
 def _load_weights(module: torch.nn.Module, file: Path, folder: Path) -> None:

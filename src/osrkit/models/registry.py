@@ -79,14 +79,18 @@ class Backbone(nn.Module):
 @dataclass(frozen=True)
 class BackboneEntry:
     """A registered backbone: its factory ``(spec, num_classes, **options) -> Backbone``,
-    the default training recipe (``TrainConfig`` fields), and whether an autoencoder is
-    trained beside it by default."""
+    the default training recipe (``TrainConfig`` fields), whether an autoencoder is
+    trained beside it by default, the ``options`` a new network gets unless told otherwise
+    (recorded in its model folder), and ``unrecorded_options``: what a folder that records
+    none of those options meant (one saved before the defaults changed)."""
 
     name: str
     factory: Callable[..., Backbone]
     description: str = ""
     recipe: dict[str, Any] = field(default_factory=dict)
     autoencoder: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    unrecorded_options: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -99,14 +103,25 @@ def register_backbone(
     description: str = "",
     recipe: dict[str, Any] | None = None,
     autoencoder: bool = False,
+    options: dict[str, Any] | None = None,
+    unrecorded_options: dict[str, Any] | None = None,
 ):
     """Register ``factory(spec, num_classes, **options) -> Backbone`` under ``name``; usable
     as a decorator. Registering a name again replaces the entry (a notebook may redefine
-    its own network)."""
+    its own network). ``options``: what ``create_backbone`` passes unless told otherwise;
+    ``unrecorded_options``: see ``BackboneEntry``."""
 
     def add(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = BackboneEntry(name, fn, doc, dict(recipe or {}), autoencoder)
+        _REGISTRY[name] = BackboneEntry(
+            name,
+            fn,
+            doc,
+            dict(recipe or {}),
+            autoencoder,
+            dict(options or {}),
+            dict(unrecorded_options or {}),
+        )
         return fn
 
     return add(factory) if factory is not None else add
@@ -128,8 +143,10 @@ def backbone_entry(name: str) -> BackboneEntry:
 
 
 def create_backbone(name: str, spec: InputSpec, num_classes: int, **options: Any) -> Backbone:
-    """A new, untrained backbone ``name`` for inputs ``spec`` and ``num_classes`` classes."""
+    """A new, untrained backbone ``name`` for inputs ``spec`` and ``num_classes`` classes;
+    ``options`` over the backbone's registered ones, all recorded in ``backbone_options``."""
     entry = backbone_entry(name)
+    options = entry.options | options
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     try:

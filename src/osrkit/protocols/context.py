@@ -16,6 +16,7 @@ from ..data.catalog import load_dataset
 from ..data.imageset import ImageSet
 from ..data.spec import MNIST_SPEC, InputSpec
 from ..errors import OsrkitError
+from ..models import backbone_entry, default_backbone
 from ..recognizer import OpenSetRecognizer
 from ..scorers import scorer_class
 from ..training import TrainConfig, data_fingerprint, stratified_split
@@ -108,11 +109,14 @@ class Context:
 
 
 def cache_key(train: ImageSet, config: TrainConfig) -> str:
-    """Identity of a trained model: data, classes, training config (seed included), the
-    CPU fast paths in effect and the osrkit version."""
+    """Identity of a trained model: data, classes, default backbone and its options,
+    training config (seed included), the CPU fast paths in effect and the osrkit version."""
+    backbone = default_backbone(train.spec or InputSpec(*train.shape))
     identity = {
         "data": data_fingerprint(train.images, train.labels),
         "classes": train.class_names,
+        # the network a recognizer builds by default (its options change between versions)
+        "backbone": {"name": backbone, "options": backbone_entry(backbone).options},
         "config": config.to_dict() | {"bf16_resolved": config.use_bf16},
         "osrkit": __version__,
     }
