@@ -212,7 +212,10 @@ def test_colour_cnn_refuses_images_too_small_in_one_line(stem, side, least):
 
 def test_colour_cnn_records_its_defaults_and_refuses_an_unknown_stem():
     net = create_backbone("colour_cnn", CIFAR10_SPEC, 4)
-    assert net.backbone_options == {"stem": "patch", "flip_tta": True}
+    # the widths follow the stem: recorded too, so a folder pins its network
+    assert net.backbone_options == {"stem": "patch", "widths": [32, 96, 192], "flip_tta": True}
+    old = create_backbone("colour_cnn", CIFAR10_SPEC, 4, stem="space_to_depth")
+    assert old.backbone_options["widths"] == [64, 128, 256]
     assert (
         create_backbone("colour_cnn", CIFAR10_SPEC, 4, flip_tta=False).backbone_options["flip_tta"] is False
     )
@@ -247,3 +250,22 @@ def test_model_folder_files_share_one_mode(tmp_path, fitted):
     umask = os.umask(0)
     os.umask(umask)
     assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_checkpoint_of_another_default_network_is_refused_in_one_line(tmp_path, monkeypatch):
+    """A checkpoint written while colour_cnn's registered defaults built another network
+    (an older osrkit) is refused in one line; it used to be loaded into the new network
+    (a state_dict traceback), because its identity held only the options the caller gave."""
+    import dataclasses
+
+    from osrkit.models import registry
+
+    train = _colour_set(120)
+    cfg = TrainConfig.for_backbone("colour_cnn", epochs=2, batch_size=32, val_size=30)
+    entry = backbone_entry("colour_cnn")
+    monkeypatch.setitem(registry._REGISTRY, "colour_cnn", dataclasses.replace(entry, options={}))
+    interrupted = dataclasses.replace(cfg, epochs=1)
+    OpenSetRecognizer(train.class_names, autoencoder=False).fit(train, interrupted, tmp_path / "ckpt")
+    monkeypatch.setitem(registry._REGISTRY, "colour_cnn", entry)
+    with pytest.raises(ConfigError, match="written with other training options"):
+        OpenSetRecognizer(train.class_names, autoencoder=False).fit(train, interrupted, tmp_path / "ckpt")

@@ -197,7 +197,8 @@ class OpenSetRecognizer(RecognizerInference):
             scorers=scorers,
         )
         net = wrap_classifier(module, input_spec, len(model.class_names), features)
-        net.backbone_name, net.backbone_options = backbone or "", model.backbone_options
+        registered = backbone_entry(backbone).options if backbone else {}
+        net.backbone_name, net.backbone_options = backbone or "", registered | model.backbone_options
         model.classifier_ = net.eval().to(model.device)
         model.input_spec_ = input_spec
         model.pretrained_ = True
@@ -283,7 +284,8 @@ class OpenSetRecognizer(RecognizerInference):
             if checkpoint_dir:
                 identity = config.to_dict() | {
                     "class_names": self.class_names,
-                    "backbone": {"name": self.backbone_name_, "options": self.backbone_options},
+                    # the options the network was built with (registered defaults included)
+                    "backbone": {"name": self.backbone_name_, "options": self.classifier_.backbone_options},
                     "input_spec": spec.to_dict(),
                     "autoencoder": self.autoencoder_.config.to_dict() if self.autoencoder_ else None,
                     "data": fingerprint(train),

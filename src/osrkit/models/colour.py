@@ -21,7 +21,10 @@ recipe trains on mirrored images, so a mirror image is as good a view as the ori
 It costs a second forward pass at inference. Turn it off for images whose mirror image
 means something else (text, digits).
 Stem, widths and flips were chosen by closed-set accuracy per CPU-minute on CIFAR-10
-(10 classes, see BENCHMARKS.md).
+(10 classes, see BENCHMARKS.md). The defaults above are ``create_backbone``'s (the
+registered options); ``ColourNet`` and ``colour_cnn`` called directly keep the earlier
+network's, which is what a folder that records no stem holds. A model folder records the
+stem, the widths and the flips.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class ColourNet(Backbone):
             )
         self.set_normalization(spec)
         self.flip_tta = bool(flip_tta)
+        # recorded in the model folder, so that it builds this network whatever the defaults
+        self.resolved_options = {"stem": stem, "widths": list(widths), "flip_tta": self.flip_tta}
         if stem == "patch":
             first = 8 * spec.channels
             layers: list[nn.Module] = [nn.Conv2d(spec.channels, first, 2, bias=False)]

@@ -40,7 +40,9 @@ class Backbone(nn.Module):
     set ``head`` (a linear layer ``D -> num_classes``) and ``feature_dim``. Inputs are
     float ``(N, C, H, W)`` in [0, 1]; a normalising spec is applied by ``normalize``.
     ``create_backbone`` records ``backbone_name`` and ``backbone_options`` so that a model
-    folder can build the same network again.
+    folder can build the same network again; options the factory works out from others
+    (``colour_cnn``'s widths follow its stem) go in ``resolved_options`` and are recorded
+    too.
     """
 
     feature_dim: int
@@ -81,8 +83,8 @@ class BackboneEntry:
     """A registered backbone: its factory ``(spec, num_classes, **options) -> Backbone``,
     the default training recipe (``TrainConfig`` fields), whether an autoencoder is
     trained beside it by default, the ``options`` a new network gets unless told otherwise
-    (recorded in its model folder), and ``unrecorded_options``: what a folder that records
-    none of those options meant (one saved before the defaults changed)."""
+    (recorded in its model folder), and ``unrecorded_options``: what each of those options
+    meant in a folder that does not record it (one saved before the option existed)."""
 
     name: str
     factory: Callable[..., Backbone]
@@ -154,7 +156,8 @@ def create_backbone(name: str, spec: InputSpec, num_classes: int, **options: Any
     except TypeError as exc:
         raise ConfigError(f"backbone {name!r} does not take these options {sorted(options)}: {exc}") from None
     model.backbone_name = name
-    model.backbone_options = dict(options)
+    # what the factory worked out from the others (e.g. widths that follow the stem) too
+    model.backbone_options = dict(options) | getattr(model, "resolved_options", {})
     return model
 
 
