@@ -22,18 +22,8 @@ import torch
 from osrkit.data.catalog import load_dataset
 from osrkit.data.spec import CIFAR10_SPEC
 from osrkit.models import create_backbone
-from osrkit.protocols.cifar import training_flops
+from osrkit.protocols.cifar import classification_accuracy, training_flops
 from osrkit.training import TrainConfig, stratified_split, train_classifier
-
-
-@torch.inference_mode()
-def accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    net.eval()
-    correct = 0
-    for i in range(0, len(images), 1000):
-        x = images[i : i + 1000].float().div_(255.0)
-        correct += int((net(x).argmax(1) == labels[i : i + 1000]).sum())
-    return correct / len(images)
 
 
 def main() -> None:
@@ -63,7 +53,7 @@ def main() -> None:
         clock["train_s"] += time.perf_counter() - clock["since"]
         both = copy.deepcopy(model)
         both.flip_tta = True
-        plain, mirrored = accuracy(model, test.images, test.labels), accuracy(both, test.images, test.labels)
+        plain, mirrored = (classification_accuracy(m, test.images, test.labels, cfg) for m in (model, both))
         print(f"| {epoch} | {clock['train_s']:.0f} | {plain:.4f} | {mirrored:.4f} |", flush=True)
         clock["since"] = time.perf_counter()
 

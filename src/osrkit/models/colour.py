@@ -60,14 +60,14 @@ class ColourNet(Backbone):
         self,
         spec: InputSpec,
         num_classes: int,
-        widths: tuple[int, ...] | None = None,
+        widths: tuple[int, ...] | list[int] | None = None,
         stem: str = "space_to_depth",
         flip_tta: bool = False,
     ) -> None:
         super().__init__()
         if stem not in STEMS:
             raise ConfigError(f"colour_cnn stem must be one of {', '.join(STEMS)}, got {stem!r}")
-        widths = tuple(widths) if widths is not None else DEFAULT_WIDTHS[stem]
+        widths = tuple(int(w) for w in widths) if widths is not None else DEFAULT_WIDTHS[stem]
         if not widths:
             raise ConfigError("colour_cnn needs at least one width")
         # the space-to-depth stem halves the resolution; the 2x2 patch stem takes one pixel
@@ -143,6 +143,4 @@ def colour_cnn(
     flip_tta: bool = False,
 ) -> ColourNet:
     """VGG-style colour CNN (``stem``: ``patch`` or ``space_to_depth``)."""
-    return ColourNet(
-        spec, num_classes, None if widths is None else tuple(int(w) for w in widths), stem, flip_tta
-    )
+    return ColourNet(spec, num_classes, widths, stem, flip_tta)

@@ -168,7 +168,11 @@ def training_flops(net: torch.nn.Module, spec_shape: tuple[int, ...], num_classe
 
 
 @torch.inference_mode()
-def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> float:
+def classification_accuracy(
+    net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig | None = None
+) -> float:
+    """Closed-set accuracy of ``net`` (eval mode) on uint8 ``images``, in batches of 1,000."""
+    cfg = cfg or TrainConfig()
     net.eval()
     correct = 0
     for i in range(0, len(images), 1000):
@@ -200,7 +204,7 @@ def run_cifar10_train_speed(ctx: Context) -> dict:
         row = {
             "epoch": epoch,
             "train_s": clock["train_s"],
-            "test_accuracy": _accuracy(model, test.images, test.labels, cfg),
+            "test_accuracy": classification_accuracy(model, test.images, test.labels, cfg),
         }
         epochs.append(row)
         clock["since"] = time.perf_counter()
