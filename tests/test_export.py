@@ -19,22 +19,18 @@ from osrkit.runtime import FastPaths
 from osrkit.scorers import SCORERS
 
 from .conftest import synthetic_digits, synthetic_unknowns
+from .numerics import (
+    ONNX_LOGITS_ATOL,
+    assert_argmax_agree,
+    assert_decisions_agree,
+    assert_scores_close,
+    onnx_tol,
+)
 from .test_cli import assert_one_line_error, run_cli
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-
-# ONNX Runtime's kernels (and its Conv+BatchNorm fusion) round float32 differently from
-# PyTorch's reference path; measured differences are below 1e-5 in the logits and 3e-6 in
-# every score (README, "ONNX export"). The scores themselves are computed in float64 from
-# those outputs. atol=1e-4 bounds msp (in [0, 1]), reconstruction (an MSE below 1) and the
-# combined score near its decision range. rtol is justified for the combined score only:
-# 1 + (log s - log t) / span divides the member's rounding error by the same span that
-# makes far unknowns score high, so its error grows in proportion to the score (scores in
-# the hundreds when a threshold lies close to its median); 1e-5 relative is still ~100x
-# float32's rounding of the member scores.
-ATOL, RTOL = 1e-4, 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +57,27 @@ def probe_images() -> torch.Tensor:
     return torch.from_numpy(images)
 
 
-def assert_agree(reference: OpenSetRecognizer, backend: OnnxRecognizer, x) -> dict[str, float]:
-    """ONNX outputs match the PyTorch reference; returns the max abs difference per score."""
+def assert_agree(reference: OpenSetRecognizer, backend: OnnxRecognizer, x) -> None:
+    """ONNX outputs match the PyTorch reference, within the tolerances of numerics.py."""
     ref_out = reference.outputs(x)
     ref_scores = reference.scores_from_outputs(ref_out)
     out = backend.run(x)
     scores = backend.scores_from_outputs(out)
     assert list(scores) == list(ref_scores)
     for name, ref in ref_scores.items():
-        np.testing.assert_allclose(scores[name], ref, rtol=RTOL, atol=ATOL, err_msg=name)
-    np.testing.assert_array_equal(out["label"], reference.decide(ref_out))
-    np.testing.assert_array_equal(out["logits"].argmax(1), ref_out.predictions)  # also where unknown
-    np.testing.assert_array_equal(out["is_unknown"], out["label"] == -1)
-    np.testing.assert_allclose(out["logits"], ref_out.logits, atol=ATOL)
-    np.testing.assert_allclose(
-        out["probabilities"], torch.softmax(torch.from_numpy(ref_out.logits), 1).numpy(), atol=1e-6
+        assert_scores_close(scores[name], ref, onnx_tol(name), name)
+    name = reference.decision_scorer
+    decided = assert_decisions_agree(
+        out["label"], reference.decide(ref_out), ref_scores[name], reference.thresholds_[name], onnx_tol(name)
     )
-    return {name: float(np.abs(scores[name] - ref).max()) for name, ref in ref_scores.items()}
+    assert decided > 0.9
+    assert assert_argmax_agree(out["logits"], ref_out.predictions, ref_out.logits) > 0.9  # also where unknown
+    np.testing.assert_array_equal(out["is_unknown"], out["label"] == -1)
+    np.testing.assert_allclose(out["logits"], ref_out.logits, rtol=0, atol=ONNX_LOGITS_ATOL)
+    # softmax of those logits: 9.5e-7 measured (as in numerics.py); 10x
+    np.testing.assert_allclose(
+        out["probabilities"], torch.softmax(torch.from_numpy(ref_out.logits), 1).numpy(), atol=1e-5
+    )
 
 
 def test_export_matches_pytorch_reference(exported):
@@ -85,17 +85,25 @@ def test_export_matches_pytorch_reference(exported):
     assert_agree(exported.reference, exported.onnx, x)
     labels = exported.onnx.predict(x)
     assert (labels[:60] != -1).any() and (labels[60:120] == -1).all()  # both outcomes exercised
+    ref_scores = exported.reference.score_all(x)
     for scorer in SCORERS:  # decisions by the other scorers, from the scores
-        np.testing.assert_array_equal(
-            exported.onnx.predict(x, scorer=scorer), exported.reference.predict(x, scorer=scorer)
+        decided = assert_decisions_agree(
+            exported.onnx.predict(x, scorer=scorer),
+            exported.reference.predict(x, scorer=scorer),
+            ref_scores[scorer],
+            exported.reference.thresholds_[scorer],
+            onnx_tol(scorer),
         )
+        assert decided > 0.9, scorer
 
 
 def test_fast_paths_decide_as_the_graph_away_from_the_threshold(exported, fitted):
     """The runtime's fast paths (bfloat16 forced, as CPUs with AMX run them) move scores
     by a fraction of their spread; the decision scorer's decisions still agree with the
-    exported float32 graph wherever its score is more than 0.1 from the threshold of 1
-    (benchmarks/onnx_gap.py measured flips only within 0.003 of it on real digits)."""
+    exported float32 graph wherever its score is more than 0.2 from the threshold of 1
+    (benchmarks/onnx_gap.py measured flips only within 0.003 of it on real digits; on the
+    probe images bfloat16 moved it by up to 0.015 near the threshold, with models trained
+    in float32 and in bfloat16: ~10x)."""
     x = probe_images()
     graph = exported.onnx.run(x)
     fast = copy.copy(fitted)
@@ -103,7 +111,7 @@ def test_fast_paths_decide_as_the_graph_away_from_the_threshold(exported, fitted
     outputs = fast.outputs(x)
     name = fitted.decision_scorer
     s = exported.onnx.scores_from_outputs(graph)[name]
-    far = np.abs(s - fitted.thresholds_[name]) > 0.1
+    far = np.abs(s - fitted.thresholds_[name]) > 0.2
     assert far.mean() > 0.5
     np.testing.assert_array_equal(fast.decide(outputs)[far], graph["label"][far])
 
@@ -112,8 +120,7 @@ def test_export_on_real_mnist_and_cifar10(exported, shared_data):
     mnist = load_dataset("mnist:test", root=shared_data).take(200, seed=0)
     cifar = load_dataset("cifar10", root=shared_data).take(200, seed=0)
     for images in (mnist, cifar):
-        diffs = assert_agree(exported.reference, exported.onnx, images)
-        assert max(diffs.values()) < ATOL
+        assert_agree(exported.reference, exported.onnx, images)
 
 
 def test_graph_has_dynamic_batch_typed_outputs_and_metadata(exported, fitted):
@@ -162,10 +169,14 @@ def test_any_batch_size_and_input_kind(exported, tmp_path):
     for i, img in enumerate(digits):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(img).save(paths[-1])
-    expected = exported.reference.predict(digits)
+    reference = exported.reference
+    expected, ref_scores = reference.predict(digits), reference.score_samples(digits)
+    name = reference.decision_scorer
+    rule = (reference.thresholds_[name], onnx_tol(name))
     for images in (digits, digits[:, None], paths, x[:3].float() / 255):
-        np.testing.assert_array_equal(exported.onnx.predict(images), expected)
-    assert exported.onnx.predict(Image.fromarray(digits[0])).tolist() == expected[:1].tolist()
+        assert assert_decisions_agree(exported.onnx.predict(images), expected, ref_scores, *rule) == 1
+    pil = exported.onnx.predict(Image.fromarray(digits[0]))
+    assert assert_decisions_agree(pil, expected[:1], ref_scores[:1], *rule) == 1
     assert OnnxRecognizer(exported.folder).path == exported.path  # a folder holding model.onnx
 
 
@@ -181,7 +192,14 @@ def test_export_overwrite_and_decision_scorer(exported, fitted, tmp_path):
     backend = OnnxRecognizer(path)
     assert backend.decision_scorer == "reconstruction"
     x = probe_images()
-    np.testing.assert_array_equal(backend.run(x)["label"], exported.reference.predict(x, "reconstruction"))
+    decided = assert_decisions_agree(
+        backend.run(x)["label"],
+        exported.reference.predict(x, "reconstruction"),
+        exported.reference.score_samples(x, "reconstruction"),
+        exported.reference.thresholds_["reconstruction"],
+        onnx_tol("reconstruction"),
+    )
+    assert decided > 0.9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]  # no temporary file left
 
 
@@ -286,12 +304,17 @@ def test_cli_export_then_predict_with_onnx_backend(exported, tmp_path, capsys, m
             onnx_rows = predict_rows(capsys, "--backend", "onnx", model, *images, *scorer)
             assert len(onnx_rows) == len(torch_rows) == len(images)
             for o, t in zip(onnx_rows, torch_rows):
-                assert {k: o[k] for k in ("path", "label", "class_index", "known")} == {
-                    k: t[k] for k in ("path", "label", "class_index", "known")
-                }
-                assert o["scores"] == pytest.approx(t["scores"], rel=RTOL, abs=ATOL)
+                assert o["path"] == t["path"]
+                for name, score in t["scores"].items():
+                    assert o["scores"][name] == pytest.approx(score, rel=onnx_tol(name), abs=onnx_tol(name))
                 assert o["thresholds"] == t["thresholds"]
-                assert o["decided_by"] == t["decided_by"]  # the same fusion member explains it
+                name = t["decision"]["scorer"]
+                score, threshold = t["scores"][name], t["thresholds"][name]
+                if abs(score - threshold) > onnx_tol(name) * (1 + abs(score)):  # nearer, either side
+                    assert {k: o[k] for k in ("label", "class_index", "known")} == {
+                        k: t[k] for k in ("label", "class_index", "known")
+                    }
+                    assert o["decided_by"] == t["decided_by"]  # the same fusion member explains it
     assert {r["known"] for r in torch_rows} == {True, False}
 
 

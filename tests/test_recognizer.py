@@ -202,14 +202,15 @@ def test_version_1_folder_still_loads(fitted, tmp_path):
 def test_from_pretrained_needs_what_the_config_lists(fitted, tmp_path):
     path = fitted.save_pretrained(tmp_path / "m")
     cfg = json.loads((path / "config.json").read_text())
-    drop = {k: v for k, v in cfg["scorers"].items() if k not in ("knn", "fusion")}
-    thresholds = {k: v for k, v in cfg["thresholds"].items() if k not in ("knn", "fusion")}
+    knn_and_fusions = ("knn", "fusion", "max_logit_knn")
+    drop = {k: v for k, v in cfg["scorers"].items() if k not in knn_and_fusions}
+    thresholds = {k: v for k, v in cfg["thresholds"].items() if k not in knn_and_fusions}
     (path / "config.json").write_text(json.dumps(cfg | {"scorers": drop, "thresholds": thresholds}))
     assert "knn" not in OpenSetRecognizer.from_pretrained(path).scorers_  # not listed: not needed
     (path / "config.json").write_text(json.dumps(cfg | {"scorers": drop}))
     with pytest.raises(ModelFormatError, match="lacks scorer state or thresholds for .*knn"):
         OpenSetRecognizer.from_pretrained(path)  # a threshold without its scorer
-    no_knn = {k: v for k, v in cfg["scorers"].items() if k != "knn"}
+    no_knn = {k: v for k, v in cfg["scorers"].items() if k not in ("knn", "max_logit_knn")}
     (path / "config.json").write_text(json.dumps(cfg | {"scorers": no_knn}))
     with pytest.raises(ModelFormatError, match="fusion 'fusion' needs the fitted scorer 'knn'"):
         OpenSetRecognizer.from_pretrained(path)

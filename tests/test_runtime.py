@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+from osrkit import runtime
 from osrkit.models import Classifier, ConvAutoencoder
 from osrkit.recognizer import OpenSetRecognizer
-from osrkit.runtime import FastPaths, InferenceEngine, fast_by_default, fold_batchnorm, native_bf16
+from osrkit.runtime import FastPaths, InferenceEngine, fast_by_default, fold_batchnorm
 
 from .conftest import FAST, synthetic_set
 
@@ -62,25 +63,31 @@ def test_bf16_path_returns_float32_close_to_reference():
         assert ((a - b).abs() <= 0.05 * b.abs().max() + 1e-3).all()
 
 
-def test_environment_turns_fast_paths_off(monkeypatch):
+@pytest.mark.parametrize("native", [False, True])
+def test_environment_turns_fast_paths_off(monkeypatch, native):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)  # either kind of CPU, on this one
     monkeypatch.setenv("OSRKIT_FAST", "0")
     assert not fast_by_default()
     assert FastPaths.default() == FastPaths.off()
     assert FastPaths.default().describe() == "off"
     monkeypatch.setenv("OSRKIT_FAST", "1")
     assert FastPaths.default() == FastPaths()
-    assert FastPaths(bf16=None).resolved().bf16 is native_bf16()
+    assert FastPaths(bf16=None).resolved().bf16 is native and FastPaths().use_bf16 is native
+    assert ("bf16" in FastPaths().describe()) is native
+    assert FastPaths(bf16=True).use_bf16 and not FastPaths(bf16=False).use_bf16
 
 
-def test_train_config_fast_paths_follow_environment(monkeypatch):
+@pytest.mark.parametrize("native", [False, True])
+def test_train_config_fast_paths_follow_environment(monkeypatch, native):
     from osrkit.training import TrainConfig
 
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)  # either kind of CPU, on this one
     monkeypatch.setenv("OSRKIT_FAST", "off")
     cfg = TrainConfig()
     assert cfg.channels_last is False and cfg.use_bf16 is False
     monkeypatch.delenv("OSRKIT_FAST")
     cfg = TrainConfig()
-    assert cfg.channels_last is True and cfg.use_bf16 is native_bf16()
+    assert cfg.channels_last is True and cfg.use_bf16 is native
     assert cfg.without_fast_paths().use_bf16 is False
 
 

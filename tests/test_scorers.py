@@ -13,6 +13,7 @@ from osrkit.scorers import (
     EnergyScorer,
     FusionScorer,
     KNNScorer,
+    LogitKnnFusionScorer,
     MahalanobisScorer,
     MaxLogitScorer,
     ModelOutputs,
@@ -190,9 +191,11 @@ def test_knn_equals_brute_force_in_any_chunking():
     queries = np.abs(rng.normal(size=(50, 8)))
     scorer = KNNScorer(k=5).fit(feature_outputs(bank))
     expected = brute_force_knn(bank.astype(np.float32), queries.astype(np.float32), 5)
-    np.testing.assert_allclose(scorer.score(feature_outputs(queries)), expected, rtol=1e-6, atol=1e-7)
+    # float32 in torch against float32 in numpy: 1.6e-7 relative measured (oneDNN on/off,
+    # 1/2 torch and BLAS threads); 10x
+    np.testing.assert_allclose(scorer.score(feature_outputs(queries)), expected, rtol=2e-6, atol=1e-7)
     scorer.chunk_size = 7  # chunks of 7 and a last one of 1
-    np.testing.assert_allclose(scorer.score(feature_outputs(queries)), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(scorer.score(feature_outputs(queries)), expected, rtol=2e-6, atol=1e-7)
 
 
 def test_knn_point_in_the_bank_cloud_scores_lower_than_a_far_one():
@@ -212,7 +215,7 @@ def test_knn_bank_is_a_seeded_subsample():
     assert len(a.bank_) == 100 and len(np.unique(a.bank_index_)) == 100
     np.testing.assert_array_equal(a.bank_index_, b.bank_index_)
     unit = feats[a.bank_index_] / np.linalg.norm(feats[a.bank_index_], axis=1, keepdims=True)
-    np.testing.assert_allclose(a.bank_.numpy(), unit, rtol=1e-6)
+    np.testing.assert_allclose(a.bank_.numpy(), unit, rtol=2e-6)  # float32: 1.6e-7 measured (as above); 10x
     with pytest.raises(ConfigError, match="at least 3"):
         KNNScorer(k=3).fit(feature_outputs(feats[:2]))
 
@@ -342,10 +345,13 @@ def old_combined_score(known: ModelOutputs, test: ModelOutputs, rate: float) -> 
 
 
 @pytest.mark.parametrize("rate", [0.5, 0.95])
-def test_combined_is_bit_identical_to_the_seed(rate):
+def test_combined_equals_the_seeds_formula(rate):
     known, test = known_outputs(), known_outputs(seed=5)
     comb = CombinedScorer().fit(known, accept_rate=rate)
-    np.testing.assert_array_equal(comb.score(test), old_combined_score(known, test, rate))
+    # torch's float64 log and numpy's (glibc's, or numpy's AVX-512 code) may differ in the
+    # last bit: every log moved by one ulp moved the scores by up to 1.6e-14; 10x
+    seed = old_combined_score(known, test, rate)
+    np.testing.assert_allclose(comb.score(test), seed, rtol=2e-13, atol=2e-13)
     assert set(comb.get_state()) == {"members", "member_thresholds", "medians"}
     assert comb.get_state()["members"] == ["msp", "reconstruction"] and comb.get_arrays() == {}
 
@@ -363,7 +369,8 @@ def test_registered_fusions_are_predeclared():
         "class_reconstruction",
     )
     assert ReconFusionScorer.DEFAULT_MEMBERS == ("mahalanobis", "reconstruction", "class_reconstruction")
-    assert {n for n in SCORERS if is_fusion(n)} == {"combined", "fusion", "fusion_recon"}
+    assert LogitKnnFusionScorer.DEFAULT_MEMBERS == ("max_logit", "knn")  # the pretrained backbones'
+    assert {n for n in SCORERS if is_fusion(n)} == {"combined", "fusion", "fusion_recon", "max_logit_knn"}
     for name in SCORERS:
         assert SCORERS[name].__doc__
 

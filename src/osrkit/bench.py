@@ -37,13 +37,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from .bench_pretrained import pretrained_speed, render_pretrained
 from .data.catalog import load_dataset
 from .data.spec import InputSpec
 from .data.transforms import chw_to_pil
 from .errors import ConfigError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text
-from .models import Backbone, create_backbone, default_backbone
+from .models import Backbone, backbone_entry, create_backbone, default_backbone
+from .models.registry import PRETRAINED_DEFAULT
 from .recognizer import OpenSetRecognizer
 from .report import target_line
 from .runtime import FastPaths, native_bf16
@@ -73,6 +75,7 @@ class SpeedOptions:
     compare_training: bool = False  # also run `osrkit run --no-fast` and compare its metrics
     compile: bool = False  # also measure torch.compile (rejected fast path; ~30 s to compile)
     eval_images: int | None = None  # known/unknown test images for the metric comparison
+    pretrained: bool = True  # also the pretrained backbone's forward and training (where installed)
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -151,7 +154,7 @@ class ConventionalDataset(Dataset):
 def _network(images: torch.Tensor, labels: torch.Tensor) -> Backbone:
     """The network ``fit`` would build for these images' shape and classes."""
     spec = InputSpec(*images.shape[1:])
-    return create_backbone(default_backbone(spec), spec, int(labels.max()) + 1)
+    return create_backbone(default_backbone(spec, pretrained=False), spec, int(labels.max()) + 1)
 
 
 def conventional_throughput(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> float:
@@ -363,6 +366,8 @@ def render(r: dict) -> str:
                 f"{e['closed_set_accuracy']:.4f} / {e['decision_auroc']:.5f} / "
                 f"{e['decision_fpr_at_95_tpr']:.4f} / {e['decision_macro_f1']:.4f} / {e['msp_auroc']:.4f} | |"
             )
+    if "pretrained" in r:
+        lines += render_pretrained(r["pretrained"])
     lines += ["", *r["targets"]]
     return "\n".join(lines) + "\n"
 
@@ -376,6 +381,12 @@ def targets(r: dict) -> list[str]:
         target_line("single-image-latency-p50", r["latency_ms"]["on"][0], 2.0, "max", ".2f", " ms"),
         target_line("fast-path-metric-drift", r["metric_drift"]["max_abs_diff"], 0.001, "max", ".5f"),
     ]
+    if "pretrained" in r:
+        p = r["pretrained"]
+        best = max(v["mm_fraction"] for v in p["forward"].values())
+        out.append(target_line("pretrained-forward-fraction-of-mm-rate", best, 0.40, "min", ".2f"))
+        step = p["training"]["freeze 0"]["mm_fraction"]
+        out.append(target_line("pretrained-training-fraction-of-mm-rate", step, 0.40, "min", ".2f"))
     if "run" in r:
         e = r["run"]
         out.append(target_line("run-wall-time", e["wall_s"], 180, "max", ".1f", " s"))
@@ -449,6 +460,9 @@ def speed(out_dir: str | os.PathLike = "results", options: SpeedOptions = SpeedO
         r["compile"] = {"compile_s": compile_s, "img_s": rate}
     log.info("comparing metrics with fast paths on and off")
     r["metric_drift"] = metric_drift(recognizer, known, unknown)
+    if options.pretrained and backbone_entry(PRETRAINED_DEFAULT).installed():
+        log.info("timing the pretrained backbone")
+        r["pretrained"] = pretrained_speed(r["mm_fp32_gflops"], r["mm_bf16_gflops"], repeats=options.repeats)
     r["targets"] = targets(r)
     atomic_write_json(out_dir / "speed.json", r)
     atomic_write_text(out_dir / "speed.md", render(r))

@@ -80,7 +80,13 @@ class RecognizerInference:
         self._check_networks()
         version = self._weights_version()
         if self._engine is None or self._engine_version != version:
-            self._engine = InferenceEngine(self.classifier_, self.autoencoder_, self._fast_paths, self.device)
+            self._engine = InferenceEngine(
+                self.classifier_,
+                self.autoencoder_,
+                self._fast_paths,
+                self.device,
+                self.input_spec_.shape if self.input_spec_ is not None else None,
+            )
             self._engine_version = version
         return self._engine
 

@@ -202,7 +202,7 @@ def load_pretrained(
             backbone_options=options,
             autoencoder=ae_cfg or False,
         )
-        model.classifier_ = create_backbone(name, spec, len(class_names), **options)
+        model.classifier_ = create_backbone(name, spec, len(class_names), for_loading=True, **options)
         _load_weights(model.classifier_, path / "classifier.safetensors", path)
         model.autoencoder_ = ConvAutoencoder(ae_cfg, spec) if ae_cfg is not None else None
         if model.autoencoder_ is not None:

@@ -153,6 +153,7 @@ class ModelOptions:
     decision_scorer: str | None = None
     device: str = "auto"
     scorers: list[str] | str | None = None
+    pretrained: bool | None = None
 
     def build(
         self, class_names: list[str], spec: InputSpec | None = None, accept_rate: float = 0.95
@@ -168,6 +169,7 @@ class ModelOptions:
             autoencoder=self.autoencoder,
             device=self.device,
             scorers=self.scorers,
+            pretrained=self.pretrained,
         )
 
 

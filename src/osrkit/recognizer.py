@@ -9,6 +9,7 @@ layout (see ``osrkit.persistence``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -39,6 +40,8 @@ from .models import (
     default_backbone,
     wrap_classifier,
 )
+from .models.head import fit_linear_head, replace_head
+from .recipe import size_recipe, warn_small_classes
 from .runtime import FastPaths, InferenceEngine, resolve_device
 from .scorers import Scorer, needs_of, scorer_class
 from .scoring import (
@@ -52,6 +55,7 @@ from .scoring import (
 from .training import Checkpointer, TrainConfig, stratified_split, train_autoencoder, train_classifier
 
 log = logging.getLogger(__name__)
+recipe_log = logging.getLogger("osrkit.recipe")  # shown at the CLI's default level
 
 
 __all__ = [
@@ -91,6 +95,9 @@ class OpenSetRecognizer(RecognizerInference):
     backbone: a registered backbone name (``osrkit.list_backbones()``); default: the one
         that suits the input spec (``default_backbone``).
     backbone_options: options of that backbone (e.g. ``{"widths": [32, 64, 128]}``).
+    pretrained: start from ImageNet weights. None (default): where the backbone has them
+        (the default for colour images, ``efficientnet_lite0``, does); False: train from
+        scratch (colour images then get ``colour_cnn``); True: require them.
     input_spec: the input the networks take; default: chosen by ``fit`` from the training
         data (MNIST 1x28x28, CIFAR-10 3x32x32, an image folder from its images).
     autoencoder: train the autoencoder (True/False, or an ``AutoencoderConfig``); default:
@@ -116,6 +123,7 @@ class OpenSetRecognizer(RecognizerInference):
         autoencoder: bool | AutoencoderConfig | None = None,
         device: str | torch.device = "auto",
         scorers: ScorerChoice = None,
+        pretrained: bool | None = None,
     ) -> None:
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(10)]
         self.accept_rate = check_accept_rate(accept_rate)
@@ -132,6 +140,11 @@ class OpenSetRecognizer(RecognizerInference):
             backbone_entry(backbone)  # an unknown name fails here, before any data is read
         self.backbone = backbone
         self.backbone_options = dict(backbone_options or {})
+        if pretrained not in (None, True, False):
+            raise ConfigError(f"pretrained must be True, False or None, got {pretrained!r}")
+        self.pretrained = pretrained
+        if backbone is not None:
+            self._network_options(backbone)  # pretrained=True on a network without weights: one line now
         self.input_spec = input_spec
         if autoencoder_config is not None and autoencoder is None:
             autoencoder = autoencoder_config
@@ -149,6 +162,7 @@ class OpenSetRecognizer(RecognizerInference):
         self.fit_report_: FitReport | None = None
         self._fast_paths = fast_paths or FastPaths.default()
         self._engine: InferenceEngine | None = None
+        self._head_to_fit: nn.Linear | None = None  # from_classifier(head=...), fitted by fit
         self._engine_version: tuple = ()
 
     # ---------------------------------------------------------------- construction
@@ -167,6 +181,7 @@ class OpenSetRecognizer(RecognizerInference):
         fast_paths: FastPaths | None = None,
         device: str | torch.device = "auto",
         scorers: ScorerChoice = None,
+        head: str | None = None,
     ) -> OpenSetRecognizer:
         """Wrap your own trained classifier (``module(x)`` -> logits over ``class_names``).
 
@@ -180,6 +195,11 @@ class OpenSetRecognizer(RecognizerInference):
         (e.g. ``efficientnet_lite0``); needed by ``save_pretrained``, which records the
         architecture by that name and its options and stores the weights as safetensors,
         so loading never unpickles code (register your own with ``register_backbone``).
+
+        ``head``: the name of the network's last linear layer, when it is for other classes
+        than ``class_names`` (an ImageNet network's 1,000): a new linear layer takes its
+        place (on a copy of ``module``) and ``fit`` fits it on the known training images'
+        features (logistic regression, ``osrkit.models.head``); nothing else is trained.
         """
         # A named feature layer is an option of the backbone, so a model folder can rebuild
         # the wrapper; with a callable, the registered factory must make the features itself.
@@ -196,9 +216,20 @@ class OpenSetRecognizer(RecognizerInference):
             device=device,
             scorers=scorers,
         )
+        if head is not None:
+            module = replace_head(module, head, len(model.class_names))
         net = wrap_classifier(module, input_spec, len(model.class_names), features)
-        registered = backbone_entry(backbone).options if backbone else {}
-        net.backbone_name, net.backbone_options = backbone or "", registered | model.backbone_options
+        # a network built by create_backbone records its options; a bare one is wrapped as it
+        # is, which is what the backbone's options meant before any were recorded
+        entry = backbone_entry(backbone) if backbone else None
+        registered = getattr(module, "backbone_options", None)
+        if registered is None:
+            registered = entry.unrecorded_options if entry else {}
+        options = registered | model.backbone_options
+        if backbone is not None:
+            net = _as_registered(net, backbone, input_spec, len(model.class_names), options)
+        net.backbone_name, net.backbone_options = backbone or "", options
+        model._head_to_fit = net.get_submodule(f"net.{head}") if head is not None else None
         model.classifier_ = net.eval().to(model.device)
         model.input_spec_ = input_spec
         model.pretrained_ = True
@@ -208,14 +239,45 @@ class OpenSetRecognizer(RecognizerInference):
         """Whether an autoencoder goes with a model for ``spec``: as asked, else the
         backbone's default where the spec allows one (sides divisible by 4)."""
         if self.autoencoder is None:
-            name = self.backbone or default_backbone(spec)
+            name = self.backbone or default_backbone(spec, self.pretrained is not False)
             return backbone_entry(name).autoencoder and autoencoder_fits(spec)
         return bool(self.autoencoder)
 
     # ---------------------------------------------------------------- fitting
+    def _spec_for_backbone(self, spec: InputSpec, name: str) -> InputSpec:
+        """``spec``, in RGB for a backbone that takes only RGB (a log line says so)."""
+        entry = backbone_entry(name) if name else None
+        if entry is None or entry.channels in (None, spec.channels):
+            return spec
+        log.warning("%s takes RGB images: the grayscale images are repeated into 3 channels", name)
+        stats = {k: None if v is None else tuple(v) * 3 for k, v in (("mean", spec.mean), ("std", spec.std))}
+        return dataclasses.replace(spec, channels=3, **stats)
+
+    def _describe_backbone(self, name: str) -> str:
+        options = backbone_entry(name).options | self._network_options(name)
+        if "pretrained" not in options:
+            return name
+        how = "ImageNet-pretrained, fine-tuned" if options["pretrained"] else "from scratch"
+        at = f" at {options['resolution']} px" if options.get("resolution") else ""
+        return f"{name} ({how}{at})"
+
+    def _network_options(self, name: str) -> dict:
+        """``backbone_options`` with ``pretrained`` as asked, for backbone ``name``."""
+        if self.pretrained is None:
+            return self.backbone_options
+        if "pretrained" not in backbone_entry(name).options:
+            if self.pretrained:
+                raise ConfigError(
+                    f"backbone {name!r} has no pretrained weights; use one that has "
+                    "(efficientnet_lite0, _lite1, _lite2) or leave pretrained unset"
+                )
+            return self.backbone_options
+        return self.backbone_options | {"pretrained": self.pretrained}
+
     def _build_networks(self, spec: InputSpec, name: str) -> None:
         """Fresh networks ``name`` for ``spec`` (seeded by the caller)."""
-        self.classifier_ = create_backbone(name, spec, len(self.class_names), **self.backbone_options)
+        options = self._network_options(name)
+        self.classifier_ = create_backbone(name, spec, len(self.class_names), **options)
         self.autoencoder_ = None
         if self._wants_autoencoder(spec):
             ae = self.autoencoder if isinstance(self.autoencoder, AutoencoderConfig) else AutoencoderConfig()
@@ -253,6 +315,12 @@ class OpenSetRecognizer(RecognizerInference):
             if self.pretrained_
             else (self.input_spec or train.spec or InputSpec(*train.shape))
         )
+        name = (
+            self.backbone_name_
+            if self.pretrained_
+            else (self.backbone or default_backbone(spec, self.pretrained is not False))
+        )
+        spec = self._spec_for_backbone(spec, name)
         if train.shape != spec.shape:
             log.info(
                 "bringing %s from %s to the model's %s",
@@ -261,13 +329,20 @@ class OpenSetRecognizer(RecognizerInference):
                 spec.describe(),
             )
             train = train.to_spec(spec)
-        name = self.backbone_name_ if self.pretrained_ else (self.backbone or default_backbone(spec))
         if config is None or isinstance(config, dict):
             overrides = config or {}
-            config = TrainConfig.for_backbone(name, **overrides) if name else TrainConfig(**overrides)
+            if name and not self.pretrained_:
+                counts = torch.bincount(train.labels, minlength=len(self.class_names)).tolist()
+                warn_small_classes(self.class_names, counts)
+                recipe = size_recipe(name, len(train), len(self.class_names), overrides)
+                config = recipe.config
+                recipe_log.info("%s", recipe.describe(self._describe_backbone(name)))
+            else:
+                config = TrainConfig.for_backbone(name, **overrides) if name else TrainConfig(**overrides)
         signals = model_signals(False if self.pretrained_ else self._wants_autoencoder(spec), spec)
         if self.decision_scorer is None:
-            self.decision_scorer = default_decision_scorer(signals)
+            declared = backbone_entry(name).decision_scorer if name else None
+            self.decision_scorer = declared or default_decision_scorer(signals)
         choose_scorers(self.scorers, self.decision_scorer, signals)  # one line now, before any training
         tr, va = stratified_split(train.labels, config.val_size, config.seed)
         # a lazily read folder stays on disk for training; its validation split is decoded
@@ -275,6 +350,8 @@ class OpenSetRecognizer(RecognizerInference):
         val_images, val_labels = memory_rows(train, va), train.labels[va]
         self.input_spec_ = spec
         if self.pretrained_:
+            if getattr(self, "_head_to_fit", None) is not None:
+                self._fit_head(images, labels, config.seed)
             self.train_config_ = config
             self.fit_report_ = FitReport(len(tr), len(va), None, None)
         else:
@@ -306,6 +383,14 @@ class OpenSetRecognizer(RecognizerInference):
             self.fit_report_ = FitReport(len(tr), len(va), clf_info, ae_info, describe_source(train))
         self.calibrate(val_images, reference=images, reference_labels=labels)
         return self
+
+    def _fit_head(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> None:
+        """Fit the wrapped network's new head on the features of the training split."""
+        self._engine = None
+        features = self.outputs(images, signals=frozenset()).features
+        fit_linear_head(self._head_to_fit, torch.from_numpy(features), labels, seed=seed)
+        self._head_to_fit, self._engine = None, None
+        log.info("fitted a new linear head on %d known training images", len(labels))
 
     def calibrate(
         self,
@@ -412,3 +497,17 @@ class OpenSetRecognizer(RecognizerInference):
         from .persistence import load_pretrained
 
         return load_pretrained(cls, path, fast_paths, device)
+
+
+def _as_registered(
+    net: nn.Module, backbone: str, spec: InputSpec, num_classes: int, options: dict
+) -> nn.Module:
+    """The wrapped ``net`` as the registered ``backbone`` builds it, holding its weights, so
+    the model scores now as it will once saved and loaded; ``net`` itself where the
+    registered network does not take its weights (``save_pretrained`` then says so)."""
+    try:
+        rebuilt = create_backbone(backbone, spec, num_classes, for_loading=True, **options)
+        rebuilt.load_state_dict(net.state_dict())
+    except (ConfigError, RuntimeError):
+        return net
+    return rebuilt

@@ -20,6 +20,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import ConfigError
 from .models import Backbone, ConvAutoencoder
+from .ort_features import onnx_features
 
 
 @functools.cache
@@ -117,12 +118,16 @@ class FastPaths:
         reconstruction errors are returned in float32.
     sub_batch: large batches run in slices of this many images, which stay in the CPU's
         caches between layers (``None``: the whole batch at once).
+    onnxruntime: a network that asks for it (``onnx_features = True``: the pretrained
+        EfficientNets) computes its features in ONNX Runtime, float32, where onnxruntime
+        is installed (``osrkit.ort_features``).
     """
 
     channels_last: bool = True
     fold_batchnorm: bool = True
     bf16: bool | None = None
     sub_batch: int | None = 256
+    onnxruntime: bool = True
 
     def __post_init__(self) -> None:
         if self.sub_batch is not None and (not isinstance(self.sub_batch, int) or self.sub_batch <= 0):
@@ -131,7 +136,7 @@ class FastPaths:
     @classmethod
     def off(cls) -> FastPaths:
         """The plain float32 reference path."""
-        return cls(channels_last=False, fold_batchnorm=False, bf16=False, sub_batch=None)
+        return cls(channels_last=False, fold_batchnorm=False, bf16=False, sub_batch=None, onnxruntime=False)
 
     @classmethod
     def default(cls) -> FastPaths:
@@ -152,6 +157,8 @@ class FastPaths:
             on.append("bf16")
         if self.sub_batch:
             on.append(f"sub_batch {self.sub_batch}")
+        if self.onnxruntime:
+            on.append("onnxruntime")
         return "+".join(on) or "off"
 
 
@@ -202,19 +209,34 @@ class InferenceEngine:
         autoencoder: ConvAutoencoder | None,
         fast: FastPaths,
         device: torch.device | None = None,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.device = device or torch.device("cpu")
         self.split = getattr(classifier, "splittable", True)
-        # a wrapped network runs in float32 as it is, and its engine says so
-        self.fast = replace(fast, bf16=self.split and resolve_bf16(fast.bf16, self.device))
+        wants_ort = (
+            self.split
+            and fast.onnxruntime
+            and getattr(classifier, "onnx_features", False)
+            and self.device.type == "cpu"
+            and input_shape is not None
+        )
+        # a wrapped network runs in float32 as it is, and its engine says so; so does one
+        # that ONNX Runtime runs
+        bf16 = self.split and not wants_ort and resolve_bf16(fast.bf16, self.device)
+        self.fast = replace(fast, bf16=bf16, onnxruntime=bool(wants_ort))
         self.memory_format = torch.channels_last if fast.channels_last else torch.contiguous_format
         self.dtype = torch.bfloat16 if self.fast.bf16 else torch.float32
         fold = self.split and fast.fold_batchnorm
-        net = fold_batchnorm(classifier) if fold else copy.deepcopy(classifier)
+        # a network that knows how to fold itself (one not built of nn.Sequential) does
+        folder = getattr(classifier, "folded", None) or (lambda: fold_batchnorm(classifier))
+        net = folder() if fold else copy.deepcopy(classifier)
         # bfloat16 weights are cast once here, not on every call as autocast would; the
         # head stays float32 (logits keep their precision).
         self.head = copy.deepcopy(classifier.head).eval().to(self.device) if self.split else None
         self.classifier = net.eval().to(self.device, self.dtype, memory_format=self.memory_format)
+        self.ort = onnx_features(self.classifier, torch.zeros(1, *input_shape)) if wants_ort else None
+        if wants_ort and self.ort is None:
+            self.fast = replace(self.fast, onnxruntime=False)
         self.autoencoder = (
             copy.deepcopy(autoencoder).eval().to(self.device, self.dtype, memory_format=self.memory_format)
             if autoencoder is not None
@@ -241,7 +263,10 @@ class InferenceEngine:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         x = x.to(self.device).contiguous(memory_format=self.memory_format)
         xc = x.to(self.dtype)
-        if self.split:
+        if self.ort is not None:
+            features = self.ort(x.cpu())
+            logits = self.head(features)
+        elif self.split:
             features = self.classifier.forward_features(xc).float()
             logits = self.head(features)
         else:

@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.quiet:  # the training recipe is stated at the default level
+        logging.getLogger("osrkit.recipe").setLevel(logging.INFO)
     progress = not args.quiet and sys.stderr.isatty()
     _interrupt_on_termination()
     saved_fast = os.environ.get("OSRKIT_FAST")

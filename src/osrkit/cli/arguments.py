@@ -171,7 +171,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         choices=list_backbones(),
         metavar="NAME",
         help=f"classifier network: {', '.join(list_backbones())} (default: small_cnn for grayscale "
-        "images up to 32 px, colour_cnn otherwise)",
+        "images up to 32 px, otherwise the ImageNet-pretrained efficientnet_lite0, or colour_cnn "
+        "where its weights are not installed)",
+    )
+    g.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start from ImageNet weights (default: where the backbone has them); --no-pretrained "
+        "trains from scratch (colour images then get colour_cnn)",
     )
     g.add_argument(
         "--image-size",
@@ -332,6 +340,7 @@ def _model_options(args: argparse.Namespace) -> ModelOptions:
         decision_scorer=args.decision_scorer,
         device=args.device,
         scorers=args.scorers,
+        pretrained=args.pretrained,
     )
 
 

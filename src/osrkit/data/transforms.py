@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from .spec import MNIST_SPEC, InputSpec
@@ -70,7 +70,7 @@ def _decode(source: Path | io.BytesIO, path: Path) -> Image.Image:
     try:
         with Image.open(source) as img:
             img.load()
-            return img
+            return upright(img)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     except Image.DecompressionBombError:
@@ -79,6 +79,19 @@ def _decode(source: Path | io.BytesIO, path: Path) -> Image.Image:
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise _unreadable(path, exc, on_disk=isinstance(source, Path)) from None
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation tag says (cameras and phones store photos
+    sideways with a tag saying how to turn them); unchanged without such a tag."""
+    try:
+        turned = image.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
+    except Exception:  # an unreadable EXIF block says nothing about the pixels
+        return image
+    return ImageOps.exif_transpose(image) if turned else image
 
 
 def _flatten_mode(image: Image.Image, mode: str) -> Image.Image:
@@ -122,7 +135,7 @@ def to_spec_array(image: Image.Image, spec: InputSpec = MNIST_SPEC, invert: bool
     """
     if image.width <= 0 or image.height <= 0:
         raise DataError("image has zero width or height")
-    image = _resize(_flatten_mode(image, spec.mode), spec)
+    image = _resize(_flatten_mode(upright(image), spec.mode), spec)
     arr = np.asarray(image, dtype=np.uint8)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     if spec.invert if invert is None else invert:

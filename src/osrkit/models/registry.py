@@ -8,6 +8,7 @@ penultimate features and a linear ``head`` on them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ from torch import nn
 
 from ..data.spec import InputSpec
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class Normalize(nn.Module):
@@ -84,7 +87,13 @@ class BackboneEntry:
     the default training recipe (``TrainConfig`` fields), whether an autoencoder is
     trained beside it by default, the ``options`` a new network gets unless told otherwise
     (recorded in its model folder), and ``unrecorded_options``: what each of those options
-    meant in a folder that does not record it (one saved before the option existed)."""
+    meant in a folder that does not record it (one saved before the option existed),
+    ``load_overrides``: options a model folder is rebuilt with because it holds the weights
+    itself (``pretrained=False``: no ImageNet weights are read to be overwritten), and
+    ``channels``: the channel count the network takes (None: any; a grayscale spec is
+    then brought to RGB), ``installed``: whether what it needs (weights from an optional
+    extra) is installed here, ``decision_scorer``: its default decision rule (None: the one
+    that follows from what the model can compute, ``default_decision_scorer``)."""
 
     name: str
     factory: Callable[..., Backbone]
@@ -93,6 +102,10 @@ class BackboneEntry:
     autoencoder: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     unrecorded_options: dict[str, Any] = field(default_factory=dict)
+    load_overrides: dict[str, Any] = field(default_factory=dict)
+    channels: int | None = None
+    installed: Callable[[], bool] = lambda: True
+    decision_scorer: str | None = None
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -107,6 +120,10 @@ def register_backbone(
     autoencoder: bool = False,
     options: dict[str, Any] | None = None,
     unrecorded_options: dict[str, Any] | None = None,
+    load_overrides: dict[str, Any] | None = None,
+    channels: int | None = None,
+    installed: Callable[[], bool] | None = None,
+    decision_scorer: str | None = None,
 ):
     """Register ``factory(spec, num_classes, **options) -> Backbone`` under ``name``; usable
     as a decorator. Registering a name again replaces the entry (a notebook may redefine
@@ -123,6 +140,10 @@ def register_backbone(
             autoencoder,
             dict(options or {}),
             dict(unrecorded_options or {}),
+            dict(load_overrides or {}),
+            channels,
+            installed or (lambda: True),
+            decision_scorer,
         )
         return fn
 
@@ -144,15 +165,21 @@ def backbone_entry(name: str) -> BackboneEntry:
     return _REGISTRY[name]
 
 
-def create_backbone(name: str, spec: InputSpec, num_classes: int, **options: Any) -> Backbone:
-    """A new, untrained backbone ``name`` for inputs ``spec`` and ``num_classes`` classes;
-    ``options`` over the backbone's registered ones, all recorded in ``backbone_options``."""
+def create_backbone(
+    name: str, spec: InputSpec, num_classes: int, *, for_loading: bool = False, **options: Any
+) -> Backbone:
+    """A new backbone ``name`` for inputs ``spec`` and ``num_classes`` classes (untrained,
+    or starting from the weights a ``pretrained`` option names); ``options`` over the
+    backbone's registered ones, all recorded in ``backbone_options``. ``for_loading``:
+    built to receive a model folder's weights (the entry's ``load_overrides`` apply, and
+    are not recorded)."""
     entry = backbone_entry(name)
     options = entry.options | options
+    built_with = options | entry.load_overrides if for_loading else options
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     try:
-        model = entry.factory(spec, num_classes, **options)
+        model = entry.factory(spec, num_classes, **built_with)
     except TypeError as exc:
         raise ConfigError(f"backbone {name!r} does not take these options {sorted(options)}: {exc}") from None
     model.backbone_name = name
@@ -161,7 +188,28 @@ def create_backbone(name: str, spec: InputSpec, num_classes: int, **options: Any
     return model
 
 
-def default_backbone(spec: InputSpec) -> str:
+def default_backbone(spec: InputSpec, pretrained: bool = True) -> str:
     """The backbone that suits ``spec`` without being asked: the digit network for small
-    grayscale images (at most 32 pixels a side), the colour network for anything else."""
-    return "small_cnn" if spec.channels == 1 and max(spec.height, spec.width) <= 32 else "colour_cnn"
+    grayscale images (at most 32 pixels a side); for anything else the ImageNet-pretrained
+    ``efficientnet_lite0`` where its weights are installed (with ``pretrained``), else the
+    colour network trained from scratch, ``colour_cnn`` (a log line says so)."""
+    if spec.channels == 1 and max(spec.height, spec.width) <= 32:
+        return "small_cnn"
+    if not pretrained:
+        return "colour_cnn"
+    if PRETRAINED_DEFAULT in _REGISTRY and _REGISTRY[PRETRAINED_DEFAULT].installed():
+        return PRETRAINED_DEFAULT
+    if not _warned_fallback:
+        _warned_fallback.append(True)
+        log.warning(
+            "the ImageNet-pretrained %s is not installed, so colour images train colour_cnn from "
+            "scratch (much weaker on small photo folders): pip install 'osrkit[pretrained]'",
+            PRETRAINED_DEFAULT,
+        )
+    return "colour_cnn"
+
+
+PRETRAINED_DEFAULT = "efficientnet_lite0"  # the default backbone for colour images
+
+
+_warned_fallback: list[bool] = []

@@ -17,6 +17,7 @@ from ..data.imageset import ImageSet
 from ..data.spec import MNIST_SPEC, InputSpec
 from ..errors import OsrkitError
 from ..models import backbone_entry, default_backbone
+from ..recipe import size_recipe
 from ..recognizer import OpenSetRecognizer
 from ..scorers import scorer_class
 from ..training import TrainConfig, data_fingerprint, stratified_split
@@ -45,6 +46,10 @@ class Context:
     spec: InputSpec = MNIST_SPEC
     # Changes to the colour backbone's recipe (quick runs and tests only, e.g. fewer epochs).
     colour_overrides: dict = field(default_factory=dict)
+    # The pretrained track: colour models start from ImageNet weights (efficientnet_lite0,
+    # its recipe sized from the data). False: every network trains from scratch, as the
+    # literature's protocols require.
+    pretrained: bool = False
     _data: dict[tuple[str, InputSpec], ImageSet] = field(default_factory=dict, repr=False)
 
     def data(self, name: str, spec: InputSpec | None = None) -> ImageSet:
@@ -74,6 +79,19 @@ class Context:
         if self.decision_scorer is not None:
             scorer_class(self.decision_scorer)  # an unknown name: one line, before minutes of training
 
+    def backbone(self, train: ImageSet) -> str:
+        """The network this context trains on ``train``: the default one for its spec, from
+        scratch unless this is the pretrained track."""
+        return default_backbone(train.spec or InputSpec(*train.shape), self.pretrained)
+
+    def sized_config(self, train: ImageSet) -> TrainConfig:
+        """The recipe of this context's network for ``train``, sized from the data
+        (``osrkit.recipe``), with this context's seed, fast-path switches and overrides."""
+        c = self.config
+        fast = {"seed": c.seed, "channels_last": c.channels_last, "bf16": c.bf16}
+        name = self.backbone(train)
+        return size_recipe(name, len(train), len(train.class_names), fast | self.colour_overrides).config
+
     def recognizer(self, train: ImageSet, config: TrainConfig | None = None) -> OpenSetRecognizer:
         """A recognizer trained on ``train`` with ``config`` (default: this context's).
 
@@ -82,8 +100,9 @@ class Context:
         thresholds of a cached model are always fitted again (seconds) on the same training
         and validation split, so a change to a scorer never reuses stale scorer state.
         """
-        config = config or self.config
-        key = cache_key(train, config)
+        config = config or (self.sized_config(train) if self.pretrained else self.config)
+        backbone = self.backbone(train)
+        key = cache_key(train, config, backbone)
         folder = self.out / "cache" / key
         model = None
         if (folder / "config.json").is_file():
@@ -100,7 +119,13 @@ class Context:
         else:
             t0 = time.perf_counter()
             ckpt = self.out / "cache" / f"{key}.checkpoints"
-            model = OpenSetRecognizer(train.class_names, decision_scorer=self.decision_scorer, scorers="all")
+            model = OpenSetRecognizer(
+                train.class_names,
+                decision_scorer=self.decision_scorer,
+                scorers="all",
+                backbone=backbone,
+                pretrained=self.pretrained,
+            )
             model.fit(train, config, ckpt, self.progress)
             log.info("trained on %s in %.1f s", train.name, time.perf_counter() - t0)
             model.save_pretrained(folder, overwrite=True)
@@ -108,10 +133,11 @@ class Context:
         return model
 
 
-def cache_key(train: ImageSet, config: TrainConfig) -> str:
-    """Identity of a trained model: data, classes, default backbone and its options,
-    training config (seed included), the CPU fast paths in effect and the osrkit version."""
-    backbone = default_backbone(train.spec or InputSpec(*train.shape))
+def cache_key(train: ImageSet, config: TrainConfig, backbone: str | None = None) -> str:
+    """Identity of a trained model: data, classes, backbone (default: the from-scratch one
+    for the data) and its options, training config (seed included), the CPU fast paths in
+    effect and the osrkit version."""
+    backbone = backbone or default_backbone(train.spec or InputSpec(*train.shape), pretrained=False)
     identity = {
         "data": data_fingerprint(train.images, train.labels),
         "classes": train.class_names,

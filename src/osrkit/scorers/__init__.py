@@ -36,7 +36,7 @@ from .knn import KNNScorer, kth_largest_column
 from .vim import ViMScorer
 from .react import ReActScorer
 from .reconstruction import MAX_PCA_PIXELS, ClassReconstructionScorer, ReconstructionScorer
-from .fusion import CombinedScorer, FusionScorer, ReconFusionScorer, is_fusion
+from .fusion import CombinedScorer, FusionScorer, LogitKnnFusionScorer, ReconFusionScorer, is_fusion
 
 
 def scorer_signals(name: str) -> frozenset[str]:
@@ -59,6 +59,7 @@ __all__ = [
     "MaxLogitScorer",
     "ModelOutputs",
     "ReActScorer",
+    "LogitKnnFusionScorer",
     "ReconFusionScorer",
     "ReconstructionScorer",
     "Scorer",

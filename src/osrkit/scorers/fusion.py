@@ -2,7 +2,8 @@
 
 Pre-declared, none chosen by looking at unknown data: ``combined`` (msp +
 reconstruction, the seed's decision rule), ``fusion`` (the seven base scorers of osrkit
-0.1) and ``fusion_recon`` (mahalanobis + reconstruction + class_reconstruction). Any
+0.1), ``fusion_recon`` (mahalanobis + reconstruction + class_reconstruction) and
+``max_logit_knn`` (the pretrained backbones' decision). Any
 other set of members: ``make_scorer("fusion", members=[...])``.
 """
 
@@ -227,6 +228,24 @@ class ReconFusionScorer(FusionScorer):
     name = "fusion_recon"
     label = "fusion: Mahalanobis + reconstructions (OR rule)"
     DEFAULT_MEMBERS = ("mahalanobis", "reconstruction", "class_reconstruction")
+
+
+@register_scorer
+class LogitKnnFusionScorer(FusionScorer):
+    """Max logit OR kNN distance: the default decision of the ImageNet-pretrained
+    backbones, declared before any of them was measured.
+
+    The max logit (Vaze et al., "Open-Set Recognition: a Good Closed-Set Classifier is All
+    You Need?", ICLR 2022) is strong on unknowns close to the known classes, but a ReLU
+    network's logits grow far from the data (Hein et al., "Why ReLU networks yield high-
+    confidence predictions far away from the training data", CVPR 2019). The distance to
+    the k-th nearest normalised training feature (Sun et al., "Out-of-Distribution
+    Detection with Deep Nearest Neighbors", ICML 2022) holds there, and pretrained
+    features make it strong. Each is calibrated on known images (see ``FusionScorer``)."""
+
+    name = "max_logit_knn"
+    label = "fusion: max logit + kNN (OR rule)"
+    DEFAULT_MEMBERS = ("max_logit", "knn")
 
 
 def is_fusion(name: str) -> bool:
