@@ -111,7 +111,8 @@ def test_speed_end_to_end_on_a_saved_model(tmp_path, fitted, shared_data):
     )
     md = (tmp_path / "out" / "speed.md").read_text()
     assert "## efficientnet_lite0 at 128 px" in md and "| training step, freeze 6 |" in md
-    assert md.rstrip().splitlines()[-1].startswith("target fast-path-metric-drift")
+    assert md.rstrip().splitlines()[-1].startswith("target pretrained-training-fraction-of-mm-rate")
+    assert "target fast-path-metric-drift" in md
     assert r["metric_drift"]["off"]["closed_set_accuracy"] >= 0  # computed on real MNIST
     assert OpenSetRecognizer.from_pretrained(tmp_path / "model")  # model untouched
 

@@ -61,5 +61,5 @@ def test_notebook_runs_top_to_bottom(shared_data, tmp_path, monkeypatch):
     assert len(images) >= 5 + 4  # 3 + 2 figures, and 2 + 2 explained images
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "examples/cat.png: unknown" in text  # the digit model rejects the cat
-    assert "backbone: colour_cnn" in text
+    assert "backbone: efficientnet_lite0" in text  # photos get the pretrained network
     assert (tmp_path / "runs" / "notebook" / "report.html").is_file()
