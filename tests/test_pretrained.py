@@ -142,6 +142,11 @@ def test_pretrained_end_to_end_on_a_few_dozen_images(tmp_path, caplog):
     assert model.backbone_name_ == "efficientnet_lite0" and model.classifier_.backbone_options["pretrained"]
     assert model.decision_scorer == "max_logit_knn"
     assert "recipe: efficientnet_lite0 (ImageNet-pretrained, fine-tuned at 64 px)" in caplog.text
+    # the stem and the first 6 blocks keep their ImageNet weights and statistics; the rest learn
+    net, imagenet = model.classifier_.net, pt.imagenet_network("efficientnet_lite0")
+    assert torch.equal(net._blocks[5]._bn1.running_mean, imagenet._blocks[5]._bn1.running_mean)
+    assert torch.equal(net._conv_stem.weight, imagenet._conv_stem.weight)
+    assert not torch.equal(net._blocks[6]._project_conv.weight, imagenet._blocks[6]._project_conv.weight)
     assert "few training images in red (12)" in caplog.text
     test = _colour_set(4, seed=1)
     predictions = model.predict(test)
@@ -225,3 +230,12 @@ def test_orientation_tagged_jpeg_reads_upright(tmp_path):
         (tmp_path / name / "x.jpg").write_bytes(_tagged_jpeg(6 if k == 0 else 1))
     data = read_image_folder(tmp_path, spec=InputSpec(1, 20, 10))
     assert data.images[0, 0, :8].float().mean() > 200 and data.images[0, 0, -8:].float().mean() < 50
+
+
+def test_cli_pretrained_flag_needs_a_backbone_with_weights(tmp_path, capsys):
+    from osrkit.cli import main
+
+    assert main(["run", "--backbone", "small_cnn", "--pretrained", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "'small_cnn' has no pretrained weights" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
