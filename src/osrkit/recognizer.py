@@ -9,7 +9,6 @@ layout (see ``osrkit.persistence``).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from .models import (
     default_backbone,
     wrap_classifier,
 )
+from .models.choice import as_registered, describe_backbone, network_options, rgb_spec
 from .models.head import fit_linear_head, replace_head
 from .recipe import size_recipe, warn_small_classes
 from .runtime import FastPaths, InferenceEngine, resolve_device
@@ -144,7 +144,8 @@ class OpenSetRecognizer(RecognizerInference):
             raise ConfigError(f"pretrained must be True, False or None, got {pretrained!r}")
         self.pretrained = pretrained
         if backbone is not None:
-            self._network_options(backbone)  # pretrained=True on a network without weights: one line now
+            # pretrained=True on a network without weights: one line now
+            network_options(backbone, self.backbone_options, pretrained)
         self.input_spec = input_spec
         if autoencoder_config is not None and autoencoder is None:
             autoencoder = autoencoder_config
@@ -227,7 +228,7 @@ class OpenSetRecognizer(RecognizerInference):
             registered = entry.unrecorded_options if entry else {}
         options = registered | model.backbone_options
         if backbone is not None:
-            net = _as_registered(net, backbone, input_spec, len(model.class_names), options)
+            net = as_registered(net, backbone, input_spec, len(model.class_names), options)
         net.backbone_name, net.backbone_options = backbone or "", options
         model._head_to_fit = net.get_submodule(f"net.{head}") if head is not None else None
         model.classifier_ = net.eval().to(model.device)
@@ -244,39 +245,9 @@ class OpenSetRecognizer(RecognizerInference):
         return bool(self.autoencoder)
 
     # ---------------------------------------------------------------- fitting
-    def _spec_for_backbone(self, spec: InputSpec, name: str) -> InputSpec:
-        """``spec``, in RGB for a backbone that takes only RGB (a log line says so)."""
-        entry = backbone_entry(name) if name else None
-        if entry is None or entry.channels in (None, spec.channels):
-            return spec
-        log.warning("%s takes RGB images: the grayscale images are repeated into 3 channels", name)
-        stats = {k: None if v is None else tuple(v) * 3 for k, v in (("mean", spec.mean), ("std", spec.std))}
-        return dataclasses.replace(spec, channels=3, **stats)
-
-    def _describe_backbone(self, name: str) -> str:
-        options = backbone_entry(name).options | self._network_options(name)
-        if "pretrained" not in options:
-            return name
-        how = "ImageNet-pretrained, fine-tuned" if options["pretrained"] else "from scratch"
-        at = f" at {options['resolution']} px" if options.get("resolution") else ""
-        return f"{name} ({how}{at})"
-
-    def _network_options(self, name: str) -> dict:
-        """``backbone_options`` with ``pretrained`` as asked, for backbone ``name``."""
-        if self.pretrained is None:
-            return self.backbone_options
-        if "pretrained" not in backbone_entry(name).options:
-            if self.pretrained:
-                raise ConfigError(
-                    f"backbone {name!r} has no pretrained weights; use one that has "
-                    "(efficientnet_lite0, _lite1, _lite2) or leave pretrained unset"
-                )
-            return self.backbone_options
-        return self.backbone_options | {"pretrained": self.pretrained}
-
     def _build_networks(self, spec: InputSpec, name: str) -> None:
         """Fresh networks ``name`` for ``spec`` (seeded by the caller)."""
-        options = self._network_options(name)
+        options = network_options(name, self.backbone_options, self.pretrained)
         self.classifier_ = create_backbone(name, spec, len(self.class_names), **options)
         self.autoencoder_ = None
         if self._wants_autoencoder(spec):
@@ -320,7 +291,7 @@ class OpenSetRecognizer(RecognizerInference):
             if self.pretrained_
             else (self.backbone or default_backbone(spec, self.pretrained is not False))
         )
-        spec = self._spec_for_backbone(spec, name)
+        spec = rgb_spec(spec, name)
         if train.shape != spec.shape:
             log.info(
                 "bringing %s from %s to the model's %s",
@@ -336,7 +307,8 @@ class OpenSetRecognizer(RecognizerInference):
                 warn_small_classes(self.class_names, counts)
                 recipe = size_recipe(name, len(train), len(self.class_names), overrides)
                 config = recipe.config
-                recipe_log.info("%s", recipe.describe(self._describe_backbone(name)))
+                options = network_options(name, self.backbone_options, self.pretrained)
+                recipe_log.info("%s", recipe.describe(describe_backbone(name, options)))
             else:
                 config = TrainConfig.for_backbone(name, **overrides) if name else TrainConfig(**overrides)
         signals = model_signals(False if self.pretrained_ else self._wants_autoencoder(spec), spec)
@@ -350,7 +322,7 @@ class OpenSetRecognizer(RecognizerInference):
         val_images, val_labels = memory_rows(train, va), train.labels[va]
         self.input_spec_ = spec
         if self.pretrained_:
-            if getattr(self, "_head_to_fit", None) is not None:
+            if self._head_to_fit is not None:
                 self._fit_head(images, labels, config.seed)
             self.train_config_ = config
             self.fit_report_ = FitReport(len(tr), len(va), None, None)
@@ -386,10 +358,9 @@ class OpenSetRecognizer(RecognizerInference):
 
     def _fit_head(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> None:
         """Fit the wrapped network's new head on the features of the training split."""
-        self._engine = None
         features = self.outputs(images, signals=frozenset()).features
         fit_linear_head(self._head_to_fit, torch.from_numpy(features), labels, seed=seed)
-        self._head_to_fit, self._engine = None, None
+        self._head_to_fit, self._engine = None, None  # the engine copied the old head
         log.info("fitted a new linear head on %d known training images", len(labels))
 
     def calibrate(
@@ -497,17 +468,3 @@ class OpenSetRecognizer(RecognizerInference):
         from .persistence import load_pretrained
 
         return load_pretrained(cls, path, fast_paths, device)
-
-
-def _as_registered(
-    net: nn.Module, backbone: str, spec: InputSpec, num_classes: int, options: dict
-) -> nn.Module:
-    """The wrapped ``net`` as the registered ``backbone`` builds it, holding its weights, so
-    the model scores now as it will once saved and loaded; ``net`` itself where the
-    registered network does not take its weights (``save_pretrained`` then says so)."""
-    try:
-        rebuilt = create_backbone(backbone, spec, num_classes, for_loading=True, **options)
-        rebuilt.load_state_dict(net.state_dict())
-    except (ConfigError, RuntimeError):
-        return net
-    return rebuilt

