@@ -25,7 +25,7 @@ import torch
 from osrkit.bench_serve import _png
 from osrkit.data.catalog import load_dataset
 from osrkit.predictions import input_spec_of, load_model
-from osrkit.serve.uploads import decode_batch
+from osrkit.serve.images import decode_batch
 from osrkit.serve.worker import json_rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,21 @@ from PIL import Image
 from osrkit import ImageSet, OpenSetRecognizer, TrainConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+try:  # property-based tests (tests/test_readers_property*.py); the dev extra installs it
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover
+    pass
+else:
+    # ci (the default): derandomize, so every run tries the same examples and a failure is
+    # never a coin toss on an unrelated change; no example database (nothing written into
+    # the checkout); no deadline, since a shared CPU makes example timings noisy.
+    # HYPOTHESIS_PROFILE=thorough: fresh random examples, 25x as many, for manual runs
+    # (a failure prints the @reproduce_failure line to replay it).
+    _common = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("ci", max_examples=40, derandomize=True, **_common)
+    settings.register_profile("thorough", max_examples=1000, print_blob=True, **_common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

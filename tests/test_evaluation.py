@@ -47,6 +47,9 @@ def test_check_output_dir(tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
     with pytest.raises(OutputExistsError, match="--overwrite"):
         check_output_dir(tmp_path, overwrite=False)
+    with pytest.raises(OutputExistsError, match="not in an osrkit run folder"):  # not osrkit's metrics
+        check_output_dir(tmp_path, overwrite=True)
+    (tmp_path / "metrics.json").write_text('{"closed_set_accuracy": 1.0, "counts": {}, "scorers": {}}')
     check_output_dir(tmp_path, overwrite=True)
     assert (tmp_path / "metrics.json").exists()  # old outputs stay until new ones are complete
     deep = check_output_dir(tmp_path / "new" / "deep", overwrite=False)

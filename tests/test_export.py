@@ -13,8 +13,9 @@ from PIL import Image
 
 from osrkit import OpenSetRecognizer, load_dataset
 from osrkit.data.spec import MNIST_SPEC
-from osrkit.errors import ConfigError, ModelFormatError
+from osrkit.errors import ConfigError, ModelFormatError, OutputExistsError
 from osrkit.export import ONNX_FORMAT_VERSION, OUTPUT_NAMES, OnnxRecognizer, export_onnx
+from osrkit.integrity import onnx_graph_digest
 from osrkit.runtime import FastPaths
 from osrkit.scorers import SCORERS
 
@@ -185,7 +186,11 @@ def test_export_overwrite_and_decision_scorer(exported, fitted, tmp_path):
     path.write_bytes(b"previous")
     with pytest.raises(ConfigError, match="already exists.*overwrite"):
         export_onnx(fitted, path)
+    # overwrite replaces only an osrkit export (issue 22), never a file of the user's
+    with pytest.raises(OutputExistsError, match="not an osrkit ONNX export"):
+        export_onnx(fitted, path, overwrite=True)
     assert path.read_bytes() == b"previous"
+    path.write_bytes(exported.path.read_bytes())
     other = copy.copy(fitted)
     other.decision_scorer = "reconstruction"
     assert export_onnx(other, path, overwrite=True) == path
@@ -295,6 +300,10 @@ def test_cli_export_then_predict_with_onnx_backend(exported, tmp_path, capsys, m
     assert_one_line_error(err, "already exists", "--overwrite")
     assert out.read_text() == "keep me"
     code, stdout, err = run_cli(capsys, "export", exported.folder, out, "--overwrite")
+    assert code == 2 and out.read_text() == "keep me"  # --overwrite replaces only an osrkit export
+    assert_one_line_error(err, "not an osrkit ONNX export", "cli.onnx")
+    out.write_bytes(exported.path.read_bytes())
+    code, stdout, err = run_cli(capsys, "export", exported.folder, out, "--overwrite")
     assert code == 0, err
     assert stdout.startswith(f"wrote {out}")
     images = write_images(tmp_path)
@@ -347,3 +356,88 @@ def test_onnxruntime_runs_as_many_threads_as_torch(exported):
             assert session.get_session_options().intra_op_num_threads == n
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------- issue 22
+def test_export_records_its_graph_hash_and_a_damaged_graph_is_refused(exported, tmp_path, capsys):
+    data = exported.path.read_bytes()
+    meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+    assert meta["osrkit_graph_sha256"] == json.dumps(onnx_graph_digest(data))
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF  # inside the weights: still a well-formed protobuf
+    (tmp_path / "damaged.onnx").write_bytes(bytes(damaged))
+    with pytest.raises(ModelFormatError, match="does not match the SHA-256.*export it again"):
+        OnnxRecognizer(tmp_path / "damaged.onnx")
+    img = tmp_path / "x.npy"
+    np.save(img, synthetic_unknowns(1)[0])
+    code, out, err = run_cli(capsys, "predict", "--backend", "onnx", tmp_path / "damaged.onnx", img)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "damaged.onnx", "SHA-256")
+
+
+def test_export_without_a_hash_loads_unverified(exported, tmp_path, caplog):
+    model = onnx.load(str(exported.path))
+    keep = [p for p in model.metadata_props if p.key != "osrkit_graph_sha256"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    with caplog.at_level("WARNING", logger="osrkit"):
+        OnnxRecognizer(tmp_path / "old.onnx")
+    assert "unverified" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda t: json.dumps(t | {"msp": float("nan")}), "literal NaN"),
+        (lambda t: '{"msp": ' + "[" * 5000 + "]" * 5000 + "}", "nested"),
+    ],
+    ids=["nan", "deep"],
+)
+def test_onnx_damaged_metadata_is_refused_in_one_line(exported, tmp_path, damage, message):
+    """Metadata is read as a model folder's config.json is: NaN and deep nesting (a
+    RecursionError in json.loads before) are one line."""
+    model = onnx.load(str(exported.path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta["thresholds"] = damage(json.loads(meta["thresholds"]))
+    onnx.helper.set_model_props(model, meta)
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(ModelFormatError, match=message) as err:
+        OnnxRecognizer(tmp_path / "bad.onnx")
+    assert "\n" not in str(err.value)
+
+
+def test_nan_scores_are_unknown_in_the_graph_and_the_backend(exported):
+    """A NaN input makes every score NaN: the graph's own label says unknown, and so does the
+    backend's decide for NaN scores (the torch path refuses NaN images before scoring)."""
+    x = np.full((2, *MNIST_SPEC.shape), np.nan, np.float32)
+    out = exported.onnx.session.run(list(OUTPUT_NAMES), {"images": x})
+    assert out[OUTPUT_NAMES.index("is_unknown")].all()
+    assert (out[OUTPUT_NAMES.index("label")] == -1).all()
+    outputs = exported.onnx.run(probe_images()[:4])
+    outputs["unknown_scores"][:, :] = np.nan
+    for scorer in (None, "msp"):
+        assert (exported.onnx.decide(outputs, scorer) == -1).all()
+
+
+def test_onnx_backend_turns_telemetry_off(exported, monkeypatch):
+    import onnxruntime
+
+    calls = []
+    monkeypatch.setattr(onnxruntime, "disable_telemetry_events", lambda: calls.append(1))
+    OnnxRecognizer(exported.path)
+    assert calls
+
+
+@pytest.mark.parametrize("module", ["osrkit.export", "osrkit.ort_features"])
+def test_onnxruntime_writes_nothing_under_home(tmp_path, module):
+    """onnxruntime's Linux builds write ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ as
+    they load unless ORT_DISABLE_TELEMETRY is set first: osrkit's import sets it."""
+    import os
+    import subprocess
+
+    code = f"from {module} import import_onnxruntime; import_onnxruntime()"
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env |= {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / ".cache")}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -8,7 +8,7 @@ from PIL import Image
 
 from osrkit import UNKNOWN, OpenSetRecognizer
 from osrkit.data.spec import InputSpec
-from osrkit.errors import ConfigError, DataError, ModelFormatError
+from osrkit.errors import ConfigError, DataError, ModelFormatError, OutputExistsError
 from osrkit.models import create_backbone
 from osrkit.persistence import FORMAT_VERSION
 from osrkit.recognizer import as_input_tensor
@@ -228,8 +228,15 @@ def test_save_refuses_existing_folder(fitted, tmp_path):
     (tmp_path / "model" / "keep.txt").write_text("x")
     with pytest.raises(ConfigError, match="already exists"):
         fitted.save_pretrained(tmp_path / "model")
-    fitted.save_pretrained(tmp_path / "model", overwrite=True)
-    assert not (tmp_path / "model" / "keep.txt").exists()
+    # overwrite=True replaces only an osrkit model folder (issue 22: this deleted keep.txt)
+    with pytest.raises(OutputExistsError, match="not an osrkit model folder.*keep.txt"):
+        fitted.save_pretrained(tmp_path / "model", overwrite=True)
+    assert (tmp_path / "model" / "keep.txt").read_text() == "x"
+    (tmp_path / "model" / "keep.txt").unlink()
+    fitted.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "extra.txt").write_text("x")
+    fitted.save_pretrained(tmp_path / "model", overwrite=True)  # an osrkit model folder: replaced
+    assert not (tmp_path / "model" / "extra.txt").exists()
 
 
 def test_from_pretrained_errors(fitted, tmp_path):
@@ -395,6 +402,15 @@ def test_scorer_arrays_that_do_not_fit_the_networks_are_refused(fitted, tmp_path
     key = next(k for k in arrays if k.startswith("knn."))
     arrays[key] = np.zeros((arrays[key].shape[0], 7), arrays[key].dtype)  # wrong feature width
     safetensors.numpy.save_file(arrays, str(folder / "scorers.safetensors"))
+    with pytest.raises(ModelFormatError, match="does not match the SHA-256"):
+        OpenSetRecognizer.from_pretrained(folder)
+    # the file's hash recorded as well (a folder assembled from two models): the shapes
+    # are still checked against the networks
+    from osrkit.integrity import CHECKSUMS_KEY, sha256_hex
+
+    config = json.loads((folder / "config.json").read_text())
+    config[CHECKSUMS_KEY]["scorers.safetensors"] = sha256_hex((folder / "scorers.safetensors").read_bytes())
+    (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFormatError, match="damaged or incompatible"):
         OpenSetRecognizer.from_pretrained(folder)
 

@@ -209,6 +209,7 @@ def test_onnx_graph_runs_the_same_forward(name, tmp_path):
         )
     path = tmp_path / f"{name}.onnx"
     program.save(str(path))
+    ort.disable_telemetry_events()  # as osrkit does wherever it builds a session
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)}
     names = [i.name for i in session.get_inputs()]

@@ -23,7 +23,8 @@ from osrkit.bench_serve import _load, floor_request, free_port, predict_request,
 from osrkit.runtime import FastPaths
 from osrkit.serve import MicroBatcher, ServeOptions
 from osrkit.serve.app import PredictFastPath, RequestLog, scoring_threads
-from osrkit.serve.uploads import RequestError, decode_batch, multipart_files
+from osrkit.serve.images import decode_batch
+from osrkit.serve.uploads import RequestError, multipart_files
 from osrkit.serve.worker import ProcessWorker, ThreadWorker, WorkerStopped, json_rows, scoring_worker
 
 from .conftest import synthetic_digits, synthetic_unknowns

@@ -1,7 +1,9 @@
 """Thresholds chosen from known-class validation scores only.
 
 A threshold ``t`` rejects an input as unknown when its score is ``> t``; it is set so
-that a chosen fraction of known validation inputs is accepted (score ``<= t``).
+that a chosen fraction of known validation inputs is accepted (score ``<= t``). A score
+that is not finite (NaN, +inf or -inf: a damaged model or input) is always unknown
+(``rejects``), never known and never an error: one bad image must not fail a batch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ def check_accept_rate(accept_rate: float) -> float:
     if not (isinstance(accept_rate, (int, float)) and 0.0 < accept_rate <= 1.0):
         raise ConfigError(f"accept rate must be in (0, 1], got {accept_rate!r}")
     return float(accept_rate)
+
+
+def rejects(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """True where an input is unknown: its score exceeds ``threshold`` or is not finite
+    (``score > NaN`` and ``NaN > t`` are both False, so a plain comparison would call a
+    NaN known). Every decision in osrkit goes through here."""
+    scores = np.asarray(scores)
+    return ~(np.isfinite(scores) & (scores <= threshold))
 
 
 def _check_scores(scores: np.ndarray) -> np.ndarray:
@@ -61,5 +71,6 @@ def joint_thresholds(known_scores: np.ndarray, accept_rate: float) -> np.ndarray
 
 
 def accept_rate(scores: np.ndarray, threshold: float) -> float:
-    """Fraction of ``scores`` at or below ``threshold`` (accepted as known)."""
-    return float(np.mean(np.asarray(scores) <= threshold))
+    """Fraction of ``scores`` at or below ``threshold`` (accepted as known; a score that is
+    not finite is never accepted)."""
+    return float(np.mean(~rejects(scores, threshold)))

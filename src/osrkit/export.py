@@ -16,12 +16,13 @@ the graph), N dynamic. Graph outputs:
 - ``unknown_scores`` float64 ``(N, S)``: one column per scorer, in the order of the
   metadata entry ``scorer_names`` (larger = more likely unknown);
 - ``label`` int64 ``(N,)``: the arg-max class, or -1 where the decision scorer's score
-  exceeds its threshold;
+  exceeds its threshold or is not finite (NaN or infinity never means known);
 - ``is_unknown`` bool ``(N,)``.
 
 The model's ``metadata_props`` hold JSON values: ``class_names``, ``scorer_names``,
 ``thresholds``, ``decision_scorer``, ``scorers`` (fitted state, medians included),
-``accept_rate``, ``input_spec``, ``osrkit_version`` and the format markers.
+``accept_rate``, ``input_spec``, ``osrkit_version``, the format markers and
+``osrkit_graph_sha256``, which ``OnnxRecognizer`` checks (``osrkit.integrity``).
 
 Needs the ``onnx`` extra (``pip install 'osrkit[onnx]'``): onnx and onnxscript for the
 export, onnxruntime for running.
@@ -45,10 +46,15 @@ import torch
 from torch import nn
 
 from . import __version__
+from .calibration import rejects
+from .config_json import parse_config
 from .data.spec import InputSpec
 from .errors import ConfigError, DataError, ModelFormatError
+from .integrity import check_finite_calibration, check_onnx_digest, with_onnx_digest
 from .io import atomic_write_bytes
 from .models import Backbone, ConvAutoencoder
+from .ort_features import import_onnxruntime
+from .ownership import check_onnx_output
 from .recognizer import UNKNOWN, ImagesLike, OpenSetRecognizer, as_input_tensor
 from .scorers import FusionScorer, is_fusion, needs_of, scorer_from_state
 
@@ -125,7 +131,8 @@ class _RecognizerGraph(nn.Module):
                 fusion = self.fusions[name]
                 columns.append(fusion(torch.stack([base[m] for m in fusion.members], dim=1)))
         scores = torch.stack(columns, dim=1)
-        is_unknown = scores[:, self.decision_column] > self.decision_threshold
+        decision = scores[:, self.decision_column]  # NaN or infinity: unknown, as in calibration.rejects
+        is_unknown = ~(torch.isfinite(decision) & (decision <= self.decision_threshold))
         label = torch.where(is_unknown, torch.full_like(top[:, 0], UNKNOWN), top[:, 0])
         return probabilities, logits, scores, label, is_unknown
 
@@ -171,23 +178,6 @@ def _metadata(recognizer: OpenSetRecognizer) -> dict[str, str]:
     return {key: json.dumps(value) for key, value in values.items()}
 
 
-def _check_output_path(path: Path, overwrite: bool) -> None:
-    """Refuse an output path that cannot or must not be written, before exporting."""
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give the .onnx file to write, e.g. {path / MODEL_FILENAME}")
-    if path.exists() and not overwrite:
-        raise ConfigError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise ConfigError(f"cannot write {path}: {parent} is not a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write {path}: folder {parent} is not writable")
-
-
 def export_onnx(
     recognizer: OpenSetRecognizer,
     path: str | os.PathLike,
@@ -212,7 +202,7 @@ def export_onnx(
         raise ConfigError(EXPORT_EXTRA_HINT) from None
     if _torch_version() < (2, 5):  # torch.onnx.export(dynamo=True, dynamic_shapes=...) came in 2.5
         raise ConfigError(f"ONNX export needs torch>=2.5 (found {torch.__version__})")
-    _check_output_path(path, overwrite)
+    check_onnx_output(path, overwrite, MODEL_FILENAME)
 
     graph = _RecognizerGraph(recognizer).eval()
     example = torch.rand(2, *recognizer.input_spec_.shape, generator=torch.Generator().manual_seed(0))
@@ -249,7 +239,7 @@ def export_onnx(
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ModelFormatError(f"the exported ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
-    data = model.SerializeToString()
+    data = with_onnx_digest(model.SerializeToString())
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:
@@ -293,7 +283,7 @@ class OnnxRecognizer:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = resolve_onnx_path(path)
         try:
-            import onnxruntime as ort
+            ort = import_onnxruntime()  # telemetry off: no files under ~/.cache
         except ImportError:
             raise ConfigError(RUNTIME_EXTRA_HINT) from None
         options = ort.SessionOptions()
@@ -302,9 +292,13 @@ class OnnxRecognizer:
         # service's --threads); onnxruntime would otherwise take every core
         options.intra_op_num_threads = torch.get_num_threads()
         try:
+            data = self.path.read_bytes()  # checked, then these very bytes are run
+            check_onnx_digest(data, self.path)
             self.session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+                data, sess_options=options, providers=["CPUExecutionProvider"]
             )
+        except ModelFormatError:
+            raise
         except Exception as exc:  # onnxruntime's errors derive from Exception only
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFormatError(f"{self.path} is not a loadable ONNX model ({first[:200]})") from None
@@ -318,6 +312,8 @@ class OnnxRecognizer:
             raise ModelFormatError(f"{self.path}: damaged osrkit metadata ({exc})") from None
         if set(self.thresholds) != set(self.scorer_names) or self.decision_scorer not in self.thresholds:
             raise ModelFormatError(f"{self.path}: osrkit metadata lacks thresholds for some scorers")
+        meta = self.metadata
+        check_finite_calibration(meta["thresholds"], meta.get("accept_rate"), meta.get("scorers"), self.path)
         try:
             spec = self.metadata.get("input_spec")
             self.input_spec = (
@@ -361,10 +357,8 @@ class OnnxRecognizer:
             raise ModelFormatError(
                 f"{self.path}: not an osrkit ONNX export of format version {ONNX_FORMAT_VERSION}"
             )
-        try:
-            return {key: json.loads(value) for key, value in raw.items()}
-        except json.JSONDecodeError as exc:
-            raise ModelFormatError(f"{self.path}: damaged osrkit metadata ({exc})") from None
+        # the same reader as a model folder's config.json: depth, NaN and size checked
+        return {key: parse_config(value, f"{self.path} (metadata {key!r})") for key, value in raw.items()}
 
     def __repr__(self) -> str:
         return f"OnnxRecognizer({str(self.path)!r}, classes={len(self.class_names)})"
@@ -399,17 +393,16 @@ class OnnxRecognizer:
     def decide(
         self, outputs: dict[str, np.ndarray], scorer: str | None = None, scores: dict | None = None
     ) -> np.ndarray:
-        """Class index per input, or -1 where ``scorer`` (default: the decision scorer,
-        whose decision the graph computes itself) exceeds its threshold. ``scores`` is
-        accepted for the same call as ``OpenSetRecognizer.decide``; the graph's outputs
-        already hold every score."""
+        """Class index per input, or -1 where ``scorer``'s score (default: the decision
+        scorer's) exceeds its threshold or is not finite (``calibration.rejects``; applied
+        here too for exports whose graph let a NaN pass). ``scores`` is accepted for the
+        same call as ``OpenSetRecognizer.decide``; the graph's outputs hold every score."""
         name = scorer or self.decision_scorer
         if name not in self.thresholds:
             raise ConfigError(f"unknown scorer {name!r}; choose from {', '.join(self.scorer_names)}")
-        if name == self.decision_scorer:
-            return outputs["label"]
         s = outputs["unknown_scores"][:, self.scorer_names.index(name)]
-        return np.where(s > self.thresholds[name], UNKNOWN, outputs["logits"].argmax(1))
+        label = outputs["label"] if name == self.decision_scorer else outputs["logits"].argmax(1)
+        return np.where(rejects(s, self.thresholds[name]), UNKNOWN, label)
 
     def predict(self, x: ImagesLike, scorer: str | None = None) -> np.ndarray:
         """Class index per image, or -1 for unknown."""

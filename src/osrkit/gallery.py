@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from .calibration import rejects
 from .data.transforms import chw_to_pil
 from .io import png_data_uri
 
@@ -50,8 +51,8 @@ def confident_mistakes(
     """The ``n`` known images ``scorer`` rejects with the largest scores, and the ``n``
     unknown images it accepts with the smallest (ties keep the test-set order)."""
     k, u = ev.known_scores[scorer], ev.unknown_scores[scorer]
-    rejected = np.flatnonzero(k > threshold)
-    accepted = np.flatnonzero(u <= threshold)
+    rejected = np.flatnonzero(rejects(k, threshold))  # a NaN score is rejected too
+    accepted = np.flatnonzero(~rejects(u, threshold))
     rejected = rejected[np.argsort(-k[rejected], kind="stable")]
     accepted = accepted[np.argsort(u[accepted], kind="stable")]
     labels = ev.known.labels.numpy()

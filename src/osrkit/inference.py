@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .calibration import rejects
 from .data.imageset import ImageSet
 from .data.lazy import LazyImageSet
 from .data.spec import InputSpec
@@ -209,15 +210,16 @@ class RecognizerInference:
     def decide(
         self, outputs: ModelOutputs, scorer: str | None = None, scores: dict[str, np.ndarray] | None = None
     ) -> np.ndarray:
-        """Class index per input, or -1 where ``scorer``'s score exceeds its threshold
-        (``scores``: every scorer's scores already computed on ``outputs``, by name)."""
+        """Class index per input, or -1 where ``scorer``'s score exceeds its threshold or
+        is not finite (NaN or infinity: unknown, ``calibration.rejects``; ``scores``: every
+        scorer's scores already computed on ``outputs``, by name)."""
         name = self._scorer_name(scorer)
         if scores is not None and name in scores:
             s = scores[name]
         else:
             with single_threaded_blas():
                 s = self.scorers_[name].score(outputs)
-        return np.where(s > self.thresholds_[name], UNKNOWN, outputs.predictions)
+        return np.where(rejects(s, self.thresholds_[name]), UNKNOWN, outputs.predictions)
 
     def predict(self, x: ImagesLike, scorer: str | None = None) -> np.ndarray:
         """Class index per image, or -1 for unknown."""

@@ -12,6 +12,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from .calibration import rejects
 from .errors import ConfigError
 
 
@@ -81,8 +82,9 @@ def oscr(known: np.ndarray, unknown: np.ndarray, correct: np.ndarray) -> float:
 def open_set_predictions(
     preds: np.ndarray, scores: np.ndarray, threshold: float, unknown_label: int
 ) -> np.ndarray:
-    """Class predictions with inputs scoring above ``threshold`` set to ``unknown_label``."""
-    return np.where(np.asarray(scores) > threshold, unknown_label, np.asarray(preds))
+    """Class predictions with inputs scoring above ``threshold`` (or not finite,
+    ``calibration.rejects``) set to ``unknown_label``."""
+    return np.where(rejects(scores, threshold), unknown_label, np.asarray(preds))
 
 
 def open_set_metrics(
@@ -116,8 +118,8 @@ def open_set_metrics(
         "fpr_at_95_tpr": fpr_at_tpr(known_scores, unknown_scores, 0.95),
         "oscr": oscr(known_scores, unknown_scores, correct),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "known_accept_rate": float(np.mean(known_scores <= threshold)),
-        "unknown_reject_rate": float(np.mean(unknown_scores > threshold)),
+        "known_accept_rate": float(np.mean(~rejects(known_scores, threshold))),
+        "unknown_reject_rate": float(np.mean(rejects(unknown_scores, threshold))),
         "threshold": float(threshold),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }

@@ -9,19 +9,41 @@ every scorer stay in PyTorch, so nothing about the scores' maths moves.
 
 onnxruntime is optional (the ``onnx`` extra): without it, or if the export fails, the
 engine runs the network in PyTorch and a debug line says why.
+
+osrkit imports onnxruntime only through ``import_onnxruntime``, with its telemetry off.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+import sys
 import warnings
+from types import ModuleType
 
 import numpy as np
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+
+def import_onnxruntime() -> ModuleType:
+    """onnxruntime with its telemetry off (ImportError without the ``onnx`` extra).
+
+    Its Linux builds write a device id and an event database under
+    ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/`` as the library loads, unless
+    ``ORT_DISABLE_TELEMETRY`` is set before the first import: it is set here (a value the
+    user set is kept), and ``disable_telemetry_events()`` turns off the event stream. An
+    onnxruntime imported before osrkit keeps the settings of that import.
+    """
+    if "onnxruntime" not in sys.modules:
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+    return onnxruntime
 
 
 class _Features(nn.Module):
@@ -38,9 +60,7 @@ class OnnxFeatures:
     many threads as torch uses."""
 
     def __init__(self, net: nn.Module, sample: torch.Tensor) -> None:
-        import onnxruntime as ort  # optional extra: the caller falls back without it
-
-        ort.disable_telemetry_events()
+        ort = import_onnxruntime()  # optional extra: the caller falls back without it
         buf = io.BytesIO()
         wrapper = _Features(net).eval()
         with warnings.catch_warnings():

@@ -7,6 +7,10 @@ autoencoder or none, scorers with their state, thresholds, the training recipe),
 recorded by its registered backbone name and options and rebuilt from the registry, so a
 model folder can never run code of its own.
 
+``config.json`` records the SHA-256 of each weight file (``sha256``), checked on loading;
+a NaN or infinite threshold or calibration value is refused (``osrkit.integrity``).
+``overwrite=True`` replaces only an osrkit model folder (``osrkit.ownership``).
+
 Format versions: 3 (this one); 2 (osrkit 0.1 with seven scorers) and 1 (the seed: msp,
 reconstruction, combined) still load, as the 1x28x28 ``small_cnn`` with an autoencoder,
 and give the same scores.
@@ -15,10 +19,10 @@ and give the same scores.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +32,20 @@ import safetensors.torch
 import torch
 
 from . import __version__
+from .config_json import read_config
 from .data.spec import InputSpec
 from .errors import ConfigError, ModelFormatError, OsrkitError
+from .integrity import (
+    CHECKSUMS_KEY,
+    check_finite_arrays,
+    check_finite_calibration,
+    checksums_of,
+    read_verified,
+    sha256_hex,
+)
 from .io import atomic_directory, atomic_write_bytes, atomic_write_json
 from .models import AutoencoderConfig, ConvAutoencoder, backbone_entry, create_backbone
+from .ownership import MODEL_FORMAT, check_replaceable_model
 from .runtime import FastPaths
 from .scorers import SCORERS, FusionScorer, Scorer, make_scorer, scorer_from_state
 from .training import TrainConfig
@@ -41,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = "osrkit-recognizer"
+FORMAT = MODEL_FORMAT  # "osrkit-recognizer", written first in config.json
 FORMAT_VERSION = 3
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
 SCORER_ARRAYS = "scorers.safetensors"  # array state of the scorers (kNN bank, means, bases)
@@ -95,23 +109,25 @@ def save_pretrained(model: OpenSetRecognizer, path: str | os.PathLike, overwrite
         raise ConfigError(f"{path} is a file, not a model folder; choose another path")
     if path.exists() and not overwrite and any(path.iterdir()):
         raise ConfigError(f"model folder {path} already exists; pass overwrite=True (--overwrite)")
+    if overwrite:
+        check_replaceable_model(path)
     config = config_dict(model)
     arrays = {
         f"{name}.{key}": np.ascontiguousarray(value)
         for name, scorer in model.scorers_.items()
         for key, value in scorer.get_arrays().items()
     }
+    files = {"classifier.safetensors": safetensors.torch.save(_contiguous(model.classifier_.state_dict()))}
+    if model.autoencoder_ is not None:
+        ae_state = _contiguous(model.autoencoder_.state_dict())
+        files["autoencoder.safetensors"] = safetensors.torch.save(ae_state)
+    if arrays:
+        files[SCORER_ARRAYS] = safetensors.numpy.save(arrays)
+    config[CHECKSUMS_KEY] = {name: sha256_hex(data) for name, data in files.items()}
     with atomic_directory(path, overwrite=True) as tmp:
         # every file through atomic_write_bytes: one file mode (the umask's) for the folder
-        atomic_write_bytes(
-            tmp / "classifier.safetensors",
-            safetensors.torch.save(_contiguous(model.classifier_.state_dict())),
-        )
-        if model.autoencoder_ is not None:
-            state = _contiguous(model.autoencoder_.state_dict())
-            atomic_write_bytes(tmp / "autoencoder.safetensors", safetensors.torch.save(state))
-        if arrays:
-            atomic_write_bytes(tmp / SCORER_ARRAYS, safetensors.numpy.save(arrays))
+        for name, data in files.items():
+            atomic_write_bytes(tmp / name, data)
         atomic_write_json(tmp / "config.json", config)
     return path
 
@@ -122,13 +138,12 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ModelFormatError(
             f"{path} is not an osrkit model folder (no config.json); train one with `osrkit train`"
         )
-    try:
-        cfg = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{config_path} is not valid JSON ({exc})") from None
+    cfg = read_config(config_path)  # JSON, finite numbers, shallow nesting: else one line
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise ModelFormatError(f"{config_path}: not an osrkit model folder")
     version = cfg.get("format_version")
+    if type(version) is not int:  # true and 1.0 compare equal to 1 but were never written
+        version = None
     if isinstance(version, int) and version > FORMAT_VERSION:
         raise ModelFormatError(
             f"{path} was written by a newer osrkit (model format {version}; this one reads up to "
@@ -137,6 +152,12 @@ def _read_config(path: Path) -> dict[str, Any]:
     if version not in READABLE_FORMAT_VERSIONS:
         versions = ", ".join(map(str, READABLE_FORMAT_VERSIONS))
         raise ModelFormatError(f"{config_path}: not an osrkit model of format version {versions}")
+    names = cfg.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ModelFormatError(
+            f"{config_path}: class_names must be a non-empty list of strings; restore the file from "
+            "a backup, or save or train the model again"
+        )
     return cfg
 
 
@@ -165,10 +186,31 @@ def _architecture(cfg: dict[str, Any]) -> tuple[InputSpec, str, dict, Autoencode
     return InputSpec.from_dict(cfg["input_spec"]), name, options, ae
 
 
-def _load_weights(module: torch.nn.Module, file: Path, folder: Path) -> None:
-    if not file.is_file():
-        raise ModelFormatError(f"model folder {folder} lacks {file.name}")
-    module.load_state_dict(safetensors.torch.load_file(str(file)))
+def _built_to_fit(build: Callable[[], torch.nn.Module], file: Path) -> torch.nn.Module:
+    """``build()``, once the shapes of its weights are known to match weight ``file``: it is
+    built first on the meta device (no memory), so a damaged config.json that asks for a
+    network of gigabytes is refused in one line instead of allocated and initialised."""
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+        with safetensors.safe_open(str(file), framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception:  # not buildable on meta, or an unreadable file: the real load says why
+        return build()
+    for key, shape in shapes.items():
+        if stored.get(key) != shape:
+            held = "no such tensor" if key not in stored else f"shape {stored[key]}"
+            raise ModelFormatError(
+                f"{file.parent / 'config.json'} describes a network whose {key!r} has shape {shape}, "
+                f"but {file.name} holds {held}; restore the folder from a backup, or save or train "
+                "the model again"
+            )
+    return build()
+
+
+def _load_weights(module: torch.nn.Module, file: Path, checksums: dict[str, str] | None) -> None:
+    data = read_verified(file, checksums, file.parent / "config.json")
+    module.load_state_dict(safetensors.torch.load(data))
     module.eval()
 
 
@@ -181,6 +223,10 @@ def load_pretrained(
     """Load a model folder of any readable format version (no pickle involved)."""
     path = Path(path)
     cfg = _read_config(path)
+    check_finite_calibration(
+        cfg.get("thresholds"), cfg.get("accept_rate"), cfg.get("scorers"), path / "config.json"
+    )
+    checksums = checksums_of(cfg, path)
     try:
         spec, name, options, ae_cfg = _architecture(cfg)
         try:
@@ -202,17 +248,24 @@ def load_pretrained(
             backbone_options=options,
             autoencoder=ae_cfg or False,
         )
-        model.classifier_ = create_backbone(name, spec, len(class_names), for_loading=True, **options)
-        _load_weights(model.classifier_, path / "classifier.safetensors", path)
-        model.autoencoder_ = ConvAutoencoder(ae_cfg, spec) if ae_cfg is not None else None
+        model.classifier_ = _built_to_fit(
+            lambda: create_backbone(name, spec, len(class_names), for_loading=True, **options),
+            path / "classifier.safetensors",
+        )
+        _load_weights(model.classifier_, path / "classifier.safetensors", checksums)
+        model.autoencoder_ = (
+            _built_to_fit(lambda: ConvAutoencoder(ae_cfg, spec), path / "autoencoder.safetensors")
+            if ae_cfg is not None
+            else None
+        )
         if model.autoencoder_ is not None:
-            _load_weights(model.autoencoder_, path / "autoencoder.safetensors", path)
+            _load_weights(model.autoencoder_, path / "autoencoder.safetensors", checksums)
         model.classifier_.to(model.device)
         if model.autoencoder_ is not None:
             model.autoencoder_.to(model.device)
         model.input_spec_ = spec
         model.pretrained_ = bool(cfg.get("backbone", {}).get("pretrained", False))
-        model.scorers_ = _load_scorers(cfg, path)
+        model.scorers_ = _load_scorers(cfg, path, checksums)
         # recalibrating fits the same scorers with the same hyper-parameters
         model.scorers = [make_scorer(n, **s.get_params()) for n, s in model.scorers_.items()]
         model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
@@ -232,17 +285,19 @@ def load_pretrained(
     except ModelFormatError:
         raise
     except (
-        KeyError,
+        LookupError,  # KeyError, and IndexError from a list too short
         TypeError,
         ValueError,
         AttributeError,
+        ArithmeticError,  # OverflowError from a number too large for a tensor size
         RuntimeError,
         OsrkitError,
         safetensors.SafetensorError,
     ) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelFormatError(f"model folder {path} is damaged or incompatible: {first}") from None
-    calibrated = (cfg.get("runtime") or {}).get("calibrated_with")
+    runtime = cfg.get("runtime")
+    calibrated = runtime.get("calibrated_with") if isinstance(runtime, dict) else None
     here = model.engine().fast.describe()
     if calibrated and calibrated != here:
         log.warning(
@@ -264,9 +319,12 @@ def check_scorer_known(name: str, path: Path) -> None:
         )
 
 
-def _load_scorers(cfg: dict[str, Any], path: Path) -> dict[str, Scorer]:
+def _load_scorers(cfg: dict[str, Any], path: Path, checksums: dict[str, str] | None) -> dict[str, Scorer]:
     arrays_path = path / SCORER_ARRAYS
-    arrays = safetensors.numpy.load_file(str(arrays_path)) if arrays_path.is_file() else {}
+    arrays = {}
+    if arrays_path.is_file():
+        arrays = safetensors.numpy.load(read_verified(arrays_path, checksums, path / "config.json"))
+        check_finite_arrays(arrays, arrays_path)
     scorers: dict[str, Scorer] = {}
     for name, state in cfg["scorers"].items():
         members = state.get("members", []) if isinstance(state, dict) else []

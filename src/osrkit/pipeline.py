@@ -23,6 +23,7 @@ from .errors import ConfigError, OutputExistsError
 from .evaluation import Evaluation, evaluate
 from .gallery import confident_mistakes
 from .io import atomic_write_json, staged_outputs
+from .ownership import check_replaceable_model, check_replaceable_outputs
 from .plots import (
     plot_confusion,
     plot_embeddings,
@@ -119,8 +120,10 @@ class ReportOptions:
 def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str, ...] = RUN_OUTPUTS) -> Path:
     """Check that ``out`` can be written, before any data is loaded: it must be a folder
     (or not exist yet, below a writable folder), and it must not hold any of ``outputs``
-    unless ``overwrite``. Nothing is created or deleted here: the outputs appear only once
-    they are complete (``staged_outputs``), so a failed command leaves no empty folder."""
+    unless ``overwrite``, and then only osrkit's own (``osrkit.ownership``: ``model`` must
+    be a model folder, the others need ``out`` to be a run folder). Nothing is created or
+    deleted here: the outputs appear only once they are complete (``staged_outputs``), so
+    a failed command leaves no empty folder."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} is a file; choose a folder with --out")
@@ -129,6 +132,7 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str
         raise OutputExistsError(
             f"{out} already holds {', '.join(existing)}; pass --overwrite to replace or choose another --out"
         )
+    check_replaceable_outputs(out, existing, models=("model",))
     base = out
     while not base.exists() and base != base.parent:
         base = base.parent
@@ -215,9 +219,15 @@ def train_to_folder(
     interrupted call resumes; ``out`` appears only once the model is complete.
     """
     out = Path(out).resolve()
-    check_output_dir(out.parent, overwrite, outputs=(out.name,))
     if out.exists() and not out.is_dir():  # --overwrite replaces a model folder, never a file
         raise ConfigError(f"output path {out} is a file; choose a folder with --out")
+    check_output_dir(out.parent, overwrite, outputs=())
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(
+                f"{out.parent} already holds {out.name}; pass --overwrite to replace or choose another --out"
+            )
+        check_replaceable_model(out)  # before minutes of training, not when saving
     ckpt = out.with_name(out.name + ".checkpoints")
     model = train(data, config, accept_rate, ckpt, progress, options)
     if distributed.is_main():  # under torchrun every rank holds the same model; rank 0 writes it

@@ -12,6 +12,7 @@ import torch
 
 from .data.spec import InputSpec
 from .inference import UNKNOWN
+from .io import json_safe
 from .scorers.fusion import FusionScorer
 
 
@@ -70,6 +71,11 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
       threshold);
     - ``scores``, ``thresholds`` and ``margins`` of every fitted scorer (larger score =
       more likely unknown), and ``decided_by`` for every fusion among them.
+
+    A score that is not finite (NaN or infinity: a damaged model or input) means unknown,
+    never known (``calibration.rejects``); such a row's ``decision`` says so in ``reason``,
+    and every NaN or infinite number in a row is None (JSON ``null``), so a row always
+    encodes as valid JSON.
     """
     outputs = model.outputs(images)
     scores = model.scores_from_outputs(outputs)
@@ -79,6 +85,8 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
     deciders = {name: deciding_members(f, scores) for name, f in model.fusions.items() if name in scores}
     # a fusion cuts each member at its own joint threshold, not at the member's own one
     cuts = model.fusions[decision].member_thresholds() if decision in deciders else None
+    # thresholds are finite (checked on loading), so rows need cleaning only where a score is not
+    finite = all(np.isfinite(s).all() for s in scores.values())
     rows = []
     for i, label in enumerate(labels):
         idx = int(label)
@@ -97,16 +105,17 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
                 "member_score": row_scores[member],
                 "member_threshold": cuts[member],
             }
-        rows.append(
-            {
-                "label": "unknown" if idx == UNKNOWN else model.class_names[idx],
-                "class_index": idx,
-                "known": idx != UNKNOWN,
-                "decision": decided,
-                "scores": row_scores,
-                "thresholds": dict(thresholds),  # a copy: rows are independent
-                "margins": margins,
-                "decided_by": {name: members[i] for name, members in deciders.items()},
-            }
-        )
+        if not np.isfinite(row_scores[decision]):
+            decided["reason"] = "the score is not finite (NaN or infinity), which always means unknown"
+        row = {
+            "label": "unknown" if idx == UNKNOWN else model.class_names[idx],
+            "class_index": idx,
+            "known": idx != UNKNOWN,
+            "decision": decided,
+            "scores": row_scores,
+            "thresholds": dict(thresholds),  # a copy: rows are independent
+            "margins": margins,
+            "decided_by": {name: members[i] for name, members in deciders.items()},
+        }
+        rows.append(row if finite else json_safe(row))
     return rows

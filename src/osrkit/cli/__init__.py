@@ -12,9 +12,13 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 
+from PIL import Image
+
 from ..errors import OsrkitError
+from ..io import os_error_line
 from .commands import COMMANDS, format_summary
 from .parser import build_parser
 
@@ -44,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("osrkit.recipe").setLevel(logging.INFO)
     progress = not args.quiet and sys.stderr.isatty()
     _interrupt_on_termination()
+    # the readers refuse an image over Pillow's pixel limit from its header, in one line
+    # naming it; Pillow's own warning would only repeat it, over several lines
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     saved_fast = os.environ.get("OSRKIT_FAST")
     if args.no_fast:
         os.environ["OSRKIT_FAST"] = "0"  # read by FastPaths.default() wherever a model is built
@@ -84,8 +91,7 @@ def _run_command(args: argparse.Namespace, progress: bool) -> int:
         sys.stderr.close()
         return 0
     except OSError as exc:  # unwritable output, full disk, unreadable file outside the readers
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"osrkit: error: {exc.strerror or exc}{where}; check the path and free space", file=sys.stderr)
+        print(f"osrkit: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         resumable = args.command in ("run", "train")

@@ -96,7 +96,7 @@ def _cmd_predict(args: argparse.Namespace, progress: bool) -> int:
     paths = expand_image_paths(args.images)  # folders: every image below them
     rows = prediction_rows(model, as_input_tensor(paths, spec, invert), args.scorer)
     for path, row in zip(paths, rows):
-        print(json.dumps({"path": str(path)} | row))
+        print(json.dumps({"path": str(path)} | row, allow_nan=False))  # rows hold null, never NaN
     return 0
 
 
@@ -190,6 +190,9 @@ def _cmd_serve(args: argparse.Namespace, progress: bool) -> int:
         max_wait_ms=args.max_wait_ms,
         max_request_bytes=int(args.max_request_mb * 2**20),
         max_images=args.max_images,
+        max_pixels=args.max_pixels,
+        request_timeout_s=args.request_timeout,
+        max_connections=args.max_connections,
         threads=args.threads,
         worker=args.worker,
     )

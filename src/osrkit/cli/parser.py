@@ -197,6 +197,29 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="images per request (default: %(default)s)",
     )
     p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=d.max_pixels,
+        metavar="N",
+        help="pixels per image, checked from its header before decoding; larger images get a 413 "
+        "(default: %(default)s, 4096 x 4096)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=_float_in(0, 3600, lo_open=True),
+        default=d.request_timeout_s,
+        metavar="S",
+        help="seconds for a request's headers and body to arrive; slower clients get a 408 and "
+        "are disconnected (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=d.max_connections,
+        metavar="N",
+        help="open connections and requests in flight; more get a 503 (default: %(default)s)",
+    )
+    p.add_argument(
         "--threads",
         type=_nonneg_int,
         default=d.threads,
@@ -244,7 +267,8 @@ def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
         default=Context.decision_scorer,
         metavar="SCORER",
         help="scorer whose calibrated threshold makes the decisions (default: each model's "
-        "pre-declared default: fusion for the digit models, max_logit for the colour ones)",
+        "pre-declared default: fusion for the digit models, max_logit for the colour ones "
+        "trained from scratch, max_logit_knn for the pretrained track)",
     )
     p.add_argument("--max-train", type=_positive_int, help="subsample MNIST train (quick checks only)")
     p.add_argument("--max-test", type=_positive_int, help="subsample every test set (quick checks only)")

@@ -50,16 +50,41 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a CIFAR-10 python batch: ``(N, 32, 32, 3)`` uint8 RGB images and labels."""
     path = Path(path)
     try:
-        batch = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"missing CIFAR-10 batch {path}") from None
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: not a valid CIFAR-10 python batch ({exc}); download it again") from None
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise DataError(f"{path}: unexpected CIFAR-10 batch shape {data.shape}")
+    try:
+        batch = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    except MemoryError:
+        raise DataError(f"{path}: CIFAR-10 batch too large for this memory; download it again") from None
+    except Exception as exc:
+        # Unpickling arbitrary bytes fails in many ways (UnpicklingError, EOFError,
+        # OverflowError for values out of uint8, IndexError, ...): all say the file is damaged.
+        cause = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
+        raise DataError(f"{path}: not a valid CIFAR-10 python batch ({cause}); download it again") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
+        raise DataError(
+            f"{path}: unexpected CIFAR-10 batch shapes: images {data.shape}, labels {labels.shape} "
+            f"(expected (N, 3072) and (N,)); download it again"
+        )
+    data = _integers(data, 255, "pixels", path).astype(np.uint8)
+    labels = _integers(labels, len(CLASSES) - 1, "labels", path).astype(np.int64)
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _integers(values: np.ndarray, high: int, what: str, path: Path) -> np.ndarray:
+    """``values`` when they are integers in ``0..high``: a cast would wrap or truncate
+    anything else silently (300 to 44, 3.7 to 3)."""
+    if values.dtype.kind not in "iu":
+        found = f"{values.dtype} values"
+    elif values.size and (values.min() < 0 or values.max() > high):
+        found = f"values {values.min()}..{values.max()}"
+    else:
+        return values
+    raise DataError(
+        f"{path}: CIFAR-10 {what} must be integers in 0..{high}, found {found}; download it again"
+    )
 
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

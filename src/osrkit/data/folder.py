@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 from ..errors import DataError
 from .imageset import ImageSet
 from .spec import MNIST_SPEC, InputSpec
-from .transforms import load_image, to_spec_array
+from .transforms import flatten_mode, load_image, to_spec_array
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ def infer_spec(paths: list[Path], seed: int = 0) -> InputSpec:
     for path in sample:
         img = load_image(path)
         sizes.append(img.size)
-        if not colour and img.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
-            rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+        if not colour and img.mode not in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"):
+            rgb = np.asarray(_named(path, flatten_mode, img, "RGB"), dtype=np.int16)
             colour = bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
     channels = 3 if colour else 1
     w, h = sizes[0]
@@ -100,7 +101,15 @@ def infer_spec(paths: list[Path], seed: int = 0) -> InputSpec:
 
 def decode_file(path: str | os.PathLike, spec: InputSpec, invert: bool | None) -> np.ndarray:
     """One image file as uint8 ``(C, H, W)`` in ``spec`` (both folder readers use it)."""
-    return to_spec_array(load_image(path), spec, invert)
+    return _named(path, to_spec_array, load_image(path), spec, invert)
+
+
+def _named(path: str | os.PathLike, convert: Callable[..., Any], *args: Any) -> Any:
+    """``convert(*args)`` on an image decoded from ``path``, its one-line errors naming the file."""
+    try:
+        return convert(*args)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def load_images(

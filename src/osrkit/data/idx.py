@@ -8,6 +8,7 @@ torchvision cannot be used here and the format is a dozen lines.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -49,13 +50,18 @@ def parse_idx(data: bytes, source: str = "<bytes>", ndim: int | None = None) -> 
     if len(data) < header:
         raise DataError(f"{source}: truncated IDX header; download the file again")
     shape = struct.unpack(f">{dims}I", data[4:header])
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # Python ints: numpy's int64 product wraps for huge shapes
     if len(data) - header != expected:
         raise DataError(
             f"{source}: truncated or padded IDX payload ({len(data) - header} bytes, expected "
             f"{expected} for shape {shape}); download the file again"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    try:
+        return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    except ValueError:  # an empty payload whose other dimensions multiply past numpy's limit
+        raise DataError(
+            f"{source}: IDX shape {shape} is too large for an array; download the file again"
+        ) from None
 
 
 def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:

@@ -104,26 +104,44 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        """The spec ``to_dict`` wrote (a model folder's ``config.json``, ONNX metadata);
+        anything else is one ``ConfigError`` line."""
         try:
             return cls(
-                channels=int(d["channels"]),
-                height=int(d["height"]),
-                width=int(d["width"]),
+                channels=_whole(d["channels"]),
+                height=_whole(d["height"]),
+                width=_whole(d["width"]),
                 resize=str(d.get("resize", "stretch")),
                 mean=_floats(d.get("mean")),
                 std=_floats(d.get("std")),
                 invert=bool(d.get("invert", False)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"not an input spec: {d!r} ({exc})") from None
+        except (LookupError, TypeError, ValueError, ArithmeticError) as exc:
+            raise ConfigError(f"not an input spec ({exc}): {_short(d)}") from None
 
     @classmethod
     def from_legacy(cls, preprocessing: dict[str, Any] | None) -> InputSpec:
         """The spec of a model folder of format 1 or 2 (its ``preprocessing`` entry was
         always 1x28x28 grayscale, stretched, not normalised)."""
         p = preprocessing or {}
-        size = p.get("size", [28, 28])
-        return cls(channels=int(p.get("channels", 1)), height=int(size[0]), width=int(size[1]))
+        try:
+            height, width = p.get("size", [28, 28])
+            return cls(channels=_whole(p.get("channels", 1)), height=_whole(height), width=_whole(width))
+        except (LookupError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"not a format-1 or 2 preprocessing entry ({exc}): {_short(p)}") from None
+
+
+def _whole(value: Any) -> int:
+    """An integer as JSON holds one: ``true``, ``28.7`` and ``"28"`` are not (``int()``
+    would take them as 1, 28 and 28)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _floats(value: Sequence[float] | None) -> tuple[float, ...] | None:

@@ -58,27 +58,47 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     return _decode(Path(path), Path(path))
 
 
-def decode_image_bytes(data: bytes, name: str = "image") -> Image.Image:
+def decode_image_bytes(data: bytes, name: str = "image", max_pixels: int | None = None) -> Image.Image:
     """Decode an image held in memory (an upload), with ``load_image``'s one-line errors
-    naming it ``name``."""
+    naming it ``name``; ``max_pixels`` as in ``_decode``."""
     if not data:
         raise DataError(f"{name}: empty file; supply a PNG or JPEG file")
-    return _decode(io.BytesIO(data), Path(name))
+    return _decode(io.BytesIO(data), Path(name), max_pixels)
 
 
-def _decode(source: Path | io.BytesIO, path: Path) -> Image.Image:
+def _decode(source: Path | io.BytesIO, path: Path, max_pixels: int | None = None) -> Image.Image:
+    """Open, check the size in the header, decode, turn upright. More than ``max_pixels``
+    (default Pillow's ``MAX_IMAGE_PIXELS``, where it warns of a decompression bomb) is
+    refused before decoding: Pillow itself only warns up to twice that, and a few hundred
+    bytes can claim a canvas of that size."""
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with Image.open(source) as img:
+            if limit and img.width * img.height > limit:
+                raise DataError(
+                    f"{path}: image is {img.width}x{img.height} pixels, over the {limit:,} osrkit "
+                    "decodes; resize it first"
+                )
             img.load()
-            return upright(img)
+            image = upright(img)
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     except Image.DecompressionBombError:
         raise DataError(
             f"{path}: image is too large to decode safely (over Pillow's pixel limit); resize it first"
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except MemoryError:
+        raise DataError(f"{path}: image is too large to decode in this memory; resize it first") from None
+    except Exception as exc:
+        # Pillow's format plugins meet malformed data with many exception types
+        # (NotImplementedError, struct.error, EOFError, IndexError, ...): for every one of
+        # them the file is not an image we can read, which is what the user needs to know.
         raise _unreadable(path, exc, on_disk=isinstance(source, Path)) from None
+    if image.width <= 0 or image.height <= 0:
+        raise DataError(f"{path}: image has zero width or height; supply a PNG or JPEG file")
+    return image
 
 
 EXIF_ORIENTATION = 0x0112
@@ -94,21 +114,33 @@ def upright(image: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(image) if turned else image
 
 
-def _flatten_mode(image: Image.Image, mode: str) -> Image.Image:
+def flatten_mode(image: Image.Image, mode: str) -> Image.Image:
     """``image`` in Pillow mode ``mode`` (``L`` or ``RGB``): 16-bit and float images are
-    scaled to 8 bits, transparent pixels composited on black (MNIST's background)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    scaled to 8 bits (NaN and -inf as 0, +inf as the largest finite value), transparent
+    pixels composited on black (MNIST's background), CIELab through RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(image, dtype=np.float64)
-        hi = arr.max() if arr.size else 1.0
+        finite = np.isfinite(arr)
+        hi = float(arr[finite].max()) if finite.any() else 1.0
+        arr = np.where(finite, arr, np.where(arr > 0, hi, 0.0))
         scale = 255.0 / (65535.0 if image.mode.startswith("I;16") else max(hi, 1.0))
         image = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
-    elif image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
+    elif image.mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        image = image.convert("LA")
+    elif image.mode == "LAB":  # Pillow converts CIELab to RGB only (to L through RGB fails)
+        image = image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba)
-    return image if image.mode == mode else image.convert(mode)
+    if image.mode == mode:
+        return image
+    try:
+        return image.convert(mode)
+    except ValueError:  # a mode Pillow holds but cannot convert
+        raise DataError(
+            f"images of Pillow mode {image.mode} cannot be converted to {mode}; save the image as RGB"
+        ) from None
 
 
 def _resize(image: Image.Image, spec: InputSpec) -> Image.Image:
@@ -135,7 +167,7 @@ def to_spec_array(image: Image.Image, spec: InputSpec = MNIST_SPEC, invert: bool
     """
     if image.width <= 0 or image.height <= 0:
         raise DataError("image has zero width or height")
-    image = _resize(_flatten_mode(upright(image), spec.mode), spec)
+    image = _resize(flatten_mode(upright(image), spec.mode), spec)
     arr = np.asarray(image, dtype=np.uint8)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     if spec.invert if invert is None else invert:

@@ -40,7 +40,8 @@ class Context:
     max_test: int | None = None  # ... and every test set
     # None: each model's default rule (osrkit.scoring.default_decision_scorer), declared
     # before any protocol was run: fusion for the digit models, max_logit for the colour
-    # ones. Never picked by unknown results.
+    # ones from scratch, max_logit_knn for the pretrained ones (the backbone's
+    # decision_scorer). Never picked by unknown results.
     decision_scorer: str | None = None
     # Every dataset and noise set of the MNIST protocols is brought to this input spec.
     spec: InputSpec = MNIST_SPEC

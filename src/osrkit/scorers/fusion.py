@@ -148,8 +148,12 @@ class FusionScorer(Scorer):
 
     # ------------------------------------------------------------- scoring
     def forward(self, member_scores: torch.Tensor) -> torch.Tensor:
-        """Normalised member scores' maximum; ``member_scores`` ``(N, m)``."""
-        return self.normalise(member_scores).amax(dim=1)
+        """Normalised member scores' maximum; ``member_scores`` ``(N, m)``. A member score
+        that is not finite makes the fused score +inf: unknown, as that member alone would
+        decide (``calibration.rejects``), where the maximum would pass over a -inf."""
+        normalised = self.normalise(member_scores)
+        inf = torch.full_like(normalised, float("inf"))
+        return torch.where(torch.isfinite(normalised), normalised, inf).amax(dim=1)
 
     def normalise(self, member_scores: torch.Tensor) -> torch.Tensor:
         """Member scores ``(N, m)`` on the common scale (0 = known median, 1 = threshold):

@@ -10,12 +10,16 @@ import errno
 import logging
 import os
 import socket
+import warnings
 from typing import Any
+
+from PIL import Image
 
 from .. import predictions
 from ..errors import ConfigError
 from .app import SERVE_EXTRA_HINT, ServeOptions, create_app, model_info
 from .batcher import MicroBatcher
+from .guard import uvicorn_protocol
 
 log = logging.getLogger("osrkit.serve")
 
@@ -54,6 +58,11 @@ def serve(model_dir: str | os.PathLike, options: ServeOptions = ServeOptions()) 
     if options.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: reachable from other machines", options.host)
     app = create_app(model, options, model_dir)
+    # a warning per malformed multipart header would flood the log under hostile input;
+    # the 400 names the problem to the client
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    # images over max_pixels get a 413 from their header: Pillow's warning would only repeat it
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     config = uvicorn.Config(
         app,
         host=options.host,
@@ -61,5 +70,11 @@ def serve(model_dir: str | os.PathLike, options: ServeOptions = ServeOptions()) 
         access_log=False,  # the app logs one line per request itself
         log_level="info" if logging.getLogger("osrkit").getEffectiveLevel() <= logging.INFO else "warning",
         timeout_graceful_shutdown=30,
+        # uvicorn counts open connections, slow ones included: the guard closes those whose
+        # request is not in within request_timeout_s, and the longest waiting for one when
+        # a new connection needs the place, so they cannot hold the limit
+        http=uvicorn_protocol(options.request_timeout_s, options.max_connections),
+        limit_concurrency=options.max_connections,
+        timeout_keep_alive=5,
     )
     uvicorn.Server(config).run()

@@ -7,9 +7,12 @@ OpenAPI page at ``/docs``. Every error is a 4xx (or 5xx) with a one-line JSON bo
 ``{"error": "..."}`` that names the problem; the server keeps serving.
 """
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,7 +25,15 @@ from ..errors import ConfigError, OsrkitError
 from ..predictions import input_spec_of, thresholds_of
 from ..runtime import usable_cores
 from .batcher import MicroBatcher
-from .uploads import INLINE_DECODE_BYTES, RequestError, decode_batch, read_uploads
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    decode_opened,
+    decodes_quickly,
+    open_uploads,
+    release_free_memory,
+)
+from .openapi import PREDICT_OPENAPI, error_responses
+from .uploads import INLINE_PARSE_BYTES, RequestError, parse_uploads, read_body
 from .worker import WORKERS, ProcessWorker, WorkerStopped, scoring_worker
 
 log = logging.getLogger("osrkit.serve")
@@ -43,6 +54,9 @@ class ServeOptions:
     max_wait_ms: float = 0.0  # extra wait for more requests (0: batch whatever queued up)
     max_request_bytes: int = 16 * 1024 * 1024
     max_images: int = 64  # images per request
+    max_pixels: int = DEFAULT_MAX_PIXELS  # per image, checked from its header before decoding
+    request_timeout_s: float = 15.0  # for a request's headers and body to arrive in full
+    max_connections: int = 128  # open connections and requests in flight; more get a 503
     threads: int = 0  # torch threads scoring (0: one less than the usable cores, at least 1)
     worker: str = "process"  # where scoring runs: a worker "process" or a "thread" of the server
 
@@ -53,11 +67,13 @@ class ServeOptions:
             raise ConfigError(f"unknown worker {self.worker!r}; use {' or '.join(WORKERS)}")
         if self.threads < 0:
             raise ConfigError(f"threads must be 0 (automatic) or more, got {self.threads}")
-        for name in ("max_batch", "max_request_bytes", "max_images"):
+        for name in ("max_batch", "max_request_bytes", "max_images", "max_pixels", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.max_wait_ms <= 1000:
             raise ConfigError(f"max-wait-ms must be between 0 and 1000, got {self.max_wait_ms}")
+        if not 0 < self.request_timeout_s <= 3600:
+            raise ConfigError(f"request-timeout must be in (0, 3600] seconds, got {self.request_timeout_s}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
 
@@ -68,6 +84,13 @@ def scoring_threads(options: ServeOptions) -> int:
     cores, torch's 2 OpenMP threads spinning beside the event loop made a batch-1
     forward pass 5-70x slower than 1 thread (BENCHMARKS.md, HTTP service)."""
     return options.threads or max(1, usable_cores() - 1)
+
+
+def decode_threads() -> int:
+    """Threads decoding large images and bodies, one per two usable cores (1 to 4): the
+    decoding of the rest shares a core with the event loop, bounding the CPU and the memory
+    (one decoded image a thread) that a burst of large images takes."""
+    return max(1, min(4, usable_cores() // 2))
 
 
 class RequestLog:
@@ -140,7 +163,13 @@ def model_info(model: Any, options: ServeOptions) -> dict:
             "max_batch": options.max_batch,
             "max_wait_ms": options.max_wait_ms,
         },
-        "limits": {"max_request_bytes": options.max_request_bytes, "max_images": options.max_images},
+        "limits": {
+            "max_request_bytes": options.max_request_bytes,
+            "max_images": options.max_images,
+            "max_pixels": options.max_pixels,
+            "request_timeout_s": options.request_timeout_s,
+            "max_connections": options.max_connections,
+        },
         "versions": {"osrkit": __version__, "torch": torch.__version__},
     }
     if not onnx:
@@ -162,8 +191,8 @@ def create_app(
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse, Response
-        from starlette.concurrency import run_in_threadpool
         from starlette.exceptions import HTTPException
+        from starlette.requests import ClientDisconnect
     except ImportError:
         raise ConfigError(SERVE_EXTRA_HINT) from None
 
@@ -180,6 +209,7 @@ def create_app(
     if isinstance(worker, ProcessWorker):
         worker.launch()  # a model the process cannot load: one line, before the port is bound
     batcher = MicroBatcher(worker, options.max_batch, options.max_wait_ms / 1000, options.batching)
+    decoder = ThreadPoolExecutor(decode_threads(), thread_name_prefix="osrkit-decode")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -195,6 +225,7 @@ def create_app(
         yield
         app.state.ready = False
         await batcher.stop()
+        decoder.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="osrkit", version=__version__, lifespan=lifespan)
     app.state.ready = False
@@ -210,34 +241,57 @@ def create_app(
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error(422, "invalid request: " + "; ".join(str(e.get("msg", e)) for e in exc.errors())[:300])
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=error_responses())
     async def healthz() -> dict:
         """The process is alive."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=error_responses(503))
     async def readyz() -> JSONResponse:
         """The model is loaded and warmed up."""
         if not app.state.ready:
             return error(503, "model not loaded yet")
         return JSONResponse({"status": "ready"})
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", responses=error_responses())
     async def model_card() -> dict:
         """Classes, input spec, decision scorer, thresholds and versions."""
         return info
 
+    def take_apart(body: bytes, content_type: str) -> list:
+        return open_uploads(parse_uploads(body, content_type, options.max_images), options.max_pixels)
+
     async def answer_predict(request: Request) -> Response:
+        response = await predict_response(request)
+        if request.state.large_body:  # its memory is free now: back to the system with it
+            with contextlib.suppress(RuntimeError):  # the decoder shut down: the server stops
+                asyncio.get_running_loop().run_in_executor(decoder, release_free_memory)
+        return response
+
+    async def predict_response(request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        request.state.large_body = False
         try:
-            uploads = await read_uploads(request, options.max_request_bytes, options.max_images)
-            request.state.images = len(uploads)
-            if sum(len(data) for _, data in uploads) <= INLINE_DECODE_BYTES:
-                batch = decode_batch(uploads, spec)  # cheaper than a hand-off to a worker thread
+            body = await read_body(request, options.max_request_bytes)
+            content_type = request.headers.get("content-type", "")
+            # small bodies and few pixels on the event loop (cheaper than a hand-off to a
+            # thread); the rest on the decoding threads, so the loop keeps answering
+            if len(body) <= INLINE_PARSE_BYTES:
+                opened = take_apart(body, content_type)
             else:
-                batch = await run_in_threadpool(decode_batch, uploads, spec)
+                request.state.large_body = True
+                opened = await loop.run_in_executor(decoder, take_apart, body, content_type)
+            del body
+            request.state.images = len(opened)
+            if decodes_quickly(opened):
+                batch = decode_opened(opened, spec)
+            else:
+                batch = await loop.run_in_executor(decoder, decode_opened, opened, spec)
             rows = await batcher.submit(batch)
         except RequestError as exc:
             return error(exc.status, str(exc))
+        except ClientDisconnect:  # gone, or cut off by the request timeout (which sent a 408)
+            return error(408, "the client went away before its request was in")
         except OsrkitError as exc:
             return error(400, str(exc))
         except WorkerStopped:
@@ -247,10 +301,12 @@ def create_app(
             return error(500, f"scoring failed: {str(exc).splitlines()[0][:200]}")
         # The rows come written as JSON (orjson: 2 us a row against json's 42 us); each gets
         # its "name" spliced in front, so the event loop never walks them.
-        named = [b'{"name":' + orjson.dumps(name) + b"," + row[1:] for (name, _), row in zip(uploads, rows)]
+        named = [b'{"name":' + orjson.dumps(name) + b"," + row[1:] for (name, _), row in zip(opened, rows)]
         return Response(b'{"predictions":[' + b",".join(named) + b"]}", media_type="application/json")
 
-    @app.post("/v1/predict")
+    predict_errors = error_responses(400, 408, 413, 415, 500, 503)
+
+    @app.post("/v1/predict", responses=predict_errors, openapi_extra=PREDICT_OPENAPI)
     async def predict(request: Request) -> Response:
         """Label, class index (-1 = unknown), known and every score, per image, as
         ``osrkit predict`` prints them."""

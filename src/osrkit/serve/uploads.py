@@ -1,22 +1,18 @@
-"""The images of a ``POST /v1/predict`` request: read within the size limit, taken apart
-(multipart files or a JSON body of base64 strings) and decoded into a batch in the
-model's input spec. Every problem is a ``RequestError``: an HTTP status and one line."""
+"""The images of a ``POST /v1/predict`` request: read within the size limit and taken
+apart (multipart files or a JSON body of base64 strings); ``images`` decodes them. Every
+problem is a ``RequestError``: an HTTP status and one line."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
-import numpy as np
-
-from ..data.spec import InputSpec
-from ..data.transforms import decode_image_bytes, to_spec_array
-from ..errors import OsrkitError
-
 FILE_FIELDS = ("files", "file")
-INLINE_DECODE_BYTES = 256 * 1024  # smaller uploads are decoded on the event loop
+INLINE_PARSE_BYTES = 256 * 1024  # smaller bodies are taken apart on the event loop
+# commas a JSON body may hold per image allowed: one between images, one between names,
+# the rest for commas inside names
+JSON_COMMAS_PER_IMAGE = 16
 
 
 class RequestError(Exception):
@@ -41,27 +37,24 @@ async def read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_uploads(request: Any, max_bytes: int, max_images: int) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each image in the request, checked against the limits."""
-    body = await read_body(request, max_bytes)
+def parse_uploads(body: bytes, content_type: str, max_images: int) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image in a request ``body``, checked against ``max_images``
+    before any image is taken out of it."""
     if not body:
         raise RequestError(
             400, 'empty request body; send images as multipart files ("files") or JSON {"images": [...]}'
         )
-    content_type = request.headers.get("content-type", "")
     kind = content_type.split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         uploads = multipart_files(body, content_type, max_images)
     elif kind == "application/json":
-        uploads = json_images(body)
+        uploads = json_images(body, max_images)
     else:
         raise RequestError(
             415, f"unsupported content type {kind or 'none'!r}; use multipart/form-data or application/json"
         )
     if not uploads:
         raise RequestError(400, "no images in the request")
-    if len(uploads) > max_images:
-        raise RequestError(413, f"{len(uploads)} images in one request; at most {max_images} are allowed")
     return uploads
 
 
@@ -135,23 +128,41 @@ def multipart_files(body: bytes, content_type: str, max_images: int) -> list[tup
     return uploads
 
 
-def json_images(body: bytes) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each image of a JSON body ``{"images": [base64, ...], "names": [...]}``."""
+def json_images(body: bytes, max_images: int = 64) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image of a JSON body ``{"images": [base64, ...], "names": [...]}``.
+
+    orjson parses it: nesting deeper than 1024 is its error, not a recursion limit. A body
+    with more commas than a request of ``max_images`` images and names can hold is refused
+    before parsing, which would build every value of a list of millions first; the images
+    are counted before any base64 is decoded."""
+    import orjson
+
+    commas = body.count(b",")
+    if commas > JSON_COMMAS_PER_IMAGE * max_images + 16:
+        raise RequestError(
+            413,
+            f"JSON body holds {commas:,} commas, more than {max_images} images and their names need; "
+            f"at most {max_images} images are allowed in one request",
+        )
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"body is not valid JSON ({exc.__class__.__name__})") from None
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        cause = "nested too deeply" if "depth" in str(exc) else exc.__class__.__name__
+        raise RequestError(400, f"body is not valid JSON ({cause})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("images"), list):
         raise RequestError(400, 'JSON body must be an object {"images": ["<base64>", ...]}')
     extra = set(payload) - {"images", "names"}
     if extra:
         first = sorted(extra)[0]
         raise RequestError(400, f"unexpected field {first!r}; the JSON body takes images and names")
-    names = payload.get("names") or [f"images[{i}]" for i in range(len(payload["images"]))]
-    if not isinstance(names, list) or len(names) != len(payload["images"]):
+    images = payload["images"]
+    if len(images) > max_images:
+        raise RequestError(413, f"{len(images)} images in one request; at most {max_images} are allowed")
+    names = payload.get("names") or [f"images[{i}]" for i in range(len(images))]
+    if not isinstance(names, list) or len(names) != len(images):
         raise RequestError(400, "names must be a list with one name per image")
     out = []
-    for i, (name, text) in enumerate(zip(names, payload["images"])):
+    for i, (name, text) in enumerate(zip(names, images)):
         if not isinstance(text, str):
             raise RequestError(400, f"images[{i}] is not a base64 string")
         try:
@@ -159,16 +170,3 @@ def json_images(body: bytes) -> list[tuple[str, bytes]]:
         except (binascii.Error, ValueError):
             raise RequestError(400, f"images[{i}] is not valid base64") from None
     return out
-
-
-def decode_batch(uploads: list[tuple[str, bytes]], spec: InputSpec) -> np.ndarray:
-    """A uint8 batch ``(N, C, H, W)`` in ``spec`` (bad images: a 400 naming the file).
-    It stays uint8 to the model, whose ``as_input_tensor`` makes it float, as for every
-    other caller."""
-    arrays = []
-    for name, data in uploads:
-        try:
-            arrays.append(to_spec_array(decode_image_bytes(data, name), spec))
-        except OsrkitError as exc:
-            raise RequestError(400, str(exc)) from None
-    return np.stack(arrays)
