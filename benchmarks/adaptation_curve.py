@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -44,7 +43,9 @@ from osrkit import InputSpec, OpenSetRecognizer  # noqa: E402
 from osrkit.bench import machine_info  # noqa: E402
 from osrkit.data.folder import read_image_folder  # noqa: E402
 from osrkit.data.root import resolve_data_root  # noqa: E402
+from osrkit.io import atomic_write_json, atomic_write_text  # noqa: E402
 from osrkit.models.pretrained import LITE_NORMALIZATION, imagenet_network  # noqa: E402
+from osrkit.protocols.results import table  # noqa: E402
 from osrkit.recipe import size_recipe  # noqa: E402
 
 FINE_TUNED = {  # key: (label, backbone options)
@@ -56,15 +57,10 @@ FINE_TUNED = {  # key: (label, backbone options)
 }
 
 
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def timed(fn: Callable[[], object]) -> tuple[object, float, float]:
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()  # process time: user + system, all threads
     out = fn()
-    return out, cpu_seconds() - c0, time.perf_counter() - t0
+    return out, time.process_time() - c0, time.perf_counter() - t0
 
 
 def accuracy(model: OpenSetRecognizer, test) -> float:
@@ -151,25 +147,34 @@ def main() -> None:
             print(json.dumps(rows[-1], indent=1), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"train_per_class": args.per_class, "rows": rows, "machine": machine_info()}
-    result["load_average"] = os.getloadavg()
+    result = {
+        "train_per_class": args.per_class,
+        "rows": rows,
+        "machine": machine_info(),
+        "load_average": os.getloadavg(),
+    }
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "adaptation_curve.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out / "adaptation_curve.json", result)
     lines = [
         f"# Adapting efficientnet_lite0: accuracy per CPU-minute ({args.per_class} photos a class)",
         "",
         f"{result['machine']['cpu']}, {result['machine']['torch_threads']} threads; known test "
         f"photos only ({len(test)}).",
         "",
-        "| method | closed-set acc | training CPU-min | test CPU-s |",
-        "|---|---:|---:|---:|",
-        *(
-            f"| {r['method']} | {r['accuracy']:.4f} | {r['train_cpu_s'] / 60:.1f} | {r['test_cpu_s']:.0f} |"
-            for r in rows
+        *table(
+            ["method", "closed-set acc", "training CPU-min", "test CPU-s"],
+            [
+                [
+                    r["method"],
+                    f"{r['accuracy']:.4f}",
+                    f"{r['train_cpu_s'] / 60:.1f}",
+                    f"{r['test_cpu_s']:.0f}",
+                ]
+                for r in rows
+            ],
         ),
     ]
-    (out / "adaptation_curve.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "adaptation_curve.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

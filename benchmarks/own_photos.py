@@ -27,6 +27,7 @@ from pathlib import Path
 
 from osrkit.bench import machine_info
 from osrkit.data.root import resolve_data_root
+from osrkit.io import atomic_write_json, atomic_write_text
 
 KNOWN = ("airplane", "automobile", "bird")
 
@@ -83,8 +84,7 @@ def main() -> None:
         "machine": machine_info(),
     }
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "own_photos.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out / "own_photos.json", result)
     lines = [
         f"# A few hundred photos per class ({args.per_class} a class, {', '.join(KNOWN)})",
         "",
@@ -98,7 +98,7 @@ def main() -> None:
         "",
         "AUROC of every scorer: " + ", ".join(f"`{s}` {v:.4f}" for s, v in result["auroc"].items()),
     ]
-    (out / "own_photos.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "own_photos.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -23,7 +23,6 @@ import base64
 import io
 import json
 import os
-import platform
 import struct
 import subprocess
 import sys
@@ -40,7 +39,10 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from osrkit.bench_serve import BOUNDARY, _small_model, free_port
+from osrkit.bench import machine_info
+from osrkit.bench_serve import BOUNDARY, _small_model, start_server, stop_server
+from osrkit.io import atomic_write_json, atomic_write_text
+from osrkit.runtime import usable_cores
 from osrkit.serve import ServeOptions
 
 HOST = "127.0.0.1"
@@ -291,28 +293,12 @@ def cases(timeout: float) -> list[tuple[str, Callable[[int], Awaitable[list[tupl
     ]
 
 
-def start(model_dir: str, log_path: Path, *flags: str) -> tuple[subprocess.Popen, str, int]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "osrkit", "-q", "serve", model_dir, "--port", str(port), *flags]
-    with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would block the server
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://{HOST}:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url, port
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"osrkit serve exited: {log_path.read_text()[-500:]}")
-        time.sleep(0.2)
-    raise SystemExit("osrkit serve did not become ready in 120 s")
-
-
 def run(model_dir: str, timeout: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "serve.log"
-        proc, url, port = start(model_dir, log_path, "--request-timeout", f"{timeout:g}")
+        # -v: the one log line per request, whose statuses the 5xx count reads
+        proc, url = start_server(model_dir, "-v", "--request-timeout", f"{timeout:g}", log_path=log_path)
+        port = int(url.rsplit(":", 1)[1])
         try:
             with httpx.Client(base_url=url, timeout=30) as c:  # warm: the first requests' allocations
                 for _ in range(20):
@@ -353,12 +339,11 @@ def run(model_dir: str, timeout: float) -> dict:
                 print(render_row(row, idle / 2**20), flush=True)
             prober.close()
         finally:
-            proc.terminate()
-            proc.wait(60)
+            stop_server(proc)
         server_log = log_path.read_text()
     return {
-        "cpu": cpu_name(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu": machine_info()["cpu"],
+        "cores": usable_cores(),
         "load_average_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "request_timeout_s": timeout,
         "max_pixels": ServeOptions().max_pixels,
@@ -368,16 +353,6 @@ def run(model_dir: str, timeout: float) -> dict:
         "server_5xx": sum(server_log.count(f" 50{d} ") for d in range(10)),
         "server_tracebacks": server_log.count("Traceback"),
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def render_row(row: dict, idle_mb: float) -> str:
@@ -421,9 +396,8 @@ def main() -> None:
         r = run(model_dir, args.request_timeout)
     r["model"] = args.model or "digits, 6,000 MNIST images, 2 epochs"
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serve_hostile.json").write_text(json.dumps(r, indent=2) + "\n")
-    (out / "serve_hostile.md").write_text(render(r))
+    atomic_write_json(out / "serve_hostile.json", r)
+    atomic_write_text(out / "serve_hostile.md", render(r))
     print(render(r))
     print(f"wrote {out / 'serve_hostile.json'} and serve_hostile.md")
 

@@ -90,7 +90,7 @@ def test_missing_or_damaged_weights_are_one_line(monkeypatch, tmp_path):
         create_backbone("efficientnet_lite0", CIFAR10_SPEC, 3)
 
 
-def test_default_backbone_is_pretrained_where_installed(monkeypatch, caplog):
+def test_default_backbone_is_pretrained_where_installed(monkeypatch, caplog, request):
     assert default_backbone(CIFAR10_SPEC) == "efficientnet_lite0"
     assert default_backbone(CIFAR10_SPEC, pretrained=False) == "colour_cnn"
     assert default_backbone(InputSpec(1, 28, 28)) == "small_cnn"
@@ -99,6 +99,7 @@ def test_default_backbone_is_pretrained_where_installed(monkeypatch, caplog):
     from osrkit.models.registry import _warn_no_pretrained_weights
 
     _warn_no_pretrained_weights.cache_clear()
+    request.addfinalizer(_warn_no_pretrained_weights.cache_clear)  # later tests may warn again
     with caplog.at_level(logging.WARNING):
         assert default_backbone(CIFAR10_SPEC) == "colour_cnn"
     assert "pip install 'osrkit[pretrained]'" in caplog.text and "from scratch" in caplog.text

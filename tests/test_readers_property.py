@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 from osrkit.data.folder import IMAGE_SUFFIXES, load_images, read_image_folder  # noqa: E402
 from osrkit.data.lazy import LazyImageSet  # noqa: E402
 from osrkit.data.spec import CIFAR10_SPEC, MNIST_SPEC, InputSpec  # noqa: E402
-from osrkit.data.transforms import decode_image_bytes, to_spec_array  # noqa: E402
+from osrkit.data.transforms import ImageTooLarge, decode_image_bytes, to_spec_array  # noqa: E402
 from osrkit.errors import DataError, OsrkitError  # noqa: E402
 
 SPECS = (MNIST_SPEC, CIFAR10_SPEC, InputSpec(3, 9, 13, "shorter_side_crop"))
@@ -259,9 +259,13 @@ def _png_claiming(width: int, height: int) -> bytes:
 @example(2**31 - 1, 2**31 - 1)
 @given(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1))
 def test_any_claimed_size_reads_or_is_refused_before_decoding(width, height):
-    arrays = read_or_refuse(_png_claiming(width, height))
-    if width * height > MAX_PIXELS:
-        assert arrays is None  # refused from the header, nothing decoded
+    data = _png_claiming(width, height)
+    if width * height > MAX_PIXELS:  # refused from the header, nothing decoded
+        with pytest.raises(ImageTooLarge) as info:
+            decode_image_bytes(data, "upload.bin", max_pixels=MAX_PIXELS)
+        assert_one_line(info.value)
+    else:
+        read_or_refuse(data)
 
 
 def test_default_pixel_limit_is_pillows_and_names_the_size():

@@ -123,6 +123,7 @@ def pickled_batches(draw: st.DrawFn) -> bytes:
     return pickle.dumps(batch, protocol=draw(st.integers(0, 5)))
 
 
+@example(pickle.dumps({b"data": np.arange(6144).astype(np.uint8).reshape(2, 3072), b"labels": [0, 9]}))
 @example(pickle.dumps({b"data": [[300] * 3072], b"labels": [0]}))  # OverflowError escaped
 @example(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": 5}))  # TypeError: len()
 @example(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [57]}))  # read as label 57
@@ -141,6 +142,10 @@ def test_cifar_batch_of_any_pickle_or_bytes_reads_or_one_line(raw):
     assert images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3)
     assert labels.dtype == np.int64 and labels.shape == (len(images),)
     assert ((labels >= 0) & (labels < len(CLASSES))).all()
+    batch = pickle.loads(raw)  # what was read is what was written: no value wrapped or cut
+    planar = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    assert np.array_equal(planar, np.asarray(batch[b"data"])), "pixels changed"
+    assert np.array_equal(labels, np.asarray(batch[b"labels"])), "labels changed"
 
 
 # ---------------------------------------------------------------------------- config.json

@@ -6,15 +6,13 @@ and time; an integration test (``make test-integration``)."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
-from osrkit.bench_serve import start_server
+from osrkit.bench_serve import start_server, stop_server
 
 pytest.importorskip("fastapi")
 pytest.importorskip("schemathesis")
@@ -32,7 +30,8 @@ CHECKS = (
 @pytest.mark.integration
 def test_schemathesis_finds_no_5xx_and_no_response_off_the_schema(fitted, tmp_path):
     folder = fitted.save_pretrained(tmp_path / "model")
-    proc, url = start_server(folder)
+    log_path = tmp_path / "serve.log"  # a file: a full pipe would block the server
+    proc, url = start_server(folder, log_path=log_path)
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     cmd = [
         cli,
@@ -55,15 +54,10 @@ def test_schemathesis_finds_no_5xx_and_no_response_off_the_schema(fitted, tmp_pa
         "--report-dir",
         str(tmp_path / "reports"),
     ]
-    lines: list[str] = []  # the server's log, read as it comes: a full pipe would block it
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-        reader.join(10)
-    log = "".join(lines)
+        code, _ = stop_server(proc)
+    log = log_path.read_text()
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert code == 0 and "Traceback" not in log and "Exception in ASGI" not in log, log[-3000:]

@@ -74,21 +74,31 @@ def free_port() -> int:
 
 
 def start_server(
-    model_dir: str | os.PathLike, *flags: str, timeout: float = 120
+    model_dir: str | os.PathLike,
+    *flags: str,
+    timeout: float = 120,
+    log_path: str | os.PathLike | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """``osrkit serve model_dir *flags`` in a child process on a free loopback port, once
     ``/readyz`` answers; returns the process and its base URL. Its stderr (the log) is
-    piped: read it with ``stop_server``."""
+    piped and read by ``stop_server``, or, for a long or chatty run whose log would fill
+    the pipe and block the server, written to ``log_path``."""
     import httpx
 
     port = free_port()
     cmd = [sys.executable, "-m", "osrkit", "serve", str(model_dir), "--port", str(port), *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(log_path, "w") if log_path else subprocess.PIPE  # noqa: SIM115 (closed below)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    finally:
+        if log_path:
+            log.close()  # the child holds its own descriptor
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ConfigError(f"osrkit serve exited: {proc.stderr.read().strip().splitlines()[-1:]}")
+            text = Path(log_path).read_text() if log_path else proc.stderr.read()
+            raise ConfigError(f"osrkit serve exited: {text.strip().splitlines()[-1:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return proc, url
@@ -100,14 +110,15 @@ def start_server(
 
 
 def stop_server(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
-    """SIGTERM, then wait for a clean exit; returns the exit code and the server's log."""
+    """SIGTERM, then wait for a clean exit; returns the exit code and the server's log
+    ("" when ``start_server`` wrote it to a file)."""
     proc.send_signal(signal.SIGTERM)
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise ConfigError(f"osrkit serve did not stop within {timeout:.0f} s of SIGTERM") from None
-    return proc.returncode, err
+    return proc.returncode, err or ""
 
 
 BOUNDARY = "osrkit-perf-serve-boundary"

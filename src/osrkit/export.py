@@ -50,17 +50,16 @@ from .calibration import rejects
 from .config_json import parse_config
 from .data.spec import InputSpec
 from .errors import ConfigError, DataError, ModelFormatError
-from .integrity import check_finite_calibration, check_onnx_digest, with_onnx_digest
+from .integrity import ONNX_FORMAT_KEY, check_onnx_digest, with_onnx_digest
 from .io import atomic_write_bytes
 from .models import Backbone, ConvAutoencoder
 from .ort_features import import_onnxruntime
-from .ownership import check_onnx_output
+from .ownership import ONNX_FORMAT, check_onnx_output
 from .recognizer import UNKNOWN, ImagesLike, OpenSetRecognizer, as_input_tensor
 from .scorers import FusionScorer, is_fusion, needs_of, scorer_from_state
 
 log = logging.getLogger(__name__)
 
-ONNX_FORMAT = "osrkit-onnx"
 ONNX_FORMAT_VERSION = 2  # 2: input_spec in the metadata (any channels and size)
 READABLE_ONNX_VERSIONS = (1, 2)
 DEFAULT_OPSET = 18  # the opset torch's exporter implements natively; ONNX Runtime >= 1.14 runs it
@@ -162,7 +161,7 @@ def _torch_version() -> tuple[int, int]:
 def _metadata(recognizer: OpenSetRecognizer) -> dict[str, str]:
     """The model's ``metadata_props``; every value is JSON."""
     values = {
-        "osrkit_format": ONNX_FORMAT,
+        ONNX_FORMAT_KEY: ONNX_FORMAT,
         "osrkit_format_version": ONNX_FORMAT_VERSION,
         "osrkit_version": __version__,
         "torch_version": torch.__version__,
@@ -312,8 +311,6 @@ class OnnxRecognizer:
             raise ModelFormatError(f"{self.path}: damaged osrkit metadata ({exc})") from None
         if set(self.thresholds) != set(self.scorer_names) or self.decision_scorer not in self.thresholds:
             raise ModelFormatError(f"{self.path}: osrkit metadata lacks thresholds for some scorers")
-        meta = self.metadata
-        check_finite_calibration(meta["thresholds"], meta.get("accept_rate"), meta.get("scorers"), self.path)
         try:
             spec = self.metadata.get("input_spec")
             self.input_spec = (
@@ -346,7 +343,7 @@ class OnnxRecognizer:
         raw = self.session.get_modelmeta().custom_metadata_map
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = {o.name for o in self.session.get_outputs()}
-        if raw.get("osrkit_format") != json.dumps(ONNX_FORMAT) or inputs != [INPUT_NAME]:
+        if raw.get(ONNX_FORMAT_KEY) != json.dumps(ONNX_FORMAT) or inputs != [INPUT_NAME]:
             raise ModelFormatError(
                 f"{self.path} is an ONNX model but not an osrkit export; write one with `osrkit export`"
             )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CHECKSUMS_KEY = "sha256"
 ONNX_DIGEST_KEY = "osrkit_graph_sha256"
+ONNX_FORMAT_KEY = "osrkit_format"  # the metadata entry naming an osrkit export's format
 _GRAPH_FIELD = 7  # ModelProto.graph
 _METADATA_FIELD = 14  # ModelProto.metadata_props (StringStringEntryProto: key 1, value 2)
 
@@ -82,37 +82,6 @@ def checksums_of(cfg: Mapping[str, Any], folder: Path) -> dict[str, str] | None:
 
 
 # ---------------------------------------------------------------------- finite values
-def _non_finite(value: Any, where: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, bool):
-        return
-    if isinstance(value, float) and not math.isfinite(value):
-        yield where, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _non_finite(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _non_finite(item, f"{where}[{i}]")
-
-
-def check_finite_calibration(
-    thresholds: Any, accept_rate: Any, scorer_states: Any, source: Path | str
-) -> None:
-    """Refuse a NaN or infinite threshold, accept rate or scorer calibration value (JSON
-    readers accept ``NaN`` and ``Infinity`` literals) in one line naming the first."""
-    found = [
-        *_non_finite(thresholds, "thresholds"),
-        *_non_finite(accept_rate, "accept_rate"),
-        *_non_finite(scorer_states, "scorers"),
-    ]
-    if found:
-        where, value = found[0]
-        raise ModelFormatError(
-            f"{source}: {where} is {value}, not a finite number; calibrate the model again "
-            "(fit or calibrate, then save) or restore the file"
-        )
-
-
 def check_finite_arrays(arrays: Mapping[str, np.ndarray], source: Path) -> None:
     """Refuse fitted scorer arrays (kNN bank, class means, bases) holding NaN or infinity."""
     for name, array in arrays.items():
@@ -212,7 +181,7 @@ def check_onnx_digest(model: bytes, path: Path) -> None:
         actual = onnx_graph_digest(model) if recorded else None
     except ValueError:
         raise ModelFormatError(f"{path} is not a loadable ONNX model (damaged protobuf)") from None
-    if recorded is None and "osrkit_format" not in metadata:
+    if recorded is None and ONNX_FORMAT_KEY not in metadata:
         return  # not osrkit's: OnnxRecognizer says so once it has read the metadata
     if recorded is None:
         log.warning(

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import ConfigError, OutputExistsError
-from .integrity import onnx_metadata
+from .integrity import ONNX_FORMAT_KEY, onnx_metadata
 
 MODEL_FORMAT = "osrkit-recognizer"
 ONNX_FORMAT = "osrkit-onnx"
@@ -62,7 +62,7 @@ def is_run_folder(path: Path) -> bool:
 def is_onnx_export(path: Path) -> bool:
     """Whether file ``path`` is an ONNX graph that ``osrkit export`` wrote."""
     try:
-        value = onnx_metadata(path.read_bytes()).get("osrkit_format")
+        value = onnx_metadata(path.read_bytes()).get(ONNX_FORMAT_KEY)
     except (OSError, ValueError):
         return False
     return value == json.dumps(ONNX_FORMAT)

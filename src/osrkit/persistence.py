@@ -38,7 +38,6 @@ from .errors import ConfigError, ModelFormatError, OsrkitError
 from .integrity import (
     CHECKSUMS_KEY,
     check_finite_arrays,
-    check_finite_calibration,
     checksums_of,
     read_verified,
     sha256_hex,
@@ -186,32 +185,30 @@ def _architecture(cfg: dict[str, Any]) -> tuple[InputSpec, str, dict, Autoencode
     return InputSpec.from_dict(cfg["input_spec"]), name, options, ae
 
 
-def _built_to_fit(build: Callable[[], torch.nn.Module], file: Path) -> torch.nn.Module:
-    """``build()``, once the shapes of its weights are known to match weight ``file``: it is
-    built first on the meta device (no memory), so a damaged config.json that asks for a
-    network of gigabytes is refused in one line instead of allocated and initialised."""
+def _load_network(
+    build: Callable[[], torch.nn.Module], file: Path, checksums: dict[str, str] | None
+) -> torch.nn.Module:
+    """``build()`` with the weights of ``file``, read once and checked against
+    ``checksums``. The network is built on the meta device first (no memory) and its shapes
+    compared with the file's, so a damaged config.json that asks for a network of gigabytes
+    is refused in one line instead of allocated and initialised."""
+    state = safetensors.torch.load(read_verified(file, checksums, file.parent / "config.json"))
     try:
         with torch.device("meta"):
             shapes = {k: tuple(v.shape) for k, v in build().state_dict().items()}
-        with safetensors.safe_open(str(file), framework="pt") as f:
-            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    except Exception:  # not buildable on meta, or an unreadable file: the real load says why
-        return build()
+    except Exception:  # not buildable on meta: load_state_dict below says what does not fit
+        shapes = {}
     for key, shape in shapes.items():
-        if stored.get(key) != shape:
-            held = "no such tensor" if key not in stored else f"shape {stored[key]}"
+        if key not in state or tuple(state[key].shape) != shape:
+            held = "no such tensor" if key not in state else f"shape {tuple(state[key].shape)}"
             raise ModelFormatError(
                 f"{file.parent / 'config.json'} describes a network whose {key!r} has shape {shape}, "
                 f"but {file.name} holds {held}; restore the folder from a backup, or save or train "
                 "the model again"
             )
-    return build()
-
-
-def _load_weights(module: torch.nn.Module, file: Path, checksums: dict[str, str] | None) -> None:
-    data = read_verified(file, checksums, file.parent / "config.json")
-    module.load_state_dict(safetensors.torch.load(data))
-    module.eval()
+    module = build()
+    module.load_state_dict(state)
+    return module.eval()
 
 
 def load_pretrained(
@@ -223,9 +220,6 @@ def load_pretrained(
     """Load a model folder of any readable format version (no pickle involved)."""
     path = Path(path)
     cfg = _read_config(path)
-    check_finite_calibration(
-        cfg.get("thresholds"), cfg.get("accept_rate"), cfg.get("scorers"), path / "config.json"
-    )
     checksums = checksums_of(cfg, path)
     try:
         spec, name, options, ae_cfg = _architecture(cfg)
@@ -248,18 +242,16 @@ def load_pretrained(
             backbone_options=options,
             autoencoder=ae_cfg or False,
         )
-        model.classifier_ = _built_to_fit(
+        model.classifier_ = _load_network(
             lambda: create_backbone(name, spec, len(class_names), for_loading=True, **options),
             path / "classifier.safetensors",
+            checksums,
         )
-        _load_weights(model.classifier_, path / "classifier.safetensors", checksums)
         model.autoencoder_ = (
-            _built_to_fit(lambda: ConvAutoencoder(ae_cfg, spec), path / "autoencoder.safetensors")
+            _load_network(lambda: ConvAutoencoder(ae_cfg, spec), path / "autoencoder.safetensors", checksums)
             if ae_cfg is not None
             else None
         )
-        if model.autoencoder_ is not None:
-            _load_weights(model.autoencoder_, path / "autoencoder.safetensors", checksums)
         model.classifier_.to(model.device)
         if model.autoencoder_ is not None:
             model.autoencoder_.to(model.device)

@@ -86,7 +86,8 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
     # a fusion cuts each member at its own joint threshold, not at the member's own one
     cuts = model.fusions[decision].member_thresholds() if decision in deciders else None
     # thresholds are finite (checked on loading), so rows need cleaning only where a score is not
-    finite = all(np.isfinite(s).all() for s in scores.values())
+    finite = np.logical_and.reduce([np.isfinite(s) for s in scores.values()])
+    decided_finite = np.isfinite(scores[decision])
     rows = []
     for i, label in enumerate(labels):
         idx = int(label)
@@ -105,7 +106,7 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
                 "member_score": row_scores[member],
                 "member_threshold": cuts[member],
             }
-        if not np.isfinite(row_scores[decision]):
+        if not decided_finite[i]:
             decided["reason"] = "the score is not finite (NaN or infinity), which always means unknown"
         row = {
             "label": "unknown" if idx == UNKNOWN else model.class_names[idx],
@@ -117,5 +118,5 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
             "margins": margins,
             "decided_by": {name: members[i] for name, members in deciders.items()},
         }
-        rows.append(row if finite else json_safe(row))
+        rows.append(row if finite[i] else json_safe(row))
     return rows

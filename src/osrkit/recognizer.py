@@ -245,9 +245,8 @@ class OpenSetRecognizer(RecognizerInference):
         return bool(self.autoencoder)
 
     # ---------------------------------------------------------------- fitting
-    def _build_networks(self, spec: InputSpec, name: str) -> None:
-        """Fresh networks ``name`` for ``spec`` (seeded by the caller)."""
-        options = network_options(name, self.backbone_options, self.pretrained)
+    def _build_networks(self, spec: InputSpec, name: str, options: dict) -> None:
+        """Fresh networks ``name`` with ``options`` for ``spec`` (seeded by the caller)."""
         self.classifier_ = create_backbone(name, spec, len(self.class_names), **options)
         self.autoencoder_ = None
         if self._wants_autoencoder(spec):
@@ -300,6 +299,8 @@ class OpenSetRecognizer(RecognizerInference):
                 spec.describe(),
             )
             train = train.to_spec(spec)
+        # the options of the networks fit builds (a wrapped classifier builds none)
+        options = {} if self.pretrained_ else network_options(name, self.backbone_options, self.pretrained)
         if config is None or isinstance(config, dict):
             overrides = config or {}
             if name and not self.pretrained_:
@@ -307,7 +308,6 @@ class OpenSetRecognizer(RecognizerInference):
                 warn_small_classes(self.class_names, counts)
                 recipe = size_recipe(name, len(train), len(self.class_names), overrides)
                 config = recipe.config
-                options = network_options(name, self.backbone_options, self.pretrained)
                 recipe_log.info("%s", recipe.describe(describe_backbone(name, options)))
             else:
                 config = TrainConfig.for_backbone(name, **overrides) if name else TrainConfig(**overrides)
@@ -328,7 +328,7 @@ class OpenSetRecognizer(RecognizerInference):
             self.fit_report_ = FitReport(len(tr), len(va), None, None)
         else:
             torch.manual_seed(config.seed)
-            self._build_networks(spec, name)
+            self._build_networks(spec, name, options)
             ckpt = None
             if checkpoint_dir:
                 identity = config.to_dict() | {

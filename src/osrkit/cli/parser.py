@@ -202,7 +202,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
         default=d.max_pixels,
         metavar="N",
         help="pixels per image, checked from its header before decoding; larger images get a 413 "
-        "(default: %(default)s, 4096 x 4096)",
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--request-timeout",

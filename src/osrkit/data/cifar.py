@@ -68,8 +68,8 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: unexpected CIFAR-10 batch shapes: images {data.shape}, labels {labels.shape} "
             f"(expected (N, 3072) and (N,)); download it again"
         )
-    data = _integers(data, 255, "pixels", path).astype(np.uint8)
-    labels = _integers(labels, len(CLASSES) - 1, "labels", path).astype(np.int64)
+    data = _integers(data, 255, "pixels", path).astype(np.uint8, copy=False)
+    labels = _integers(labels, len(CLASSES) - 1, "labels", path).astype(np.int64, copy=False)
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 

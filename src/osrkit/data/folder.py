@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import DataError
@@ -84,7 +85,7 @@ def infer_spec(paths: list[Path], seed: int = 0) -> InputSpec:
     for path in sample:
         img = load_image(path)
         sizes.append(img.size)
-        if not colour and img.mode not in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"):
+        if not colour and Image.getmodebase(img.mode) != "L":  # a colour mode: are its channels equal?
             rgb = np.asarray(_named(path, flatten_mode, img, "RGB"), dtype=np.int16)
             colour = bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
     channels = 3 if colour else 1

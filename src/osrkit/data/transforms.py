@@ -29,9 +29,21 @@ log = logging.getLogger(__name__)
 ImagesLike = torch.Tensor | np.ndarray | Image.Image | str | os.PathLike | Sequence
 
 
-def _unreadable(path: Path, exc: BaseException, on_disk: bool = True) -> DataError:
+class ImageTooLarge(DataError):
+    """An image too large to decode: its header claims more pixels than the limit, or its
+    decoding ran out of memory. ``size`` says how large, as text (``"13000x13000"``,
+    ``"more than 178,956,970"``), or None when memory ran out."""
+
+    def __init__(self, message: str, size: str | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+def _unreadable(
+    path: Path, exc: BaseException, on_disk: bool = True, accepted: Sequence[str] | None = None
+) -> DataError:
     """A one-line error naming why ``path`` (a file, or the name of bytes in memory) could
-    not be read."""
+    not be read; ``accepted``: the formats it was opened as, if not every one Pillow reads."""
     text = str(exc).lower()
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
         cause = "a symbolic-link loop"
@@ -41,6 +53,8 @@ def _unreadable(path: Path, exc: BaseException, on_disk: bool = True) -> DataErr
         cause = "a folder, not an image file"
     elif "truncated" in text or "broken data stream" in text or "premature end" in text:
         cause = "truncated or corrupt image data"
+    elif isinstance(exc, UnidentifiedImageError) and accepted:
+        cause = f"not a {format_names(accepted)} file"
     elif isinstance(exc, UnidentifiedImageError):
         cause = (
             "empty file"
@@ -52,6 +66,12 @@ def _unreadable(path: Path, exc: BaseException, on_disk: bool = True) -> DataErr
     return DataError(f"{path}: not a readable image ({cause}); supply a PNG or JPEG file")
 
 
+def format_names(formats: Sequence[str]) -> str:
+    """``("PNG", "JPEG", "WEBP")`` as ``"PNG, JPEG or WebP"``."""
+    names = [{"WEBP": "WebP"}.get(f, f) for f in formats]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open and decode an image file with Pillow, raising a one-line ``DataError`` that
     names the cause (missing, truncated, not an image, too large, a link loop)."""
@@ -60,45 +80,66 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 def decode_image_bytes(data: bytes, name: str = "image", max_pixels: int | None = None) -> Image.Image:
     """Decode an image held in memory (an upload), with ``load_image``'s one-line errors
-    naming it ``name``; ``max_pixels`` as in ``_decode``."""
+    naming it ``name``; ``max_pixels`` as in ``open_image``."""
     if not data:
         raise DataError(f"{name}: empty file; supply a PNG or JPEG file")
     return _decode(io.BytesIO(data), Path(name), max_pixels)
 
 
-def _decode(source: Path | io.BytesIO, path: Path, max_pixels: int | None = None) -> Image.Image:
-    """Open, check the size in the header, decode, turn upright. More than ``max_pixels``
-    (default Pillow's ``MAX_IMAGE_PIXELS``, where it warns of a decompression bomb) is
-    refused before decoding: Pillow itself only warns up to twice that, and a few hundred
-    bytes can claim a canvas of that size."""
+def open_image(
+    source: Path | io.BytesIO,
+    path: Path,
+    max_pixels: int | None = None,
+    formats: Sequence[str] | None = None,
+) -> Image.Image:
+    """``source`` opened lazily (Pillow reads the header, decodes nothing), named ``path``
+    in errors. More than ``max_pixels`` pixels (default Pillow's ``MAX_IMAGE_PIXELS``, where
+    it warns of a decompression bomb) is an ``ImageTooLarge`` before decoding: Pillow itself
+    only warns up to twice that, and a few hundred bytes can claim a canvas of that size.
+    ``formats``: the only formats to open (default: every one Pillow reads)."""
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
-        with Image.open(source) as img:
-            if limit and img.width * img.height > limit:
-                raise DataError(
-                    f"{path}: image is {img.width}x{img.height} pixels, over the {limit:,} osrkit "
-                    "decodes; resize it first"
-                )
-            img.load()
-            image = upright(img)
-    except DataError:
-        raise
+        image = Image.open(source, formats=formats)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     except Image.DecompressionBombError:
-        raise DataError(
-            f"{path}: image is too large to decode safely (over Pillow's pixel limit); resize it first"
+        raise ImageTooLarge(
+            f"{path}: image is too large to decode safely (over Pillow's pixel limit); resize it first",
+            f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}",  # where Pillow refuses
         ) from None
+    except Exception as exc:  # as in load_opened
+        raise _unreadable(path, exc, isinstance(source, Path), formats) from None
+    if limit and image.width * image.height > limit:
+        image.close()
+        raise ImageTooLarge(
+            f"{path}: image is {image.width}x{image.height} pixels, over the {limit:,} osrkit "
+            "decodes; resize it first",
+            f"{image.width}x{image.height}",
+        )
+    return image
+
+
+def load_opened(image: Image.Image, path: Path, on_disk: bool = True) -> Image.Image:
+    """Decode an image ``open_image`` opened, turned upright; one-line errors naming ``path``."""
+    try:
+        image.load()
+        image = upright(image)
     except MemoryError:
-        raise DataError(f"{path}: image is too large to decode in this memory; resize it first") from None
+        raise ImageTooLarge(f"{path}: image is too large to decode in this memory; resize it first") from None
     except Exception as exc:
         # Pillow's format plugins meet malformed data with many exception types
         # (NotImplementedError, struct.error, EOFError, IndexError, ...): for every one of
         # them the file is not an image we can read, which is what the user needs to know.
-        raise _unreadable(path, exc, on_disk=isinstance(source, Path)) from None
+        raise _unreadable(path, exc, on_disk) from None
     if image.width <= 0 or image.height <= 0:
         raise DataError(f"{path}: image has zero width or height; supply a PNG or JPEG file")
     return image
+
+
+def _decode(source: Path | io.BytesIO, path: Path, max_pixels: int | None = None) -> Image.Image:
+    """Open (``open_image``: the size checked in the header) and decode (``load_opened``)."""
+    with open_image(source, path, max_pixels) as img:
+        return load_opened(img, path, isinstance(source, Path))
 
 
 EXIF_ORIENTATION = 0x0112

@@ -75,6 +75,6 @@ def serve(model_dir: str | os.PathLike, options: ServeOptions = ServeOptions()) 
         # a new connection needs the place, so they cannot hold the limit
         http=uvicorn_protocol(options.request_timeout_s, options.max_connections),
         limit_concurrency=options.max_connections,
-        timeout_keep_alive=5,
+        timeout_keep_alive=5,  # an idle kept-alive connection holds a place: stated, not left to a default
     )
     uvicorn.Server(config).run()

@@ -92,11 +92,7 @@ def guarded_protocol(
             until this one leaves a place free under ``max_connections``."""
             others = [c for c in self.connections if c is not self]
             closing = sum(c.transport.is_closing() for c in others)  # gone at the next turn
-            waiting = [
-                c
-                for c in others
-                if getattr(c, "_waiting_since", None) is not None and not c.transport.is_closing()
-            ]
+            waiting = [c for c in others if c._waiting_since is not None and not c.transport.is_closing()]
             waiting.sort(key=lambda c: (not c._lingering, c._waiting_since))
             excess = len(self.connections) - closing - max_connections + 1
             for victim in waiting[:excess]:

@@ -17,17 +17,16 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..data.spec import InputSpec
-from ..data.transforms import _unreadable, to_spec_array, upright
+from ..data.transforms import ImageTooLarge, load_opened, open_image, to_spec_array
 from ..errors import OsrkitError
 from .uploads import RequestError
 
 log = logging.getLogger("osrkit.serve")
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
-FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF or WebP"
 DEFAULT_MAX_PIXELS = 4096 * 4096  # a 16-megapixel photo; Pillow itself stops at 179 million
 INLINE_DECODE_PIXELS = 256 * 1024  # fewer pixels a request may be decoded on the event loop
 # formats whose decoding time is bounded by their pixels and bytes; not JPEG (a progressive
@@ -37,26 +36,17 @@ TRIM_PIXELS = 4 * 1024 * 1024  # after decoding more, freed heap goes back to th
 
 
 def open_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """``data`` opened lazily (header read, nothing decoded), refused with a 413 when it
-    has more than ``max_pixels`` pixels and a 400 when it is not an image we accept."""
+    """``data`` opened lazily (``open_image``: header read, nothing decoded), refused with
+    a 413 when it has more than ``max_pixels`` pixels and a 400 when it is not an image we
+    accept."""
     if not data:
         raise RequestError(400, f"{name}: empty file; supply a PNG or JPEG file")
     try:
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except UnidentifiedImageError:
-        raise RequestError(
-            400, f"{name}: not a readable image (not a {FORMAT_NAMES} file); supply a PNG or JPEG file"
-        ) from None
-    except Image.DecompressionBombError:
-        bomb = f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"  # where Pillow refuses
-        raise RequestError(413, over_limit(name, bomb, max_pixels)) from None
-    except Exception as exc:  # Pillow's plugins meet malformed data with many exception types
-        raise RequestError(400, str(_unreadable(Path(name), exc, on_disk=False))) from None
-    width, height = image.size
-    if width * height > max_pixels:
-        image.close()
-        raise RequestError(413, over_limit(name, f"{width}x{height}", max_pixels))
-    return image
+        return open_image(io.BytesIO(data), Path(name), max_pixels, ACCEPTED_FORMATS)
+    except ImageTooLarge as exc:
+        raise RequestError(413, over_limit(name, exc.size, max_pixels)) from None
+    except OsrkitError as exc:
+        raise RequestError(400, str(exc)) from None
 
 
 def over_limit(name: str, size: str, max_pixels: int) -> str:
@@ -100,16 +90,13 @@ def decode_opened(opened: list[tuple[str, Image.Image]], spec: InputSpec) -> np.
     try:
         for name, image in opened:
             try:
-                image.load()
-                arrays.append(to_spec_array(upright(image), spec))
-            except OsrkitError as exc:
-                raise RequestError(400, str(exc)) from None
-            except MemoryError:
+                arrays.append(to_spec_array(load_opened(image, Path(name), on_disk=False), spec))
+            except ImageTooLarge:  # memory ran out
                 raise RequestError(
                     413, f"{name}: image too large to decode in this server's memory"
                 ) from None
-            except Exception as exc:  # as in open_upload: malformed data, many exception types
-                raise RequestError(400, str(_unreadable(Path(name), exc, on_disk=False))) from None
+            except OsrkitError as exc:
+                raise RequestError(400, str(exc)) from None
             finally:
                 image.close()
     finally:

@@ -128,7 +128,7 @@ def multipart_files(body: bytes, content_type: str, max_images: int) -> list[tup
     return uploads
 
 
-def json_images(body: bytes, max_images: int = 64) -> list[tuple[str, bytes]]:
+def json_images(body: bytes, max_images: int) -> list[tuple[str, bytes]]:
     """(name, bytes) of each image of a JSON body ``{"images": [base64, ...], "names": [...]}``.
 
     orjson parses it: nesting deeper than 1024 is its error, not a recursion limit. A body
