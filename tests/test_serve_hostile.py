@@ -395,3 +395,37 @@ def test_serve_flags_reach_the_server(fitted, tmp_path):
     finally:
         code, err = stop_server(proc)
     assert code == 0 and "Traceback" not in err and "Exception in ASGI" not in err
+
+
+def test_making_room_evicts_no_one_while_closing_connections_leave_room():
+    """Connections already closing free their places: a new one at the limit must not close
+    a waiting client then (the excess was negative, and ``waiting[:-1]`` closed all but one)."""
+    from osrkit.serve.guard import guarded_protocol
+
+    class Transport:
+        def __init__(self, closing: bool) -> None:
+            self.closing = closing
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+    protocol = guarded_protocol(asyncio.Protocol, timeout=1.0, max_connections=5)
+    connections: set = set()
+    expired: list = []
+
+    def connection(closing: bool, waiting_since: float | None):
+        c = protocol()
+        c.connections, c.transport, c._waiting_since = connections, Transport(closing), waiting_since
+        c._expired = lambda linger=True, c=c: expired.append(c)
+        connections.add(c)
+        return c
+
+    for closing, since in ((True, None), (True, None), (False, 1.0), (False, 2.0)):
+        connection(closing, since)
+    connection(False, None)._make_room()  # 5 open, 2 of them closing: 3 count, under 5
+    assert expired == []
+    full = connection(False, None)  # 6 open, 2 closing: 4 count; this one makes 5, still fits
+    full._make_room()
+    assert expired == []
+    connection(False, None)._make_room()  # 7 open, 2 closing: 5 count, one must go
+    assert [c._waiting_since for c in expired] == [1.0]

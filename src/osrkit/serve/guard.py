@@ -94,11 +94,12 @@ def guarded_protocol(
             closing = sum(c.transport.is_closing() for c in others)  # gone at the next turn
             waiting = [c for c in others if c._waiting_since is not None and not c.transport.is_closing()]
             waiting.sort(key=lambda c: (not c._lingering, c._waiting_since))
-            excess = len(self.connections) - closing - max_connections + 1
-            for victim in waiting[:excess]:
+            excess = len(self.connections) - closing - max_connections + 1  # negative: room enough
+            victims = waiting[: max(0, excess)]
+            for victim in victims:
                 victim._expired(linger=False)
-            if waiting[:excess]:
-                log.info("closed %d connection(s) sending no request, for a new one", len(waiting[:excess]))
+            if victims:
+                log.info("closed %d connection(s) sending no request, for a new one", len(victims))
 
         def _expired(self, linger: bool = True) -> None:
             if self._deadline is not None:
