@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from osrkit.evaluation import evaluate
-from osrkit.io import atomic_write_json, atomic_write_text
-from osrkit.pipeline import DataSpec, train
-from osrkit.training import TrainConfig
+from osrkit.evaluation.evaluate import evaluate
+from osrkit.files.atomic import atomic_write_json, atomic_write_text
+from osrkit.jobs.pipeline import DataSpec, train
+from osrkit.training.config import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -40,13 +40,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from own_photos import lay_out  # noqa: E402
 
 from osrkit import InputSpec, OpenSetRecognizer  # noqa: E402
-from osrkit.bench import machine_info  # noqa: E402
 from osrkit.data.folder import read_image_folder  # noqa: E402
 from osrkit.data.root import resolve_data_root  # noqa: E402
-from osrkit.io import atomic_write_json, atomic_write_text  # noqa: E402
+from osrkit.files.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from osrkit.hardware import machine_info
 from osrkit.models.pretrained import LITE_NORMALIZATION, imagenet_network  # noqa: E402
 from osrkit.protocols.results import table  # noqa: E402
-from osrkit.recipe import size_recipe  # noqa: E402
+from osrkit.training.recipe import size_recipe  # noqa: E402
 
 FINE_TUNED = {  # key: (label, backbone options)
     "128-6": ("fine-tune, 128 px, 6 blocks frozen (default)", {"resolution": 128, "freeze": 6}),

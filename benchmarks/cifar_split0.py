@@ -33,8 +33,8 @@ from torch import nn
 
 from osrkit import ImageSet, OpenSetRecognizer, TrainConfig, load_dataset
 from osrkit.data.spec import MNIST_SPEC
-from osrkit.evaluation import evaluate
-from osrkit.io import atomic_write_json, atomic_write_text
+from osrkit.evaluation.evaluate import evaluate
+from osrkit.files.atomic import atomic_write_json, atomic_write_text
 from osrkit.protocols import split_classes
 
 RESULTS = Path(__file__).parent / "results"

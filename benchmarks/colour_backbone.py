@@ -23,7 +23,8 @@ from osrkit.data.catalog import load_dataset
 from osrkit.data.spec import CIFAR10_SPEC
 from osrkit.models import create_backbone
 from osrkit.protocols.cifar import classification_accuracy, training_flops
-from osrkit.training import TrainConfig, stratified_split, train_classifier
+from osrkit.training.config import TrainConfig
+from osrkit.training.loop import stratified_split, train_classifier
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """One table of every scorer's AUROC on digits and on photographs, with each model's
-default decision scorer marked: the evidence behind ``osrkit.scoring.default_decision_scorer``.
+default decision scorer marked: the evidence behind ``osrkit.scorers.selection.default_decision_scorer``.
 
 Reads what the other benchmarks wrote (run them first): ``osrkit protocol all --out
 benchmarks/results`` (the MNIST protocols) and ``python benchmarks/cifar_split0.py``.
@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from osrkit.io import atomic_write_text
+from osrkit.files.atomic import atomic_write_text
 from osrkit.scorers import list_scorers
 
 RESULTS = Path(__file__).parent / "results"

@@ -42,7 +42,7 @@ def _env() -> dict:
 
 
 def _write(name: str, result: dict, text: str) -> None:
-    from osrkit.io import atomic_write_json, atomic_write_text
+    from osrkit.files.atomic import atomic_write_json, atomic_write_text
 
     atomic_write_json(RESULTS / f"{name}.json", result)
     atomic_write_text(RESULTS / f"{name}.md", text)
@@ -63,7 +63,7 @@ def equivalence(args: argparse.Namespace) -> None:
     import torch
 
     from osrkit import OpenSetRecognizer, load_dataset
-    from osrkit.bench_serve import free_port
+    from osrkit.perf.serve_load import free_port
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="osrkit-ddp-"))
     common = ["--train", "mnist:train", "--max-train", str(args.max_train), "--epochs", str(args.epochs)]

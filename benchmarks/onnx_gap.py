@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from osrkit import FastPaths, ImageSet, OpenSetRecognizer, TrainConfig, load_dataset
-from osrkit.export import OnnxRecognizer, export_onnx
-from osrkit.io import atomic_write_json, atomic_write_text
+from osrkit.export.onnx import OnnxRecognizer, export_onnx
+from osrkit.files.atomic import atomic_write_json, atomic_write_text
+from osrkit.hardware import native_bf16
 from osrkit.protocols import split_classes
-from osrkit.runtime import native_bf16
 from osrkit.scorers import FusionScorer
 
 RESULTS = Path(__file__).parent / "results"
@@ -131,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    from osrkit.bench import machine_info
+    from osrkit.hardware import machine_info
 
     info = machine_info()
     machine = f"{info['cpu']}, native bf16: {native_bf16()}"

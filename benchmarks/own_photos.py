@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from osrkit.bench import machine_info
 from osrkit.data.root import resolve_data_root
-from osrkit.io import atomic_write_json, atomic_write_text
+from osrkit.files.atomic import atomic_write_json, atomic_write_text
+from osrkit.hardware import machine_info
 
 KNOWN = ("airplane", "automobile", "bird")
 

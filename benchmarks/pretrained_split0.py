@@ -16,13 +16,13 @@ import json
 import time
 from pathlib import Path
 
-from osrkit.bench import machine_info
-from osrkit.bench_pretrained import training_flops
 from osrkit.data.spec import CIFAR10_SPEC
+from osrkit.hardware import machine_info
 from osrkit.models import create_backbone
+from osrkit.perf.pretrained_speed import training_flops
 from osrkit.protocols import CIFAR10_SPLITS, Context
 from osrkit.protocols.results import run_splits, split_classes
-from osrkit.recipe import size_recipe
+from osrkit.training.recipe import size_recipe
 
 
 def main() -> None:

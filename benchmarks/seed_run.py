@@ -11,9 +11,9 @@ import json
 import os
 from pathlib import Path
 
-from osrkit.bench import SEED_TARGETS, timed_run
-from osrkit.io import atomic_write_json
-from osrkit.report import target_line
+from osrkit.evaluation.report import target_line
+from osrkit.files.atomic import atomic_write_json
+from osrkit.perf.speed import SEED_TARGETS, timed_run
 
 RESULTS = Path(__file__).parent / "results"
 

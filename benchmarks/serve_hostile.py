@@ -39,10 +39,9 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from osrkit.bench import machine_info
-from osrkit.bench_serve import BOUNDARY, _small_model, start_server, stop_server
-from osrkit.io import atomic_write_json, atomic_write_text
-from osrkit.runtime import usable_cores
+from osrkit.files.atomic import atomic_write_json, atomic_write_text
+from osrkit.hardware import machine_info, usable_cores
+from osrkit.perf.serve_load import BOUNDARY, _small_model, start_server, stop_server
 from osrkit.serve import ServeOptions
 
 HOST = "127.0.0.1"

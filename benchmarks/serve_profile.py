@@ -22,9 +22,9 @@ import time
 import numpy as np
 import torch
 
-from osrkit.bench_serve import _png
 from osrkit.data.catalog import load_dataset
-from osrkit.predictions import input_spec_of, load_model
+from osrkit.jobs.predictions import input_spec_of, load_model
+from osrkit.perf.serve_load import _png
 from osrkit.serve.images import decode_batch
 from osrkit.serve.worker import json_rows
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from osrkit.augment import Augmentation
 from osrkit.errors import ConfigError
+from osrkit.training.augment import Augmentation
 
 
 def batch(n=16):

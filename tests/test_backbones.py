@@ -12,7 +12,7 @@ from osrkit import ImageSet, InputSpec, OpenSetRecognizer, TrainConfig
 from osrkit.data.spec import CIFAR10_SPEC, MNIST_SPEC
 from osrkit.errors import ConfigError, ModelFormatError
 from osrkit.models import Backbone, backbone_entry, create_backbone, default_backbone, list_backbones
-from osrkit.runtime import FastPaths, InferenceEngine
+from osrkit.recognizer.engine import FastPaths, InferenceEngine
 
 from .numerics import assert_decisions_agree
 
@@ -174,7 +174,7 @@ def test_folder_naming_a_missing_backbone(tmp_path, fitted):
 
 def test_colour_model_exports_to_onnx(tmp_path):
     pytest.importorskip("onnxruntime")
-    from osrkit.export import OnnxRecognizer, export_onnx
+    from osrkit.export.onnx import OnnxRecognizer, export_onnx
 
     train = _colour_set(300)
     model = OpenSetRecognizer(train.class_names, backbone="colour_cnn", autoencoder=False, device="cpu").fit(

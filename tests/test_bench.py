@@ -4,22 +4,22 @@ import numpy as np
 import pytest
 import torch
 
-from osrkit.bench import (
+from osrkit.cli import main
+from osrkit.hardware import mm_gflops
+from osrkit.perf.speed import (
     ConventionalDataset,
     SpeedOptions,
     compiled_throughput,
     conventional_throughput,
     forward_flops,
     latency_ms,
-    mm_gflops,
     osrkit_throughput,
     score_and_decide,
     speed,
     targets,
 )
-from osrkit.cli import main
-from osrkit.recognizer import OpenSetRecognizer
-from osrkit.training import TrainConfig
+from osrkit.recognizer.estimator import OpenSetRecognizer
+from osrkit.training.config import TrainConfig
 
 from .conftest import synthetic_set
 
@@ -132,7 +132,7 @@ def test_cli_bench_rejects_bad_flags(flag, capsys):
 
 
 def test_speed_checks_the_model_before_measuring(tmp_path, monkeypatch):
-    import osrkit.bench as bench
+    import osrkit.perf.speed as bench
     from osrkit.errors import ModelFormatError
 
     def not_reached(*a, **k):

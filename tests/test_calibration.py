@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from osrkit.calibration import accept_rate, joint_thresholds, threshold_at_accept_rate
 from osrkit.errors import ConfigError
+from osrkit.scorers.calibration import accept_rate, joint_thresholds, threshold_at_accept_rate
 
 
 @pytest.mark.parametrize("rate", [0.8, 0.9, 0.95, 0.99])

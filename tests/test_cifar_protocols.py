@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from osrkit import runtime
+from osrkit import hardware
 from osrkit.data.imageset import ImageSet
 from osrkit.data.spec import CIFAR10_SPEC
 from osrkit.models import create_backbone
 from osrkit.protocols import CIFAR10_SPLITS, Context, cifar, group_names, run_protocol, split_classes
 from osrkit.protocols.cifar import FAR_SETS, training_flops
-from osrkit.training import TrainConfig
+from osrkit.training.config import TrainConfig
 
 TINY = {"epochs": 1, "batch_size": 64, "val_size": 60}
 
@@ -115,7 +115,7 @@ def test_cifar10_far_pretrained_track(tmp_path):
 def test_cifar10_train_speed_end_to_end(tmp_path, monkeypatch, native):
     """Both kinds of CPU on this one: bfloat16 native (training in bfloat16, emulated here
     if need be, only slower) or not; the matrix-multiply rates are stand-ins, one per dtype."""
-    monkeypatch.setattr(runtime, "native_bf16", lambda: native)
+    monkeypatch.setattr(hardware, "native_bf16", lambda: native)
     monkeypatch.setattr(cifar, "native_bf16", lambda: native)
     monkeypatch.delenv("OSRKIT_FAST", raising=False)
     measured = []

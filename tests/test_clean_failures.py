@@ -51,7 +51,7 @@ def test_evaluate_with_other_classes_leaves_no_output_folder(fitted, tmp_path, c
 
 
 def test_train_into_an_existing_file_fails_before_training(tmp_path, capsys, monkeypatch):
-    import osrkit.recognizer as rec
+    import osrkit.recognizer.estimator as rec
 
     monkeypatch.setattr(rec, "train_classifier", lambda *a, **k: pytest.fail("trained before the check"))
     target = tmp_path / "model"

@@ -11,7 +11,7 @@ from osrkit import OpenSetRecognizer
 from osrkit.cli import main
 from osrkit.data.idx import write_idx
 from osrkit.scorers import FusionScorer
-from osrkit.scoring import DEFAULT_SCORERS
+from osrkit.scorers.selection import DEFAULT_SCORERS
 
 from .conftest import synthetic_digits
 
@@ -308,7 +308,7 @@ def test_bad_flags_are_one_line_errors(flags, needle, capsys):
 def test_interrupt_leaves_no_model_folder_and_resumes(
     synthetic_folders, tmp_path, capsys, monkeypatch, caplog
 ):
-    import osrkit.recognizer as recognizer_module
+    import osrkit.recognizer.estimator as recognizer_module
 
     out = tmp_path / "run"
     args = folder_run_args(synthetic_folders, out)
@@ -349,7 +349,7 @@ def test_console_script_entry_point():
 
 
 def test_interrupted_overwrite_keeps_previous_run(synthetic_folders, tmp_path, capsys, monkeypatch):
-    import osrkit.pipeline as pipeline_module
+    import osrkit.jobs.pipeline as pipeline_module
 
     out = tmp_path / "run"
     args = folder_run_args(synthetic_folders, out)

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-import osrkit.io as oio
-from osrkit.io import (
+import osrkit.files.atomic as oio
+from osrkit.files.atomic import (
     STALE_GRACE_S,
     atomic_directory,
     atomic_write_bytes,
@@ -123,7 +123,7 @@ def test_killed_writer_leaves_a_partial_the_next_write_removes(tmp_path):
     child = textwrap.dedent(
         f"""
         import time
-        from osrkit.io import atomic_directory
+        from osrkit.files.atomic import atomic_directory
         with atomic_directory({str(target)!r}) as tmp:
             (tmp / "half.bin").write_bytes(b"half")
             print("ready", flush=True)

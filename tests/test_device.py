@@ -8,7 +8,7 @@ import torch
 from osrkit import OpenSetRecognizer
 from osrkit.cli import main
 from osrkit.errors import ConfigError
-from osrkit.runtime import resolve_device
+from osrkit.hardware import resolve_device
 
 from .conftest import FAST, synthetic_set
 

@@ -19,12 +19,13 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from osrkit import OpenSetRecognizer
-from osrkit.bench_serve import free_port
 from osrkit.cli import main
 from osrkit.data.catalog import load_dataset
-from osrkit.distributed import Shard
-from osrkit.evaluation import evaluate
-from osrkit.training import TrainConfig, classifier_loss, train_epoch
+from osrkit.evaluation.evaluate import evaluate
+from osrkit.perf.serve_load import free_port
+from osrkit.training.config import TrainConfig
+from osrkit.training.distributed import Shard
+from osrkit.training.loop import classifier_loss, train_epoch
 
 TIMEOUT_S = 300  # a hang guard: 11 s on idle cores, past 120 s on cores shared with a training run
 
@@ -108,7 +109,7 @@ def _train_rank(rank: int, port: int, argv: list[str], interrupt: bool, logs: st
     logging.getLogger("osrkit").addHandler(handler)
     logging.getLogger("osrkit").setLevel(logging.INFO)
     if interrupt:  # Ctrl-C on every rank as the second epoch starts
-        import osrkit.training as training
+        import osrkit.training.loop as training
 
         original, calls = training.train_epoch, []
 

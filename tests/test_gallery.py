@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from osrkit import ImageSet
-from osrkit.evaluation import evaluate
-from osrkit.gallery import confident_mistakes, render_gallery, thumbnail_uri
-from osrkit.report import render_report
+from osrkit.evaluation.evaluate import evaluate
+from osrkit.evaluation.gallery import confident_mistakes, render_gallery, thumbnail_uri
+from osrkit.evaluation.report import render_report
 
 from .conftest import synthetic_digits, synthetic_set, synthetic_unknowns
 from .test_report import METRICS

@@ -9,8 +9,9 @@ from PIL import Image
 
 from osrkit import ImageSet
 from osrkit.data.folder import infer_spec, read_image_folder
+from osrkit.data.inputs import as_input_tensor
 from osrkit.data.spec import CIFAR10_SPEC, MNIST_SPEC, InputSpec
-from osrkit.data.transforms import as_input_tensor, load_image, preprocess_image, to_spec_array
+from osrkit.data.transforms import load_image, preprocess_image, to_spec_array
 from osrkit.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(0)

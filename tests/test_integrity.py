@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from osrkit import UNKNOWN, OpenSetRecognizer, TrainConfig
-from osrkit.calibration import rejects
 from osrkit.errors import ModelFormatError
-from osrkit.integrity import (
+from osrkit.evaluation.metrics import open_set_predictions
+from osrkit.files.atomic import atomic_write_json
+from osrkit.files.integrity import (
     CHECKSUMS_KEY,
     onnx_graph_digest,
     onnx_metadata,
     with_onnx_digest,
 )
-from osrkit.io import atomic_write_json
-from osrkit.metrics import open_set_predictions
-from osrkit.predictions import prediction_rows
+from osrkit.jobs.predictions import prediction_rows
+from osrkit.scorers.calibration import rejects
 
 from .conftest import synthetic_set, synthetic_unknowns
 from .test_cli import assert_one_line_error, run_cli

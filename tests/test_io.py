@@ -1,4 +1,4 @@
-"""Atomic writes (osrkit.io): a file or folder is either complete or not there."""
+"""Atomic writes (osrkit.files.atomic): a file or folder is either complete or not there."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-import osrkit.io as oio
-from osrkit.io import (
+import osrkit.files.atomic as oio
+from osrkit.files.atomic import (
     atomic_directory,
     atomic_write_bytes,
     atomic_write_json,
@@ -236,7 +236,7 @@ def test_staged_outputs_replace_only_on_success(tmp_path):
 
 
 def test_replace_path_is_collision_free(tmp_path):
-    from osrkit.io import replace_path
+    from osrkit.files.atomic import replace_path
 
     (tmp_path / ".model.old").mkdir()  # a stale stash from an earlier crash is no obstacle
     (tmp_path / "model").mkdir()

@@ -11,9 +11,10 @@ from osrkit.data.folder import SAMPLE_FOR_SPEC, folder_images, read_image_folder
 from osrkit.data.lazy import LazyBatches, LazyImageSet, open_image_folder
 from osrkit.data.spec import MNIST_SPEC
 from osrkit.errors import DataError
+from osrkit.jobs.pipeline import DataSpec
 from osrkit.models import Classifier, ClassifierConfig
-from osrkit.pipeline import DataSpec
-from osrkit.training import TrainConfig, train_classifier
+from osrkit.training.config import TrainConfig
+from osrkit.training.loop import train_classifier
 
 from .conftest import synthetic_digits, write_folder
 

@@ -20,7 +20,7 @@ import torch
 
 from osrkit import OpenSetRecognizer
 from osrkit.data.spec import MNIST_SPEC
-from osrkit.runtime import FastPaths
+from osrkit.recognizer.engine import FastPaths
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy_models"
 # Allowed deviation = SAFETY x the larger of the recorded and the local kernel spread (a

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from osrkit.errors import ConfigError
-from osrkit.metrics import (
+from osrkit.evaluation.metrics import (
     aupr_in,
     aupr_out,
     auroc,

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from osrkit.errors import OutputExistsError
-from osrkit.ownership import check_replaceable_model, is_model_folder, is_run_folder
-from osrkit.pipeline import EVALUATION_OUTPUTS, check_output_dir
+from osrkit.files.ownership import check_replaceable_model, is_model_folder, is_run_folder
+from osrkit.jobs.pipeline import EVALUATION_OUTPUTS, check_output_dir
 
 from .test_cli import assert_one_line_error, folder_run_args, run_cli
 

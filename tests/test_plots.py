@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osrkit import plots
+from osrkit.evaluation import plots
 
 
 def is_png(path) -> tuple[int, int]:

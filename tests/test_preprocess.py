@@ -1,4 +1,4 @@
-"""Image preprocessing (osrkit.data.preprocess): any image -> float (1, 28, 28) in [0, 1]."""
+"""Image preprocessing (osrkit.data.transforms.preprocess_image): any image -> float (1, 28, 28) in [0, 1]."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from osrkit.data.preprocess import preprocess_image
+from osrkit.data.transforms import preprocess_image
 from osrkit.errors import DataError
 
 

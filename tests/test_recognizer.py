@@ -7,13 +7,13 @@ import torch
 from PIL import Image
 
 from osrkit import UNKNOWN, OpenSetRecognizer
+from osrkit.data.inputs import as_input_tensor
 from osrkit.data.spec import InputSpec
 from osrkit.errors import ConfigError, DataError, ModelFormatError, OutputExistsError
 from osrkit.models import create_backbone
-from osrkit.persistence import FORMAT_VERSION
-from osrkit.recognizer import as_input_tensor
+from osrkit.recognizer.persistence import FORMAT_VERSION
 from osrkit.scorers import SCORERS, FusionScorer, is_fusion
-from osrkit.training import stratified_split
+from osrkit.training.loop import stratified_split
 
 from .conftest import FAST, synthetic_set, synthetic_unknowns
 
@@ -406,7 +406,7 @@ def test_scorer_arrays_that_do_not_fit_the_networks_are_refused(fitted, tmp_path
         OpenSetRecognizer.from_pretrained(folder)
     # the file's hash recorded as well (a folder assembled from two models): the shapes
     # are still checked against the networks
-    from osrkit.integrity import CHECKSUMS_KEY, sha256_hex
+    from osrkit.files.integrity import CHECKSUMS_KEY, sha256_hex
 
     config = json.loads((folder / "config.json").read_text())
     config[CHECKSUMS_KEY]["scorers.safetensors"] = sha256_hex((folder / "scorers.safetensors").read_bytes())
@@ -416,16 +416,16 @@ def test_scorer_arrays_that_do_not_fit_the_networks_are_refused(fitted, tmp_path
 
 
 def test_loading_with_other_fast_paths_warns(fitted, tmp_path, caplog):
-    from osrkit.runtime import FastPaths
+    from osrkit.recognizer.engine import FastPaths
 
     folder = fitted.save_pretrained(tmp_path / "m")
     assert json.loads((folder / "config.json").read_text())["runtime"]["calibrated_with"]
     other = FastPaths.off() if fitted.fast_paths != FastPaths.off() else FastPaths(bf16=False)
-    with caplog.at_level("WARNING", logger="osrkit.recognizer"):
+    with caplog.at_level("WARNING", logger="osrkit.recognizer.estimator"):
         OpenSetRecognizer.from_pretrained(folder, fast_paths=other)
     assert "calibrated with fast paths" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="osrkit.recognizer"):
+    with caplog.at_level("WARNING", logger="osrkit.recognizer.estimator"):
         OpenSetRecognizer.from_pretrained(folder, fast_paths=fitted.fast_paths)
     assert "calibrated with fast paths" not in caplog.text
 
@@ -479,7 +479,7 @@ def test_bad_scorer_choices_are_one_line_before_training(kwargs, message):
 
 
 def test_a_scorer_the_model_cannot_compute_is_one_line_before_training(monkeypatch):
-    import osrkit.recognizer as rec
+    import osrkit.recognizer.estimator as rec
 
     monkeypatch.setattr(rec, "train_classifier", lambda *a, **k: pytest.fail("trained first"))
     model = OpenSetRecognizer(autoencoder=False, scorers=["reconstruction"])

@@ -3,7 +3,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from osrkit.report import decision_rules, render_report, write_report
+from osrkit.evaluation.report import decision_rules, render_report, write_report
 
 METRICS = {
     "closed_set_accuracy": 0.99,

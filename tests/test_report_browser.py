@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osrkit.pipeline import ReportOptions, evaluate_to_folder
+from osrkit.jobs.pipeline import ReportOptions, evaluate_to_folder
 
 from .browser import visit
 from .conftest import synthetic_set

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from osrkit import runtime
+from osrkit import hardware
+from osrkit.hardware import fast_by_default
 from osrkit.models import Classifier, ConvAutoencoder
-from osrkit.recognizer import OpenSetRecognizer
-from osrkit.runtime import FastPaths, InferenceEngine, fast_by_default, fold_batchnorm
+from osrkit.recognizer.engine import FastPaths, InferenceEngine, fold_batchnorm
+from osrkit.recognizer.estimator import OpenSetRecognizer
 
 from .conftest import FAST, synthetic_set
 
@@ -65,7 +66,7 @@ def test_bf16_path_returns_float32_close_to_reference():
 
 @pytest.mark.parametrize("native", [False, True])
 def test_environment_turns_fast_paths_off(monkeypatch, native):
-    monkeypatch.setattr(runtime, "native_bf16", lambda: native)  # either kind of CPU, on this one
+    monkeypatch.setattr(hardware, "native_bf16", lambda: native)  # either kind of CPU, on this one
     monkeypatch.setenv("OSRKIT_FAST", "0")
     assert not fast_by_default()
     assert FastPaths.default() == FastPaths.off()
@@ -79,9 +80,9 @@ def test_environment_turns_fast_paths_off(monkeypatch, native):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_train_config_fast_paths_follow_environment(monkeypatch, native):
-    from osrkit.training import TrainConfig
+    from osrkit.training.config import TrainConfig
 
-    monkeypatch.setattr(runtime, "native_bf16", lambda: native)  # either kind of CPU, on this one
+    monkeypatch.setattr(hardware, "native_bf16", lambda: native)  # either kind of CPU, on this one
     monkeypatch.setenv("OSRKIT_FAST", "off")
     cfg = TrainConfig()
     assert cfg.channels_last is False and cfg.use_bf16 is False
@@ -140,8 +141,8 @@ def test_scoring_runs_numpy_blas_single_threaded(fitted, monkeypatch):
     """numpy's BLAS threads spinning beside torch's made scoring 4.7x slower on 2 cores."""
     from threadpoolctl import threadpool_info
 
-    import osrkit.inference as rec
-    from osrkit.runtime import single_threaded_blas
+    import osrkit.recognizer.inference as rec
+    from osrkit.hardware import single_threaded_blas
 
     with single_threaded_blas():
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")

@@ -12,8 +12,8 @@ import torch
 from osrkit import InputSpec, OpenSetRecognizer, make_scorer
 from osrkit.data.imageset import ImageSet
 from osrkit.errors import ConfigError, ModelFormatError
-from osrkit.scoring import default_decision_scorer, model_signals
-from osrkit.training import TrainConfig
+from osrkit.scorers.selection import default_decision_scorer, model_signals
+from osrkit.training.config import TrainConfig
 
 from .conftest import FAST, synthetic_set
 

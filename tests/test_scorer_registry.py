@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from osrkit.errors import ConfigError
-from osrkit.export import _quiet_export
+from osrkit.export.onnx import _quiet_export
 from osrkit.scorers import (
     SIGNALS,
     FusionScorer,

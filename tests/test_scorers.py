@@ -330,7 +330,7 @@ def test_fusion_above_one_is_exactly_the_or_rule_with_log_and_linear_members(bas
 
 def old_combined_score(known: ModelOutputs, test: ModelOutputs, rate: float) -> np.ndarray:
     """The seed's CombinedScorer, verbatim."""
-    from osrkit.calibration import joint_thresholds
+    from osrkit.scorers.calibration import joint_thresholds
 
     def member_scores(o):
         return np.stack([MSPScorer().score(o), ReconstructionScorer().score(o)], axis=1)

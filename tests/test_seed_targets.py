@@ -5,7 +5,7 @@ Run with ``make test-slow`` or ``pytest -m slow``.
 
 import pytest
 
-from osrkit.pipeline import DataSpec, ReportOptions, run
+from osrkit.jobs.pipeline import DataSpec, ReportOptions, run
 
 
 @pytest.mark.slow

@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from osrkit.bench_serve import _load, floor_request, free_port, predict_request, start_server, stop_server
-from osrkit.runtime import FastPaths
+from osrkit.perf.serve_load import _load, floor_request, free_port, predict_request, start_server, stop_server
+from osrkit.recognizer.engine import FastPaths
 from osrkit.serve import MicroBatcher, ServeOptions
 from osrkit.serve.app import PredictFastPath, RequestLog, scoring_threads
 from osrkit.serve.images import decode_batch
@@ -296,7 +296,7 @@ def test_micro_batcher_respects_the_batch_size_and_passes_errors_on():
 def test_onnx_backend_serves_the_same_decisions(fitted, tmp_path, images):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from osrkit.export import export_onnx
+    from osrkit.export.onnx import export_onnx
 
     folder = fitted.save_pretrained(tmp_path / "model")
     export_onnx(fitted, folder / "model.onnx")
@@ -458,7 +458,7 @@ def test_process_worker_that_cannot_load_the_model_is_one_line(tmp_path):
 def test_load_benchmark_tables_name_each_server_and_read_old_results():
     """Every server of the benchmark gets its rows and targets; results written before
     the backend and worker columns still render."""
-    from osrkit.bench_serve import SERVERS, render, targets
+    from osrkit.perf.serve_load import SERVERS, render, targets
 
     def setting(server, c, req_s):
         backend, worker, batching = server

@@ -20,8 +20,8 @@ from unittest import mock
 import pytest
 from PIL import Image
 
-from osrkit.bench_serve import free_port, start_server, stop_server
 from osrkit.data.spec import InputSpec
+from osrkit.perf.serve_load import free_port, start_server, stop_server
 from osrkit.serve import ServeOptions
 from osrkit.serve import images as serve_images
 from osrkit.serve.images import ACCEPTED_FORMATS, DEFAULT_MAX_PIXELS, decode_batch, open_uploads

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from osrkit.bench_serve import start_server, stop_server
+from osrkit.perf.serve_load import start_server, stop_server
 
 pytest.importorskip("fastapi")
 pytest.importorskip("schemathesis")

@@ -2,17 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from osrkit.datasplit import auto_val_size
+from osrkit.data.split import auto_val_size
 from osrkit.errors import ConfigError
 from osrkit.models import Classifier, ConvAutoencoder
-from osrkit.training import (
-    Checkpointer,
-    TrainConfig,
-    stratified_split,
-    to_input,
-    train_autoencoder,
-    train_classifier,
-)
+from osrkit.training.config import TrainConfig
+from osrkit.training.loop import Checkpointer, stratified_split, to_input, train_autoencoder, train_classifier
 
 from .conftest import synthetic_digits
 
@@ -48,7 +42,7 @@ def test_default_split_fits_a_small_folder(caplog):
     """The README's own-data command on a 3,000-image folder failed with the old fixed
     5,000: the default now sizes the split from the data and says so in the log."""
     labels = torch.arange(3000) % 10
-    with caplog.at_level("INFO", logger="osrkit.datasplit"):
+    with caplog.at_level("INFO", logger="osrkit.data.split"):
         tr, va = stratified_split(labels, TrainConfig().val_size, seed=0)
     assert (len(tr), len(va)) == (2400, 600)
     assert set(labels[va].tolist()) == set(range(10))
@@ -162,7 +156,7 @@ def test_split_needs_every_class_on_both_sides():
 
 
 def test_diverged_training_is_reported():
-    from osrkit.training import _fit
+    from osrkit.training.loop import _fit
 
     x, y = data(64)
     with pytest.raises(ConfigError, match="diverged"):

@@ -1,4 +1,4 @@
-"""Command-line interface: a thin layer over ``osrkit.pipeline`` and ``OpenSetRecognizer``.
+"""Command-line interface: a thin layer over ``osrkit.jobs.pipeline`` and ``OpenSetRecognizer``.
 
 ``arguments`` holds the option types and groups, ``parser`` the subcommands, ``commands``
 what each one does; ``main`` here runs one and turns expected failures into one line.
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from ..errors import OsrkitError
-from ..io import os_error_line
-from .commands import COMMANDS, format_summary
-from .parser import build_parser
+from osrkit.cli.commands import COMMANDS, format_summary
+from osrkit.cli.parser import build_parser
+from osrkit.errors import OsrkitError
+from osrkit.files.atomic import os_error_line
 
 log = logging.getLogger("osrkit")
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     if not args.quiet:  # the training recipe is stated at the default level
-        logging.getLogger("osrkit.recipe").setLevel(logging.INFO)
+        logging.getLogger("osrkit.training.recipe").setLevel(logging.INFO)
     progress = not args.quiet and sys.stderr.isatty()
     _interrupt_on_termination()
     # the readers refuse an image over Pillow's pixel limit from its header, in one line

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..datasplit import VAL_FRACTION, VAL_MAX, VAL_MIN_PER_CLASS
-from ..errors import ConfigError
-from ..models import list_backbones
-from ..pipeline import DataSpec, ModelOptions
-from ..scorers import SCORERS
-from ..scoring import DEFAULT_SCORERS, parse_scorer_names
-from ..training import TrainConfig
+from osrkit.data.split import VAL_FRACTION, VAL_MAX, VAL_MIN_PER_CLASS
+from osrkit.errors import ConfigError
+from osrkit.jobs.pipeline import DataSpec, ModelOptions
+from osrkit.models import list_backbones
+from osrkit.scorers import SCORERS
+from osrkit.scorers.selection import DEFAULT_SCORERS, parse_scorer_names
+from osrkit.training.config import TrainConfig
 
 DEFAULTS = TrainConfig()
 

@@ -9,19 +9,23 @@ import logging
 import time
 from pathlib import Path
 
-from .. import distributed
-from ..bench import SpeedOptions, render, speed
-from ..data.folder import expand_image_paths
-from ..errors import ConfigError
-from ..export import export_onnx
-from ..pipeline import DataSpec, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
-from ..predictions import input_spec_of, load_model, prediction_rows
-from ..protocols import Context, group_names, run_protocol
-from ..recognizer import OpenSetRecognizer, as_input_tensor
-from ..report import METRIC_COLUMNS, metrics_table_rows
-from ..serve.app import ServeOptions
-from ..training import TrainConfig
-from .arguments import _data_spec, _model_options, _train_overrides
+from osrkit.cli.arguments import _data_spec, _model_options, _train_overrides
+from osrkit.data.folder import expand_image_paths
+from osrkit.data.inputs import as_input_tensor
+from osrkit.errors import ConfigError
+from osrkit.evaluation.report import METRIC_COLUMNS, metrics_table_rows
+from osrkit.export.onnx import export_onnx
+from osrkit.jobs.pipeline import DataSpec, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
+from osrkit.jobs.predictions import input_spec_of, load_model, prediction_rows
+from osrkit.perf.serve_load import ServeBenchOptions, serve_load
+from osrkit.perf.serve_load import render as render_serve
+from osrkit.perf.speed import SpeedOptions, render, speed
+from osrkit.protocols import Context, group_names, run_protocol
+from osrkit.recognizer.estimator import OpenSetRecognizer
+from osrkit.serve import serve
+from osrkit.serve.app import ServeOptions
+from osrkit.training import distributed
+from osrkit.training.config import TrainConfig
 
 
 def format_summary(metrics: dict) -> str:
@@ -129,7 +133,7 @@ def _cmd_perf(args: argparse.Namespace, progress: bool) -> int:
         eval_images=args.eval_images,
     )
     if progress:
-        logging.getLogger("osrkit.bench").setLevel(logging.INFO)
+        logging.getLogger("osrkit.perf.speed").setLevel(logging.INFO)
     result = speed(args.out, options)
     print(render(result), end="")
     print(f"wrote {Path(args.out) / 'speed.json'} and speed.md")
@@ -137,12 +141,9 @@ def _cmd_perf(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_perf_serve(args: argparse.Namespace, progress: bool) -> int:
-    from ..bench_serve import ServeBenchOptions, serve_load
-    from ..bench_serve import render as render_serve
-
     options = ServeBenchOptions(args.model, args.data_root, requests=args.requests, seconds=args.seconds)
     if progress:
-        logging.getLogger("osrkit.bench_serve").setLevel(logging.INFO)
+        logging.getLogger("osrkit.perf.serve_load").setLevel(logging.INFO)
     result = serve_load(args.out, options)
     print(render_serve(result), end="")
     print(f"wrote {Path(args.out) / 'serve.json'} and serve.md")
@@ -178,8 +179,6 @@ def _cmd_protocol(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, progress: bool) -> int:
-    from ..serve import serve
-
     options = ServeOptions(
         host=args.host,
         port=args.port,

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from .. import __version__
-from ..bench import SpeedOptions
-from ..protocols import PROTOCOLS, Context, group_names
-from ..scorers import SCORERS
-from ..serve.app import ServeOptions
-from ..serve.worker import WORKERS
-from .arguments import (
+from osrkit._version import __version__
+from osrkit.cli.arguments import (
     DEFAULTS,
     _add_data_args,
     _add_data_root,
@@ -25,6 +20,11 @@ from .arguments import (
     _positive_float,
     _positive_int,
 )
+from osrkit.perf.speed import SpeedOptions
+from osrkit.protocols import PROTOCOLS, Context, group_names
+from osrkit.scorers import SCORERS
+from osrkit.serve.app import ServeOptions
+from osrkit.serve.worker import WORKERS
 
 
 class _Parser(argparse.ArgumentParser):

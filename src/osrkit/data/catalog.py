@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
-from .cifar import TEST_BATCH_MD5, TRAIN_BATCHES, read_cifar10
-from .download import RemoteFile, ensure_file, verify_md5
-from .folder import folder_images, infer_spec, read_image_folder
-from .idx import read_idx
-from .imageset import ImageSet
-from .root import resolve_data_root
-from .spec import CIFAR10_SPEC, MNIST_SPEC, InputSpec
+from osrkit.data.cifar import TEST_BATCH_MD5, TRAIN_BATCHES, read_cifar10
+from osrkit.data.download import RemoteFile, ensure_file, verify_md5
+from osrkit.data.folder import folder_images, infer_spec, read_image_folder
+from osrkit.data.idx import read_idx
+from osrkit.data.imageset import ImageSet
+from osrkit.data.root import resolve_data_root
+from osrkit.data.spec import CIFAR10_SPEC, MNIST_SPEC, InputSpec
+from osrkit.errors import DataError
 
 log = logging.getLogger(__name__)
 

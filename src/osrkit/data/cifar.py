@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .download import verify_md5
-from .folder import read_image_folder
-from .imageset import ImageSet
-from .spec import CIFAR10_SPEC, MNIST_SPEC, InputSpec
+from osrkit.data.download import verify_md5
+from osrkit.data.folder import read_image_folder
+from osrkit.data.imageset import ImageSet
+from osrkit.data.spec import CIFAR10_SPEC, MNIST_SPEC, InputSpec
+from osrkit.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ChecksumError, DataError
+from osrkit.errors import ChecksumError, DataError
 
 log = logging.getLogger(__name__)
 

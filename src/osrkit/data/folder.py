@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..errors import DataError
-from .imageset import ImageSet
-from .spec import MNIST_SPEC, InputSpec
-from .transforms import flatten_mode, load_image, to_spec_array
+from osrkit.data.imageset import ImageSet
+from osrkit.data.spec import MNIST_SPEC, InputSpec
+from osrkit.data.transforms import flatten_mode, load_image, to_spec_array
+from osrkit.errors import DataError
 
 log = logging.getLogger(__name__)
 

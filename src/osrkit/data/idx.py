@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from osrkit.errors import DataError
 
 _UINT8 = 0x08
 

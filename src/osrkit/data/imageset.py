@@ -7,8 +7,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .spec import InputSpec
+from osrkit.data.spec import InputSpec
+from osrkit.data.transforms import convert_array
+from osrkit.errors import DataError
 
 
 def sample_index(size: int, n: int | None, seed: int, name: str) -> torch.Tensor | None:
@@ -96,8 +97,6 @@ class ImageSet:
     def to_spec(self, spec: InputSpec) -> ImageSet:
         """The same images in ``spec``'s channels and size (self when they already are);
         converted image by image through Pillow, as image files are."""
-        from .transforms import convert_array
-
         if self.shape == spec.shape:  # same pixels; a set that carries a spec takes the new one
             return self if self.spec in (None, spec) else replace(self, spec=spec)
         images = convert_array(self.images, spec)

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..batches import Batch, BatchSource
-from ..distributed import local_world_size
-from ..errors import DataError
-from ..runtime import usable_cores
-from .folder import decode_file, folder_images, infer_spec, load_images
-from .imageset import ImageSet, sample_index
-from .spec import InputSpec
+from osrkit.data.batches import Batch, BatchSource, TensorBatches
+from osrkit.data.folder import decode_file, folder_images, infer_spec, load_images
+from osrkit.data.imageset import ImageSet, sample_index
+from osrkit.data.spec import InputSpec
+from osrkit.data.split import data_fingerprint
+from osrkit.errors import DataError
+from osrkit.hardware import local_world_size, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class LazyImageSet:
 
 
 class LazyBatches(BatchSource):
-    """The training loop's batches from a ``LazyImageSet`` (see ``osrkit.batches``)."""
+    """The training loop's batches from a ``LazyImageSet`` (see ``osrkit.data.batches``)."""
 
     def __init__(self, data: LazyImageSet, with_labels: bool = True) -> None:
         self.data, self.with_labels = data, with_labels
@@ -255,8 +255,18 @@ def memory_rows(data: ImageSet | LazyImageSet, index: np.ndarray) -> torch.Tenso
 
 def fingerprint(data: ImageSet | LazyImageSet) -> str:
     """The identity of a training set that checkpoints are tied to."""
-    from ..datasplit import data_fingerprint
 
     return (
         data.fingerprint() if isinstance(data, LazyImageSet) else data_fingerprint(data.images, data.labels)
     )
+
+
+def batch_source(images: torch.Tensor | BatchSource | object, labels: torch.Tensor | None) -> BatchSource:
+    """The batch source of the training images: a ``BatchSource`` as it is, a lazily
+    read image set through its DataLoader (labels only when ``labels`` is given), else
+    in-memory tensors."""
+    if isinstance(images, BatchSource):
+        return images
+    if isinstance(images, LazyImageSet):
+        return LazyBatches(images, with_labels=labels is not None)
+    return TensorBatches(images, labels)

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..errors import DataError
+from osrkit.errors import DataError
 
 log = logging.getLogger(__name__)
 

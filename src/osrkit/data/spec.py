@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import ConfigError
+from osrkit.errors import ConfigError
 
 RESIZE_MODES = ("stretch", "shorter_side_crop")
 MAX_SIDE = 4096  # larger inputs would not fit a CPU training budget; refuse them early

@@ -3,10 +3,15 @@
 Importing this package registers every backbone that ships with osrkit.
 """
 
-from . import colour, pretrained, small_cnn  # noqa: F401  (each registers its backbones)
-from .autoencoder import AutoencoderConfig, ConvAutoencoder, autoencoder_fits, check_autoencoder_spec
-from .external import ExternalClassifier, wrap_classifier
-from .registry import (
+from osrkit.models import colour, pretrained, small_cnn  # noqa: F401  (each registers its backbones)
+from osrkit.models.autoencoder import (
+    AutoencoderConfig,
+    ConvAutoencoder,
+    autoencoder_fits,
+    check_autoencoder_spec,
+)
+from osrkit.models.external import ExternalClassifier, wrap_classifier
+from osrkit.models.registry import (
     Backbone,
     BackboneEntry,
     Normalize,
@@ -16,7 +21,7 @@ from .registry import (
     list_backbones,
     register_backbone,
 )
-from .small_cnn import Classifier, ClassifierConfig
+from osrkit.models.small_cnn import Classifier, ClassifierConfig
 
 __all__ = [
     "AutoencoderConfig",

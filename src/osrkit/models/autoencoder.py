@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..data.spec import MNIST_SPEC, InputSpec
-from ..errors import ConfigError
+from osrkit.data.spec import MNIST_SPEC, InputSpec
+from osrkit.errors import ConfigError
 
 
 @dataclass(frozen=True)

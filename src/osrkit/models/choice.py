@@ -10,9 +10,9 @@ import logging
 
 from torch import nn
 
-from ..data.spec import InputSpec
-from ..errors import ConfigError
-from .registry import backbone_entry, create_backbone
+from osrkit.data.spec import InputSpec
+from osrkit.errors import ConfigError
+from osrkit.models.registry import backbone_entry, create_backbone
 
 log = logging.getLogger(__name__)
 

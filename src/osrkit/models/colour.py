@@ -32,9 +32,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.spec import InputSpec
-from ..errors import ConfigError
-from .registry import Backbone, register_backbone
+from osrkit.data.spec import InputSpec
+from osrkit.errors import ConfigError
+from osrkit.models.registry import Backbone, register_backbone
 
 STEMS = ("patch", "space_to_depth")
 DEFAULT_WIDTHS = {"patch": (32, 96, 192), "space_to_depth": (64, 128, 256)}

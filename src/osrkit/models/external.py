@@ -9,9 +9,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..data.spec import InputSpec
-from ..errors import ConfigError
-from .registry import Backbone
+from osrkit.data.spec import InputSpec
+from osrkit.errors import ConfigError
+from osrkit.models.registry import Backbone
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from ..errors import ConfigError
+from osrkit.errors import ConfigError
 
 
 def replace_head(module: nn.Module, name: str, num_classes: int) -> nn.Module:

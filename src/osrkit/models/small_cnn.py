@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..data.spec import MNIST_SPEC, InputSpec
-from ..errors import ConfigError
-from .registry import Backbone, register_backbone
+from osrkit.data.spec import MNIST_SPEC, InputSpec
+from osrkit.errors import ConfigError
+from osrkit.models.registry import Backbone, register_backbone
 
 
 @dataclass(frozen=True)

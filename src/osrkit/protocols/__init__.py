@@ -17,15 +17,20 @@ import time
 
 import numpy as np
 
-from .. import __version__
-from ..errors import ConfigError, DataError
-from ..io import atomic_write_json, atomic_write_text
-from .context import Context, cache_key
-from .registry import PROTOCOLS, ProtocolEntry, group_names, register_protocol
-from .unknowns import NOISE_IMAGES, gaussian_noise, mnist_noise, split_classes, uniform_noise
-from .mnist import MNIST_SPLITS, run_crosr, run_mnist_splits, run_near_far, run_seed
-from .cifar import CIFAR10_SPLITS, run_cifar10_far, run_cifar10_splits, run_cifar10_train_speed
-from .report import render
+from osrkit._version import __version__
+from osrkit.errors import ConfigError, DataError
+from osrkit.files.atomic import atomic_write_json, atomic_write_text
+from osrkit.protocols.context import Context, cache_key
+from osrkit.protocols.registry import PROTOCOLS, ProtocolEntry, group_names, register_protocol
+from osrkit.protocols.unknowns import NOISE_IMAGES, gaussian_noise, mnist_noise, split_classes, uniform_noise
+from osrkit.protocols.mnist import MNIST_SPLITS, run_crosr, run_mnist_splits, run_near_far, run_seed
+from osrkit.protocols.cifar import (
+    CIFAR10_SPLITS,
+    run_cifar10_far,
+    run_cifar10_splits,
+    run_cifar10_train_speed,
+)
+from osrkit.protocols.render import render
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,16 @@ import time
 
 import torch
 
-from ..bench import mm_gflops
-from ..data.spec import CIFAR10_SPEC
-from ..models import create_backbone
-from ..report import target_line
-from ..runtime import native_bf16
-from ..training import TrainConfig, stratified_split, train_classifier
-from .context import Context
-from .mnist import splits_comparison
-from .registry import register_protocol
-from .results import run_splits, score_sets, table
+from osrkit.data.spec import CIFAR10_SPEC
+from osrkit.evaluation.report import target_line
+from osrkit.hardware import mm_gflops, native_bf16
+from osrkit.models import create_backbone
+from osrkit.protocols.context import Context
+from osrkit.protocols.mnist import splits_comparison
+from osrkit.protocols.registry import register_protocol
+from osrkit.protocols.results import run_splits, score_sets, table
+from osrkit.training.config import TrainConfig
+from osrkit.training.loop import stratified_split, train_classifier
 
 # Known classes of the five CIFAR-10 6/4 splits, as class indices in the order of
 # batches.meta (airplane 0 ... truck 9), from the public split files of ARPL (Chen et al.

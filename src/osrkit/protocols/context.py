@@ -11,17 +11,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
-from ..data.catalog import load_dataset
-from ..data.imageset import ImageSet
-from ..data.spec import MNIST_SPEC, InputSpec
-from ..errors import OsrkitError
-from ..models import backbone_entry, default_backbone
-from ..recipe import size_recipe
-from ..recognizer import OpenSetRecognizer
-from ..scorers import scorer_class
-from ..training import TrainConfig, data_fingerprint, stratified_split
-from .unknowns import gaussian_noise, uniform_noise
+from osrkit._version import __version__
+from osrkit.data.catalog import load_dataset
+from osrkit.data.imageset import ImageSet
+from osrkit.data.spec import MNIST_SPEC, InputSpec
+from osrkit.errors import OsrkitError
+from osrkit.models import backbone_entry, default_backbone
+from osrkit.protocols.unknowns import gaussian_noise, uniform_noise
+from osrkit.recognizer.estimator import OpenSetRecognizer
+from osrkit.scorers import scorer_class
+from osrkit.training.config import TrainConfig
+from osrkit.training.loop import data_fingerprint, stratified_split
+from osrkit.training.recipe import size_recipe
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Context:
     progress: bool = False
     max_train: int | None = None  # for quick runs and tests: subsample the training data
     max_test: int | None = None  # ... and every test set
-    # None: each model's default rule (osrkit.scoring.default_decision_scorer), declared
+    # None: each model's default rule (osrkit.scorers.selection.default_decision_scorer), declared
     # before any protocol was run: fusion for the digit models, max_logit for the colour
     # ones from scratch, max_logit_knn for the pretrained ones (the backbone's
     # decision_scorer). Never picked by unknown results.
@@ -90,7 +91,7 @@ class Context:
 
     def sized_config(self, train: ImageSet) -> TrainConfig:
         """The recipe of this context's network for ``train``, sized from the data
-        (``osrkit.recipe``), with this context's seed, fast-path switches and overrides."""
+        (``osrkit.training.recipe``), with this context's seed, fast-path switches and overrides."""
         name = self.backbone(train)
         return size_recipe(name, len(train), len(train.class_names), self._colour_fields()).config
 

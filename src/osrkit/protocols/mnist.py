@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..report import target_line
-from .context import Context
-from .registry import register_protocol
-from .results import run_splits, score_sets, table
-from .unknowns import mnist_noise
+from osrkit.evaluation.report import target_line
+from osrkit.protocols.context import Context
+from osrkit.protocols.registry import register_protocol
+from osrkit.protocols.results import run_splits, score_sets, table
+from osrkit.protocols.unknowns import mnist_noise
 
 # Known classes of the five MNIST 6/4 splits used by Neal et al. 2018 and later work
 # (e.g. Vaze et al. 2022, Chen et al. 2021); the other four digits are unknown.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .context import Context
+from osrkit.protocols.context import Context
 
 Run = Callable[[Context], dict]
 

@@ -4,16 +4,13 @@ Markdown tables."""
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING
 
-from ..data.imageset import ImageSet
-from ..evaluation import evaluate, score_set
-from ..recognizer import OpenSetRecognizer
-from ..training import TrainConfig
-from .unknowns import split_classes
-
-if TYPE_CHECKING:
-    from .context import Context
+from osrkit.data.imageset import ImageSet
+from osrkit.evaluation.evaluate import evaluate, score_set
+from osrkit.protocols.context import Context
+from osrkit.protocols.unknowns import split_classes
+from osrkit.recognizer.estimator import OpenSetRecognizer
+from osrkit.training.config import TrainConfig
 
 METRICS = ("auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out", "oscr", "macro_f1")
 

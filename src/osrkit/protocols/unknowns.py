@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ..data.imageset import ImageSet
-from ..data.spec import MNIST_SPEC, InputSpec
-from ..errors import ConfigError
+from osrkit.data.imageset import ImageSet
+from osrkit.data.spec import MNIST_SPEC, InputSpec
+from osrkit.errors import ConfigError
 
 NOISE_IMAGES = 10_000
 

@@ -7,12 +7,12 @@ runtime and in the exported ONNX graph (see ``osrkit.scorers.base``). Adding a s
 one file here that defines a ``Scorer`` subclass decorated with ``@register_scorer``,
 plus its import below.
 
-Two kinds of fitting data (``osrkit.scoring.fit_scorers`` keeps them apart): scorers
+Two kinds of fitting data (``osrkit.scorers.selection.fit_scorers`` keeps them apart): scorers
 with parameters (``fits_on_reference``) are fitted on outputs of the known TRAINING
 images; thresholds and the fusions are calibrated on known VALIDATION images.
 """
 
-from .base import (
+from osrkit.scorers.base import (
     SCORERS,
     SIGNAL_NEEDS,
     SIGNALS,
@@ -30,13 +30,19 @@ from .base import (
 )
 
 # The import order is the registration order, which orders reports and tables.
-from .logits import EnergyScorer, MaxLogitScorer, MSPScorer
-from .mahalanobis import MahalanobisScorer
-from .knn import KNNScorer, kth_largest_column
-from .vim import ViMScorer
-from .react import ReActScorer
-from .reconstruction import MAX_PCA_PIXELS, ClassReconstructionScorer, ReconstructionScorer
-from .fusion import CombinedScorer, FusionScorer, LogitKnnFusionScorer, ReconFusionScorer, is_fusion
+from osrkit.scorers.logits import EnergyScorer, MaxLogitScorer, MSPScorer
+from osrkit.scorers.mahalanobis import MahalanobisScorer
+from osrkit.scorers.knn import KNNScorer, kth_largest_column
+from osrkit.scorers.vim import ViMScorer
+from osrkit.scorers.react import ReActScorer
+from osrkit.scorers.reconstruction import MAX_PCA_PIXELS, ClassReconstructionScorer, ReconstructionScorer
+from osrkit.scorers.fusion import (
+    CombinedScorer,
+    FusionScorer,
+    LogitKnnFusionScorer,
+    ReconFusionScorer,
+    is_fusion,
+)
 
 
 def scorer_signals(name: str) -> frozenset[str]:

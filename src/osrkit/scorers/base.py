@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelFormatError
+from osrkit.errors import ConfigError, ModelFormatError
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..calibration import joint_thresholds
-from ..errors import ConfigError, ModelFormatError
-from .base import ModelOutputs, Scorer, make_scorer, register_scorer, scorer_class
+from osrkit.errors import ConfigError, ModelFormatError
+from osrkit.scorers.base import ModelOutputs, Scorer, make_scorer, register_scorer, scorer_class
+from osrkit.scorers.calibration import joint_thresholds
 
 
 class FusionScorer(Scorer):

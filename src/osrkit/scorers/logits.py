@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
-from .base import Scorer, Signals, logsumexp, register_scorer
+from osrkit.errors import ConfigError
+from osrkit.scorers.base import Scorer, Signals, logsumexp, register_scorer
 
 
 @register_scorer

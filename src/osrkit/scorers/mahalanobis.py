@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ModelFormatError
-from .base import ModelOutputs, Scorer, Signals, labels_or_predictions, register_scorer
+from osrkit.errors import ConfigError, ModelFormatError
+from osrkit.scorers.base import ModelOutputs, Scorer, Signals, labels_or_predictions, register_scorer
 
 
 @register_scorer

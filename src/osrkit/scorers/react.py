@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ModelFormatError
-from .base import ModelOutputs, Scorer, Signals, least_squares_head, logsumexp, register_scorer
+from osrkit.errors import ConfigError, ModelFormatError
+from osrkit.scorers.base import ModelOutputs, Scorer, Signals, least_squares_head, logsumexp, register_scorer
 
 
 @register_scorer

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ModelFormatError
-from .base import ModelOutputs, Scorer, Signals, labels_or_predictions, register_scorer
+from osrkit.errors import ConfigError, ModelFormatError
+from osrkit.scorers.base import ModelOutputs, Scorer, Signals, labels_or_predictions, register_scorer
 
 # class_reconstruction keeps classes x pixels x 32 float64 values and fits a P x P
 # eigendecomposition per class (6 s at 3,072 pixel values on 2 cores); larger images

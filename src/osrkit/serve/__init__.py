@@ -15,11 +15,11 @@ from typing import Any
 
 from PIL import Image
 
-from .. import predictions
-from ..errors import ConfigError
-from .app import SERVE_EXTRA_HINT, ServeOptions, create_app, model_info
-from .batcher import MicroBatcher
-from .guard import uvicorn_protocol
+from osrkit.errors import ConfigError
+from osrkit.jobs import predictions
+from osrkit.serve.app import SERVE_EXTRA_HINT, ServeOptions, create_app, model_info
+from osrkit.serve.batcher import MicroBatcher
+from osrkit.serve.guard import uvicorn_protocol
 
 log = logging.getLogger("osrkit.serve")
 

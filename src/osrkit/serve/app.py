@@ -20,21 +20,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
-from ..errors import ConfigError, OsrkitError
-from ..predictions import input_spec_of, thresholds_of
-from ..runtime import usable_cores
-from .batcher import MicroBatcher
-from .images import (
+from osrkit._version import __version__
+from osrkit.errors import ConfigError, OsrkitError
+from osrkit.hardware import usable_cores
+from osrkit.jobs.predictions import input_spec_of, thresholds_of
+from osrkit.serve.batcher import MicroBatcher
+from osrkit.serve.images import (
     DEFAULT_MAX_PIXELS,
     decode_opened,
     decodes_quickly,
     open_uploads,
     release_free_memory,
 )
-from .openapi import PREDICT_OPENAPI, error_responses
-from .uploads import INLINE_PARSE_BYTES, RequestError, parse_uploads, read_body
-from .worker import WORKERS, ProcessWorker, WorkerStopped, scoring_worker
+from osrkit.serve.openapi import PREDICT_OPENAPI, error_responses
+from osrkit.serve.uploads import INLINE_PARSE_BYTES, RequestError, parse_uploads, read_body
+from osrkit.serve.worker import WORKERS, ProcessWorker, WorkerStopped, scoring_worker
 
 log = logging.getLogger("osrkit.serve")
 

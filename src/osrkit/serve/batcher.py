@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .worker import ProcessWorker, ThreadWorker
+from osrkit.serve.worker import ProcessWorker, ThreadWorker
 
 log = logging.getLogger(__name__)
 

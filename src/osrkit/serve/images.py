@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.spec import InputSpec
-from ..data.transforms import ImageTooLarge, load_opened, open_image, to_spec_array
-from ..errors import OsrkitError
-from .uploads import RequestError
+from osrkit.data.spec import InputSpec
+from osrkit.data.transforms import ImageTooLarge, load_opened, open_image, to_spec_array
+from osrkit.errors import OsrkitError
+from osrkit.serve.uploads import RequestError
 
 log = logging.getLogger("osrkit.serve")
 

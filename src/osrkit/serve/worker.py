@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, OsrkitError
-from ..predictions import Predictor, load_model, prediction_rows
+from osrkit.errors import ConfigError, OsrkitError
+from osrkit.jobs.predictions import Predictor, load_model, prediction_rows
 
 log = logging.getLogger("osrkit.serve")
 

@@ -1,0 +1,2 @@
+"""The jobs behind the commands: train, evaluate and report (``pipeline``), and predictions
+for images and folders (``predictions``)."""

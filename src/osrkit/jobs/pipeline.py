@@ -1,0 +1,388 @@
+"""The jobs behind the CLI, usable from Python as well: train, evaluate, run.
+
+data -> model -> scores -> decision -> metrics -> report; each step is a call below.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from osrkit.data.catalog import canonical_name, folder_of, load_dataset, native_spec
+from osrkit.data.imageset import ImageSet
+from osrkit.data.lazy import LazyImageSet, open_image_folder
+from osrkit.data.spec import InputSpec
+from osrkit.errors import ConfigError, OutputExistsError
+from osrkit.evaluation.evaluate import Evaluation, evaluate
+from osrkit.evaluation.gallery import confident_mistakes
+from osrkit.evaluation.plots import (
+    plot_confusion,
+    plot_embeddings,
+    plot_reconstructions,
+    plot_roc,
+    plot_score_histograms,
+)
+from osrkit.evaluation.report import write_report
+from osrkit.files.atomic import atomic_write_json, staged_outputs
+from osrkit.files.ownership import check_replaceable_model, check_replaceable_outputs
+from osrkit.recognizer.estimator import OpenSetRecognizer
+from osrkit.training import distributed
+from osrkit.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+EVALUATION_OUTPUTS = ("metrics.json", "report.html", "plots")
+RUN_OUTPUTS = ("model", *EVALUATION_OUTPUTS)
+MIN_EMBED_POINTS = 10
+
+
+@dataclass
+class DataSpec:
+    """Which datasets a job uses: names like ``mnist:train`` or image-folder paths."""
+
+    train: str = "mnist:train"
+    known: str = "mnist:test"
+    unknown: str = "cifar10"
+    root: str | None = None
+    download: bool = False
+    max_train: int | None = None
+    max_known: int | None = None
+    max_unknown: int | None = None
+    seed: int = 0
+    memory_budget: int | None = None  # bytes; a larger training folder is read lazily (data.lazy)
+    image_size: tuple[int, int] | None = None  # (height, width) instead of the data's own
+    channels: int | None = None  # 1 or 3 instead of the data's own
+    _spec: InputSpec | None = field(default=None, init=False, repr=False, compare=False)
+
+    def input_spec(self) -> InputSpec:
+        """The input spec of a model trained on ``train``: the dataset's own (MNIST family
+        1x28x28, CIFAR-10 3x32x32, an image folder from its images), with ``image_size``
+        and ``channels`` applied when given. Worked out once (a folder's means decoding a
+        sample of its images)."""
+        if self._spec is None:
+            self._spec = self._resolve_spec()
+        return self._spec
+
+    def _resolve_spec(self) -> InputSpec:
+        spec = native_spec(self.train, self.root)
+        if self.image_size is not None:
+            spec = spec.with_size(*self.image_size)
+        if self.channels is not None and self.channels != spec.channels:
+            spec = InputSpec(self.channels, spec.height, spec.width, spec.resize, invert=spec.invert)
+        return spec
+
+    def load(
+        self, which: str, progress: bool = False, spec: InputSpec | None = None
+    ) -> ImageSet | LazyImageSet:
+        """Load ``train``, ``known`` or ``unknown``, subsampled to its ``max_*`` size (a
+        training folder before its memory budget is checked), in ``spec``'s channels and
+        size (default: the dataset's own). A training image folder over ``memory_budget``
+        comes back as a ``LazyImageSet`` (``open_image_folder``).
+
+        A dataset name without a split means its train split for ``train`` and its test
+        split otherwise.
+        """
+        split = "train" if which == "train" else "test"
+        folder = folder_of(self.train) if which == "train" else None
+        if folder is not None:  # in memory, or lazily when over the memory budget
+            return open_image_folder(
+                folder, spec, self.memory_budget, progress, sample=self.max_train, seed=self.seed
+            )
+        data = load_dataset(
+            getattr(self, which), self.root, self.download, progress, default_split=split, input_spec=spec
+        )
+        return data.take(getattr(self, f"max_{which}"), seed=self.seed)
+
+    def check_distinct(self) -> None:
+        """Refuse to test on the very images the model is trained on."""
+        if canonical_name(self.train, "train") == canonical_name(self.known, "test"):
+            raise ConfigError(
+                f"--train and --known are the same data ({canonical_name(self.train, 'train')}); "
+                "test on images held out from training"
+            )
+
+
+@dataclass
+class ReportOptions:
+    """How many points the embeddings plot and how many reconstructions are shown."""
+
+    embed_samples: int = 2000
+    reconstructions: int = 10
+    seed: int = 0
+
+
+def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str, ...] = RUN_OUTPUTS) -> Path:
+    """Check that ``out`` can be written, before any data is loaded: it must be a folder
+    (or not exist yet, below a writable folder), and it must not hold any of ``outputs``
+    unless ``overwrite``, and then only osrkit's own (``osrkit.files.ownership``: ``model`` must
+    be a model folder, the others need ``out`` to be a run folder). Nothing is created or
+    deleted here: the outputs appear only once they are complete (``staged_outputs``), so
+    a failed command leaves no empty folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path {out} is a file; choose a folder with --out")
+    existing = [name for name in outputs if (out / name).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{out} already holds {', '.join(existing)}; pass --overwrite to replace or choose another --out"
+        )
+    check_replaceable_outputs(out, existing, models=("model",))
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ConfigError(f"cannot write to output folder {out} ({base} is a file); choose another --out")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write to output folder {out} ({base} is not writable); choose another --out"
+        )
+    return out
+
+
+@dataclass
+class ModelOptions:
+    """Which recognizer to build: backbone (None = the one that suits the data),
+    autoencoder (None = the backbone's default), decision scorer (None = the default
+    rule), device and the scorers to fit (None = the default set, ``"all"``). See ``OpenSetRecognizer``."""
+
+    backbone: str | None = None
+    backbone_options: dict | None = None
+    autoencoder: bool | None = None
+    decision_scorer: str | None = None
+    device: str = "auto"
+    scorers: list[str] | str | None = None
+    pretrained: bool | None = None
+
+    def build(
+        self, class_names: list[str], spec: InputSpec | None = None, accept_rate: float = 0.95
+    ) -> OpenSetRecognizer:
+        """An unfitted recognizer with these options (checked before any data is read)."""
+        return OpenSetRecognizer(
+            class_names,
+            accept_rate,
+            self.decision_scorer,
+            backbone=self.backbone,
+            backbone_options=self.backbone_options,
+            input_spec=spec,
+            autoencoder=self.autoencoder,
+            device=self.device,
+            scorers=self.scorers,
+            pretrained=self.pretrained,
+        )
+
+
+def fit_recognizer(
+    train_set: ImageSet | LazyImageSet,
+    config: TrainConfig | dict | None = None,
+    accept_rate: float = 0.95,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    options: ModelOptions | None = None,
+) -> OpenSetRecognizer:
+    """Fit a recognizer on the known classes of ``train_set`` (``config`` None: the
+    backbone's default recipe)."""
+    model = (options or ModelOptions()).build(train_set.class_names, train_set.spec, accept_rate)
+    return model.fit(train_set, config, checkpoint_dir=checkpoint_dir, progress=progress)
+
+
+def train(
+    data: DataSpec,
+    config: TrainConfig | dict | None = None,
+    accept_rate: float = 0.95,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    options: ModelOptions | None = None,
+) -> OpenSetRecognizer:
+    """Load ``data.train`` (in ``data.input_spec()``) and fit a recognizer on it."""
+    train_set = data.load("train", progress, data.input_spec())
+    return fit_recognizer(train_set, config, accept_rate, checkpoint_dir, progress, options)
+
+
+def train_to_folder(
+    out: str | os.PathLike,
+    data: DataSpec,
+    config: TrainConfig | dict | None = None,
+    accept_rate: float = 0.95,
+    overwrite: bool = False,
+    progress: bool = False,
+    options: ModelOptions | None = None,
+) -> OpenSetRecognizer:
+    """Train on ``data.train`` and save the model folder ``out`` (what ``osrkit train`` does).
+
+    Training state is checkpointed in ``<out>.checkpoints/`` (removed on success), so an
+    interrupted call resumes; ``out`` appears only once the model is complete.
+    """
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():  # --overwrite replaces a model folder, never a file
+        raise ConfigError(f"output path {out} is a file; choose a folder with --out")
+    check_output_dir(out.parent, overwrite, outputs=())
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(
+                f"{out.parent} already holds {out.name}; pass --overwrite to replace or choose another --out"
+            )
+        check_replaceable_model(out)  # before minutes of training, not when saving
+    ckpt = out.with_name(out.name + ".checkpoints")
+    model = train(data, config, accept_rate, ckpt, progress, options)
+    if distributed.is_main():  # under torchrun every rank holds the same model; rank 0 writes it
+        model.save_pretrained(out, overwrite=True)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return model
+
+
+def evaluate_model(
+    recognizer: OpenSetRecognizer,
+    data: DataSpec,
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    progress: bool = False,
+    options: ReportOptions = ReportOptions(),
+) -> dict:
+    """Evaluate on ``data.known`` vs ``data.unknown`` and write metrics, plots and report into
+    ``out`` (what ``osrkit evaluate`` does); earlier outputs are replaced only at the end."""
+    out = check_output_dir(out, overwrite, outputs=EVALUATION_OUTPUTS)
+    spec = recognizer.input_spec_
+    known, unknown = data.load("known", progress, spec), data.load("unknown", progress, spec)
+    with staged_outputs(out) as stage:
+        return evaluate_to_folder(recognizer, known, unknown, stage, options, progress=progress)
+
+
+def write_figures(
+    ev: Evaluation,
+    recognizer: OpenSetRecognizer,
+    folder: str | os.PathLike,
+    options: ReportOptions = ReportOptions(),
+) -> dict[str, Path]:
+    """Write every figure of an evaluation into ``folder``; returns name -> path."""
+    folder = Path(folder)
+    rng = np.random.default_rng(options.seed)
+    n_known = min(len(ev.known), max(1, options.embed_samples * 2 // 3))
+    n_unknown = min(len(ev.unknown), max(1, options.embed_samples - n_known))
+    ki = np.sort(rng.choice(len(ev.known), n_known, replace=False))
+    ui = np.sort(rng.choice(len(ev.unknown), n_unknown, replace=False))
+    features = np.concatenate([ev.known_outputs.features[ki], ev.unknown_outputs.features[ui]])
+    labels = np.r_[ev.known.labels.numpy()[ki], np.full(n_unknown, -1)]
+    m = ev.metrics
+    figures: dict[str, Path] = {}
+    if len(features) >= MIN_EMBED_POINTS:
+        figures["t-SNE and PCA of penultimate features"] = plot_embeddings(
+            features, labels, recognizer.class_names, folder / "embeddings.png", options.seed
+        )
+    else:
+        log.warning("only %d test images: no t-SNE/PCA plot (needs %d)", len(features), MIN_EMBED_POINTS)
+    figures["ROC curves"] = plot_roc(
+        ev.known_scores,
+        ev.unknown_scores,
+        {k: v["auroc"] for k, v in m["scorers"].items()},
+        folder / "roc.png",
+    )
+    figures["score histograms"] = plot_score_histograms(
+        ev.known_scores,
+        ev.unknown_scores,
+        recognizer.thresholds_,
+        folder / "score_histograms.png",
+        ev.known.name,
+        ev.unknown.name,
+    )
+    if recognizer.has_autoencoder:
+        # shown in random order, so every class has a chance to appear
+        kr = ev.known.subset(rng.permutation(ki)[: options.reconstructions]).as_float()
+        ur = ev.unknown.subset(rng.permutation(ui)[: options.reconstructions]).as_float()
+        figures["reconstructions"] = plot_reconstructions(
+            kr.numpy(),
+            recognizer.reconstruct(kr).numpy(),
+            ur.numpy(),
+            recognizer.reconstruct(ur).numpy(),
+            folder / "reconstructions.png",
+        )
+    name = recognizer.decision_scorer
+    figures[f"confusion matrix ({name} scorer)"] = plot_confusion(
+        np.asarray(m["scorers"][name]["confusion_matrix"]),
+        recognizer.class_names,
+        folder / "confusion_matrix.png",
+        f"open-set confusion matrix, {name} scorer",
+    )
+    return figures
+
+
+def evaluate_to_folder(
+    recognizer: OpenSetRecognizer,
+    known: ImageSet,
+    unknown: ImageSet,
+    out: str | os.PathLike,
+    options: ReportOptions = ReportOptions(),
+    extra: dict | None = None,
+    progress: bool = False,
+) -> dict:
+    """Evaluate, then write ``metrics.json``, ``plots/*.png`` and ``report.html`` into ``out``."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    ev = evaluate(recognizer, known, unknown, progress)
+    metrics = ev.metrics | (extra or {})
+    metrics.setdefault("timing_s", {})["evaluate"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    figures = write_figures(ev, recognizer, out / "plots", options)
+    metrics["timing_s"]["plots"] = round(time.perf_counter() - t0, 2)
+    atomic_write_json(out / "metrics.json", metrics)
+    name = recognizer.decision_scorer
+    gallery = confident_mistakes(ev, name, recognizer.thresholds_[name], recognizer.class_names)
+    write_report(out / "report.html", metrics, figures, recognizer.config_dict(), gallery)
+    return metrics
+
+
+def run(
+    out: str | os.PathLike,
+    data: DataSpec = DataSpec(),
+    config: TrainConfig | dict | None = None,
+    accept_rate: float = 0.95,
+    overwrite: bool = False,
+    progress: bool = False,
+    options: ReportOptions = ReportOptions(),
+    model_options: ModelOptions | None = None,
+) -> dict:
+    """Train on ``data.train``, evaluate on ``data.known`` vs ``data.unknown``, write everything.
+
+    Writes ``out/model/``, ``out/metrics.json``, ``out/plots/*.png`` and ``out/report.html``,
+    all at the end (an earlier run in ``out`` stays intact until then). Training state is
+    checkpointed in ``out/checkpoints/`` so an interrupted run resumes.
+    """
+    out = check_output_dir(out, overwrite)
+    # Every input is loaded and checked before minutes of training are spent.
+    data.check_distinct()
+    spec = data.input_spec()
+    train_set = data.load("train", progress, spec)
+    known, unknown = data.load("known", progress, spec), data.load("unknown", progress, spec)
+    if known.class_names != train_set.class_names:
+        raise ConfigError(
+            f"known test classes {known.class_names} differ from the training classes {train_set.class_names}"
+        )
+    t0 = time.perf_counter()
+    ckpt = out / "checkpoints"
+    recognizer = fit_recognizer(train_set, config, accept_rate, ckpt, progress, model_options)
+    if not distributed.is_main():  # rank 0 evaluates and writes; the other ranks are done
+        return {}
+    fit = recognizer.fit_report_
+    extra = {
+        "timing_s": {"train": round(time.perf_counter() - t0, 2)},
+        "training": {
+            "train_size": fit.train_size,
+            "val_size": fit.val_size,
+            "classifier_best_epoch": fit.classifier["best_epoch"] if fit.classifier else None,
+            "autoencoder_best_epoch": fit.autoencoder["best_epoch"] if fit.autoencoder else None,
+            "backbone": recognizer.backbone_name_,
+            "input_spec": recognizer.input_spec_.describe(),
+            "data_source": fit.data_source,
+            "processes": distributed.world_size(),
+        },
+    }
+    with staged_outputs(out) as stage:
+        recognizer.save_pretrained(stage / "model")
+        metrics = evaluate_to_folder(recognizer, known, unknown, stage, options, extra, progress)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return metrics

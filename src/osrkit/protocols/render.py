@@ -1,0 +1,34 @@
+"""The Markdown report of one protocol's result."""
+
+from __future__ import annotations
+
+import inspect
+
+from osrkit.protocols.cifar import speed_table
+from osrkit.protocols.registry import PROTOCOLS
+from osrkit.protocols.results import sets_table, splits_tables
+
+
+def render(name: str, r: dict) -> str:
+    """Heading, how choices were made, the protocol's tables, the published numbers beside
+    ours, and the target lines."""
+    entry = PROTOCOLS[name]
+    lines = [f"# Protocol `{name}`", "", inspect.getdoc(entry.run).split("\n\n")[0], ""]
+    lines.append(
+        f"Thresholds accept {r['accept_rate']:.0%} of the known validation split; no threshold, "
+        "hyper-parameter or fusion member was chosen by looking at unknown data. Decision "
+        f"scorer (each model's default, pre-declared): `{r['decision_scorer']}`. "
+        f"Wall time {r['wall_s']:.1f} s."
+    )
+    lines.append("")
+    if "splits" in r:
+        lines += splits_tables(r)
+    elif "sets" in r:
+        lines += sets_table(r["sets"])
+    elif "epochs" in r:
+        lines += speed_table(r)
+    if entry.compare is not None:
+        lines += ["", f"Ours beside the published numbers ({entry.published_metric}):", ""]
+        lines += entry.compare(r)
+    lines += ["", *r["targets"]]
+    return "\n".join(lines) + "\n"
