@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from osrkit.files.atomic import atomic_write_text
-from osrkit.scorers import list_scorers
+from osrkit.scorers.selection import report_order
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -42,7 +42,7 @@ def _auroc(scorers: dict) -> dict[str, float]:
 
 
 def render(table: list[tuple[str, str, dict[str, float]]]) -> str:
-    names = [n for n in list_scorers() if any(n in a for _, _, a in table)]
+    names = [n for n in report_order() if any(n in a for _, _, a in table)]
     lines = [
         "| data (protocol) | default decision | " + " | ".join(names) + " |",
         "|---|---|" + "---:|" * len(names),

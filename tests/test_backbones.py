@@ -11,7 +11,14 @@ import osrkit
 from osrkit import ImageSet, InputSpec, OpenSetRecognizer, TrainConfig
 from osrkit.data.spec import CIFAR10_SPEC, MNIST_SPEC
 from osrkit.errors import ConfigError, ModelFormatError
-from osrkit.models import Backbone, backbone_entry, create_backbone, default_backbone, list_backbones
+from osrkit.models import (
+    BACKBONES,
+    Backbone,
+    backbone_entry,
+    create_backbone,
+    default_backbone,
+    list_backbones,
+)
 from osrkit.recognizer.engine import FastPaths, InferenceEngine
 
 from .numerics import assert_decisions_agree
@@ -65,7 +72,7 @@ def test_engine_fast_paths_match_reference(name):
 
 
 def test_registry_errors_and_defaults():
-    with pytest.raises(ConfigError, match="unknown backbone 'resnet9000'; registered: .*small_cnn"):
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet9000'; registered backbones: .*small_cnn"):
         create_backbone("resnet9000", MNIST_SPEC, 10)
     with pytest.raises(ConfigError, match="unknown backbone"):
         OpenSetRecognizer(backbone="resnet9000")
@@ -97,9 +104,7 @@ def test_register_your_own_backbone():
         net = create_backbone("test_tiny", CIFAR10_SPEC, 3, width=6)
         assert net.backbone_options == {"width": 6} and net.feature_dim == 6
     finally:
-        from osrkit.models.registry import _REGISTRY
-
-        _REGISTRY.pop("test_tiny")
+        BACKBONES._entries.pop("test_tiny")
 
 
 def _colour_set(n: int, seed: int = 0) -> ImageSet:
@@ -272,12 +277,12 @@ def test_checkpoint_of_another_default_network_is_refused_in_one_line(tmp_path, 
     train = _colour_set(120)
     cfg = TrainConfig.for_backbone("colour_cnn", epochs=2, batch_size=32, val_size=30)
     entry = backbone_entry("colour_cnn")
-    monkeypatch.setitem(registry._REGISTRY, "colour_cnn", dataclasses.replace(entry, options={}))
+    monkeypatch.setitem(registry.BACKBONES._entries, "colour_cnn", dataclasses.replace(entry, options={}))
     interrupted = dataclasses.replace(cfg, epochs=1)
     OpenSetRecognizer(train.class_names, backbone="colour_cnn", autoencoder=False).fit(
         train, interrupted, tmp_path / "ckpt"
     )
-    monkeypatch.setitem(registry._REGISTRY, "colour_cnn", entry)
+    monkeypatch.setitem(registry.BACKBONES._entries, "colour_cnn", entry)
     with pytest.raises(ConfigError, match="written with other training options"):
         OpenSetRecognizer(train.class_names, backbone="colour_cnn", autoencoder=False).fit(
             train, interrupted, tmp_path / "ckpt"

@@ -102,7 +102,7 @@ def test_gray_path_for_colour_data_and_autoencoder_option(tmp_path, colour_folde
         (["--channels", "2"], "must be 1 (grayscale) or 3 (RGB)"),
         (["--backbone", "resnet9000"], "invalid choice: 'resnet9000'"),
         (["--decision-scorer", "nope"], "invalid choice: 'nope'"),
-        (["--scorers", "msp,nope"], "unknown scorer 'nope'; registered scorers: msp, max_logit"),
+        (["--scorers", "msp,nope"], "unknown scorer 'nope'; registered scorers: class_reconstruction, "),
         (["--scorers", ","], "--scorers needs registered scorer names"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--crop-padding", "-1"], "must be >= 0"),

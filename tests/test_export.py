@@ -18,6 +18,7 @@ from osrkit.export.onnx import ONNX_FORMAT_VERSION, OUTPUT_NAMES, OnnxRecognizer
 from osrkit.files.integrity import onnx_graph_digest
 from osrkit.recognizer.engine import FastPaths
 from osrkit.scorers import SCORERS
+from osrkit.scorers.selection import report_order
 
 from .conftest import synthetic_digits, synthetic_unknowns
 from .numerics import (
@@ -143,7 +144,7 @@ def test_graph_has_dynamic_batch_typed_outputs_and_metadata(exported, fitted):
     assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
     meta = {p.key: json.loads(p.value) for p in model.metadata_props}
     assert meta["class_names"] == fitted.class_names
-    assert meta["scorer_names"] == list(SCORERS) == list(fitted.scorers_)
+    assert meta["scorer_names"] == report_order() == list(fitted.scorers_)
     assert meta["thresholds"] == fitted.thresholds_
     assert meta["decision_scorer"] == "combined"
     assert meta["scorers"]["combined"]["medians"] == fitted.scorers_["combined"].get_state()["medians"]

@@ -11,7 +11,7 @@ import osrkit
 from osrkit import InputSpec, OpenSetRecognizer, TrainConfig
 from osrkit.errors import ConfigError, ModelFormatError
 from osrkit.models import wrap_classifier
-from osrkit.models.registry import _REGISTRY
+from osrkit.models.registry import BACKBONES
 
 from .test_backbones import _colour_set
 
@@ -83,7 +83,7 @@ def test_from_classifier_trains_nothing_and_saves(tmp_path, user_net):
         for name, s in model.score_all(test).items():
             np.testing.assert_array_equal(again.score_all(test)[name], s)
     finally:
-        _REGISTRY.pop("user_net")
+        BACKBONES._entries.pop("user_net")
     with pytest.raises(ModelFormatError, match="uses backbone 'user_net'"):
         OpenSetRecognizer.from_pretrained(tmp_path / "m")
 

@@ -20,7 +20,7 @@ from osrkit.data.transforms import decode_image_bytes
 from osrkit.errors import ConfigError
 from osrkit.models import create_backbone, default_backbone
 from osrkit.models import pretrained as pt
-from osrkit.models.registry import _REGISTRY
+from osrkit.models.registry import BACKBONES
 from osrkit.recognizer.engine import FastPaths, InferenceEngine
 from osrkit.training.recipe import MIN_STEPS, size_recipe
 
@@ -94,8 +94,9 @@ def test_default_backbone_is_pretrained_where_installed(monkeypatch, caplog, req
     assert default_backbone(CIFAR10_SPEC) == "efficientnet_lite0"
     assert default_backbone(CIFAR10_SPEC, pretrained=False) == "colour_cnn"
     assert default_backbone(InputSpec(1, 28, 28)) == "small_cnn"
-    entry = _REGISTRY["efficientnet_lite0"]
-    monkeypatch.setitem(_REGISTRY, "efficientnet_lite0", dataclasses.replace(entry, installed=lambda: False))
+    entry = BACKBONES["efficientnet_lite0"]
+    unavailable = dataclasses.replace(entry, installed=lambda: False)
+    monkeypatch.setitem(BACKBONES._entries, "efficientnet_lite0", unavailable)
     from osrkit.models.registry import _warn_no_pretrained_weights
 
     _warn_no_pretrained_weights.cache_clear()

@@ -130,7 +130,8 @@ def test_cache_key_tracks_the_default_networks_options(monkeypatch):
     a, cfg = synthetic_set(100), TrainConfig()
     before = cache_key(a, cfg)
     entry = registry.backbone_entry("small_cnn")
-    monkeypatch.setitem(registry._REGISTRY, "small_cnn", dataclasses.replace(entry, options={"dropout": 0.1}))
+    changed = dataclasses.replace(entry, options={"dropout": 0.1})
+    monkeypatch.setitem(registry.BACKBONES._entries, "small_cnn", changed)
     assert cache_key(a, cfg) != before
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from osrkit import InputSpec, OpenSetRecognizer, make_scorer
+from osrkit import InputSpec, OpenSetRecognizer, create_scorer
 from osrkit.data.imageset import ImageSet
 from osrkit.errors import ConfigError, ModelFormatError
 from osrkit.scorers.selection import default_decision_scorer, model_signals
@@ -44,8 +44,8 @@ def test_the_class_layer_given_to_vim_and_react_reproduces_the_logits(backbone):
     weight, bias = model.linear_head()
     recomputed = out.features.astype(np.float64) @ weight.numpy().T + bias.numpy()
     np.testing.assert_allclose(recomputed, out.logits, rtol=1e-4, atol=1e-4)
-    react = make_scorer("react", percentile=100.0).fit(out, head=(weight, bias))  # clips nothing
-    energy = make_scorer("energy").score(out)
+    react = create_scorer("react", percentile=100.0).fit(out, head=(weight, bias))  # clips nothing
+    energy = create_scorer("energy").score(out)
     np.testing.assert_allclose(react.score(out), energy, rtol=1e-4, atol=1e-4)
 
 
@@ -60,7 +60,7 @@ def test_default_decision_follows_what_the_model_can_compute():
 def test_a_failed_recalibration_keeps_the_fitted_model(fitted, tmp_path):
     model = OpenSetRecognizer.from_pretrained(fitted.save_pretrained(tmp_path / "m"))
     before, names = dict(model.thresholds_), list(model.scorers_)
-    model.scorers = [make_scorer("knn", k=100_000)]  # more neighbours than images
+    model.scorers = [create_scorer("knn", k=100_000)]  # more neighbours than images
     with pytest.raises(ConfigError, match="knn with k=100000 needs at least"):
         model.calibrate(synthetic_set(200, seed=4))
     assert list(model.scorers_) == names and model.thresholds_ == before
@@ -71,7 +71,7 @@ def test_a_failed_recalibration_keeps_the_fitted_model(fitted, tmp_path):
 
 def test_a_reloaded_model_recalibrates_with_its_own_hyper_parameters(tmp_path):
     model = OpenSetRecognizer(
-        scorers=[make_scorer("knn", k=3, bank_size=50), make_scorer("fusion", members=["msp", "knn"])],
+        scorers=[create_scorer("knn", k=3, bank_size=50), create_scorer("fusion", members=["msp", "knn"])],
         decision_scorer="fusion",
     )
     model.fit(synthetic_set(600), FAST)
@@ -97,6 +97,6 @@ def test_a_folder_naming_a_scorer_this_version_lacks_is_one_line(fitted, tmp_pat
 
 
 def test_scorers_take_labels_and_head_by_keyword_only():
-    fusion = make_scorer("combined")
+    fusion = create_scorer("combined")
     with pytest.raises(TypeError):
         fusion.fit(None, 0.9)  # an accept rate given positionally would be silently ignored

@@ -18,9 +18,9 @@ from osrkit.scorers import (
     FusionScorer,
     ModelOutputs,
     Scorer,
+    create_scorer,
     is_fusion,
     list_scorers,
-    make_scorer,
     scorer_from_state,
 )
 
@@ -75,10 +75,10 @@ def fit_all(names: list[str]) -> dict[str, Scorer]:
     wanted = list(names)
     for name in names:
         if is_fusion(name):
-            wanted += [m for m in make_scorer(name).members if m not in wanted]
+            wanted += [m for m in create_scorer(name).members if m not in wanted]
     for name in wanted:
         if not is_fusion(name):
-            s = make_scorer(name)
+            s = create_scorer(name)
             if s.fits_on_reference:
                 s.fit(only(train, s.needs()), labels=labels, head=head if s.needs_head else None)
             else:
@@ -86,7 +86,7 @@ def fit_all(names: list[str]) -> dict[str, Scorer]:
             fitted[name] = s
     for name in wanted:
         if is_fusion(name):
-            fitted[name] = make_scorer(name).bind(fitted).fit(val, accept_rate=0.95)
+            fitted[name] = create_scorer(name).bind(fitted).fit(val, accept_rate=0.95)
     return fitted
 
 
@@ -218,19 +218,19 @@ def test_onnx_graph_runs_the_same_forward(name, tmp_path):
 
 
 def test_scorer_hyper_parameters_are_constructor_arguments_saved_with_it():
-    knn = make_scorer("knn", k=7, bank_size=400, seed=3)
+    knn = create_scorer("knn", k=7, bank_size=400, seed=3)
     train, _ = synthetic(900, seed=0)
     knn.fit(train)
     assert knn.get_state()["k"] == 7 and len(knn.bank_) == 400
     again = scorer_from_state("knn", json.loads(json.dumps(knn.get_state())), knn.get_arrays())
     assert (again.k, again.bank_size, again.seed) == (7, 400, 3)
-    assert make_scorer("energy", temperature=2.0).get_params() == {"temperature": 2.0}
-    assert make_scorer("fusion", members=["msp", "knn"]).members == ["msp", "knn"]
+    assert create_scorer("energy", temperature=2.0).get_params() == {"temperature": 2.0}
+    assert create_scorer("fusion", members=["msp", "knn"]).members == ["msp", "knn"]
     with pytest.raises(ConfigError, match="no parameter 'kk'.*its parameters: k, bank_size, seed"):
-        make_scorer("knn", kk=3)
+        create_scorer("knn", kk=3)
 
 
 def test_a_fusion_member_that_was_not_fitted_is_one_line():
-    fusion = make_scorer("fusion", members=["msp", "knn"])
+    fusion = create_scorer("fusion", members=["msp", "knn"])
     with pytest.raises(ConfigError, match="its member 'knn' is not fitted"):
         fusion.fit(synthetic(100, seed=1)[0])

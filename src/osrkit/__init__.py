@@ -5,7 +5,7 @@ from osrkit.data import ImageSet, InputSpec, load_dataset, preprocess_image  # n
 from osrkit.models import create_backbone, list_backbones, register_backbone  # noqa: E402
 from osrkit.recognizer.engine import FastPaths  # noqa: E402
 from osrkit.recognizer.estimator import UNKNOWN, OpenSetRecognizer  # noqa: E402
-from osrkit.scorers import list_scorers, make_scorer, register_scorer  # noqa: E402
+from osrkit.scorers import create_scorer, list_scorers, make_scorer, register_scorer  # noqa: E402
 from osrkit.training.config import TrainConfig
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "create_backbone",
+    "create_scorer",
     "list_backbones",
     "list_scorers",
     "load_dataset",

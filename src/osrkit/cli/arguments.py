@@ -10,8 +10,7 @@ from osrkit.data.split import VAL_FRACTION, VAL_MAX, VAL_MIN_PER_CLASS
 from osrkit.errors import ConfigError
 from osrkit.jobs.pipeline import DataSpec, ModelOptions
 from osrkit.models import list_backbones
-from osrkit.scorers import SCORERS
-from osrkit.scorers.selection import DEFAULT_SCORERS, parse_scorer_names
+from osrkit.scorers.selection import DEFAULT_SCORERS, parse_scorer_names, report_order
 from osrkit.training.config import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -201,7 +200,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--decision-scorer",
-        choices=list(SCORERS),
+        choices=report_order(),
         metavar="SCORER",
         help="scorer whose threshold decides (default: fusion with an autoencoder, else max_logit; "
         "combined is the seed's rule)",
@@ -211,7 +210,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         type=_scorer_names,
         metavar="A,B,C",
         help=f"scorers to fit, comma-separated, or 'all' (default: {', '.join(DEFAULT_SCORERS)} and "
-        f"the decision scorer with its members); registered: {', '.join(SCORERS)}",
+        f"the decision scorer with its members); registered: {', '.join(report_order())}",
     )
 
 

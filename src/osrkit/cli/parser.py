@@ -21,7 +21,7 @@ from osrkit.cli.arguments import (
     _positive_int,
 )
 from osrkit.perf.speed import SpeedOptions
-from osrkit.protocols import PROTOCOLS, Context, group_names
+from osrkit.protocols import Context, group_names
 from osrkit.scorers import SCORERS
 from osrkit.serve.app import ServeOptions
 from osrkit.serve.worker import WORKERS
@@ -248,9 +248,9 @@ def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     groups = group_names()
     p.add_argument(
         "name",
-        choices=[*PROTOCOLS, *groups],
+        choices=[*groups["all"], *groups],
         metavar="NAME",
-        help=f"{', '.join(PROTOCOLS)}, or a group: "
+        help=f"{', '.join(groups['all'])}, or a group: "
         + "; ".join(f"{g} ({', '.join(n)})" if g != "all" else "all" for g, n in groups.items()),
     )
     p.add_argument("--out", default="results", metavar="DIR", help="results folder (default: %(default)s)")

@@ -12,6 +12,7 @@ from osrkit.models.autoencoder import (
 )
 from osrkit.models.external import ExternalClassifier, wrap_classifier
 from osrkit.models.registry import (
+    BACKBONES,
     Backbone,
     BackboneEntry,
     Normalize,
@@ -24,6 +25,7 @@ from osrkit.models.registry import (
 from osrkit.models.small_cnn import Classifier, ClassifierConfig
 
 __all__ = [
+    "BACKBONES",
     "AutoencoderConfig",
     "Backbone",
     "BackboneEntry",

@@ -1,4 +1,5 @@
-"""The backbone registry: ``register_backbone``, ``create_backbone``, ``list_backbones``.
+"""The backbone registry: ``register_backbone``, ``list_backbones``, ``backbone_entry``,
+``create_backbone`` (the shape of every osrkit registry, ``osrkit.registry``).
 
 As timm's ``register_model``/``create_model``: adding a network is one file that calls
 ``register_backbone``, and the tests parametrized over ``list_backbones()`` pick it up.
@@ -19,6 +20,7 @@ from torch import nn
 
 from osrkit.data.spec import InputSpec
 from osrkit.errors import ConfigError
+from osrkit.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,9 @@ class BackboneEntry:
     decision_scorer: str | None = None
 
 
-_REGISTRY: dict[str, BackboneEntry] = {}
+BACKBONES: Registry[BackboneEntry] = Registry(
+    "backbone", hint=" (register your own with osrkit.register_backbone)"
+)
 
 
 def register_backbone(
@@ -125,15 +129,16 @@ def register_backbone(
     channels: int | None = None,
     installed: Callable[[], bool] | None = None,
     decision_scorer: str | None = None,
+    replace: bool = False,
 ):
     """Register ``factory(spec, num_classes, **options) -> Backbone`` under ``name``; usable
-    as a decorator. Registering a name again replaces the entry (a notebook may redefine
-    its own network). ``options``: what ``create_backbone`` passes unless told otherwise;
-    ``unrecorded_options``: see ``BackboneEntry``."""
+    as a decorator. A name already registered is refused unless ``replace=True`` (a
+    notebook redefining its own network passes it). ``options``: what ``create_backbone``
+    passes unless told otherwise; ``unrecorded_options``: see ``BackboneEntry``."""
 
     def add(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = BackboneEntry(
+        entry = BackboneEntry(
             name,
             fn,
             doc,
@@ -146,6 +151,7 @@ def register_backbone(
             installed or (lambda: True),
             decision_scorer,
         )
+        BACKBONES.register(name, entry, replace=replace)
         return fn
 
     return add(factory) if factory is not None else add
@@ -153,17 +159,12 @@ def register_backbone(
 
 def list_backbones() -> list[str]:
     """The registered backbone names, sorted."""
-    return sorted(_REGISTRY)
+    return BACKBONES.names()
 
 
 def backbone_entry(name: str) -> BackboneEntry:
     """The registry entry of ``name``; one line naming the registered ones otherwise."""
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))} "
-            "(register your own with osrkit.register_backbone)"
-        )
-    return _REGISTRY[name]
+    return BACKBONES.entry(name)
 
 
 def create_backbone(
@@ -198,7 +199,7 @@ def default_backbone(spec: InputSpec, pretrained: bool = True) -> str:
         return "small_cnn"
     if not pretrained:
         return "colour_cnn"
-    if PRETRAINED_DEFAULT in _REGISTRY and _REGISTRY[PRETRAINED_DEFAULT].installed():
+    if PRETRAINED_DEFAULT in BACKBONES and BACKBONES[PRETRAINED_DEFAULT].installed():
         return PRETRAINED_DEFAULT
     _warn_no_pretrained_weights()
     return "colour_cnn"

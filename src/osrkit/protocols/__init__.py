@@ -9,28 +9,37 @@ target, ``target <name>: <measured> (goal <goal>) ok|short``. Thresholds come fr
 known validation split (95% accepted); nothing is chosen by looking at unknown data.
 """
 
-# ruff: noqa: I001  (imports in registration order: the MNIST protocols, then the colour ones)
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from osrkit._version import __version__
 from osrkit.errors import ConfigError, DataError
 from osrkit.files.atomic import atomic_write_json, atomic_write_text
-from osrkit.protocols.context import Context, cache_key
-from osrkit.protocols.registry import PROTOCOLS, ProtocolEntry, group_names, register_protocol
-from osrkit.protocols.unknowns import NOISE_IMAGES, gaussian_noise, mnist_noise, split_classes, uniform_noise
-from osrkit.protocols.mnist import MNIST_SPLITS, run_crosr, run_mnist_splits, run_near_far, run_seed
 from osrkit.protocols.cifar import (
     CIFAR10_SPLITS,
     run_cifar10_far,
     run_cifar10_splits,
     run_cifar10_train_speed,
 )
+from osrkit.protocols.context import Context, cache_key
+from osrkit.protocols.mnist import MNIST_SPLITS, run_crosr, run_mnist_splits, run_near_far, run_seed
+from osrkit.protocols.registry import (
+    PROTOCOLS,
+    RUN_ORDER,
+    ProtocolEntry,
+    group_names,
+    list_protocols,
+    protocol_entry,
+    register_protocol,
+)
 from osrkit.protocols.render import render
+from osrkit.protocols.unknowns import NOISE_IMAGES, gaussian_noise, mnist_noise, split_classes, uniform_noise
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +48,16 @@ __all__ = [
     "MNIST_SPLITS",
     "NOISE_IMAGES",
     "PROTOCOLS",
+    "RUN_ORDER",
     "Context",
     "ProtocolEntry",
     "cache_key",
+    "create_protocol",
     "gaussian_noise",
     "group_names",
+    "list_protocols",
     "mnist_noise",
+    "protocol_entry",
     "register_protocol",
     "render",
     "run_cifar10_far",
@@ -60,10 +73,18 @@ __all__ = [
 ]
 
 
+def create_protocol(name: str) -> Callable[[Context], dict]:
+    """The registered protocol ``name``, ready to run: ``create_protocol(name)(ctx)`` is
+    ``run_protocol(name, ctx)``. An unknown name is one line naming the registered ones."""
+    protocol_entry(name)
+    return functools.partial(run_protocol, name)
+
+
 def run_protocol(name: str, ctx: Context) -> dict:
     """Run one protocol and write ``<out>/<name>.json`` and ``<out>/<name>.md``."""
     if name not in PROTOCOLS:
-        raise ConfigError(f"unknown benchmark {name!r}; choose from {', '.join(PROTOCOLS)} or a group")
+        names = ", ".join(group_names()["all"])
+        raise ConfigError(f"unknown benchmark {name!r}; choose from {names} or a group")
     ctx.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import inspect
 
 from osrkit.protocols.cifar import speed_table
-from osrkit.protocols.registry import PROTOCOLS
+from osrkit.protocols.registry import protocol_entry
 from osrkit.protocols.results import sets_table, splits_tables
 
 
 def render(name: str, r: dict) -> str:
     """Heading, how choices were made, the protocol's tables, the published numbers beside
     ours, and the target lines."""
-    entry = PROTOCOLS[name]
+    entry = protocol_entry(name)
     lines = [f"# Protocol `{name}`", "", inspect.getdoc(entry.run).split("\n\n")[0], ""]
     lines.append(
         f"Thresholds accept {r['accept_rate']:.0%} of the known validation split; no threshold, "

@@ -91,7 +91,7 @@ class OpenSetRecognizer(RecognizerInference):
     accept_rate: fraction of known validation inputs each threshold accepts.
     decision_scorer: which scorer ``predict`` uses (default: ``default_decision_scorer``).
     scorers: the scorers to fit: registered names or unfitted ``Scorer`` instances
-        (``osrkit.scorers.make_scorer("knn", k=10)``), or ``"all"`` (every scorer the model
+        (``osrkit.scorers.create_scorer("knn", k=10)``), or ``"all"`` (every scorer the model
         can compute); default: ``osrkit.scorers.selection.DEFAULT_SCORERS``. The decision scorer and
         a fusion's members are always added.
     backbone: a registered backbone name (``osrkit.list_backbones()``); default: the one

@@ -40,7 +40,7 @@ from osrkit.files.integrity import CHECKSUMS_KEY, check_finite_arrays, checksums
 from osrkit.files.ownership import MODEL_FORMAT, check_replaceable_model
 from osrkit.models import AutoencoderConfig, ConvAutoencoder, backbone_entry, create_backbone
 from osrkit.recognizer.engine import FastPaths
-from osrkit.scorers import SCORERS, FusionScorer, Scorer, make_scorer, scorer_from_state
+from osrkit.scorers import SCORERS, FusionScorer, Scorer, create_scorer, scorer_from_state
 from osrkit.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def load_pretrained(
         model.pretrained_ = bool(cfg.get("backbone", {}).get("pretrained", False))
         model.scorers_ = _load_scorers(cfg, path, checksums)
         # recalibrating fits the same scorers with the same hyper-parameters
-        model.scorers = [make_scorer(n, **s.get_params()) for n, s in model.scorers_.items()]
+        model.scorers = [create_scorer(n, **s.get_params()) for n, s in model.scorers_.items()]
         model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
         required = {model.decision_scorer, *model.scorers_, *model.thresholds_}
         missing = required - (model.scorers_.keys() & model.thresholds_.keys())

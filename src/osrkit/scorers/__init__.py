@@ -1,11 +1,12 @@
-# ruff: noqa: I001  (imports in registration order)
 """Unknown-input scorers: larger score = more likely unknown.
 
-One registry (``register_scorer``, ``make_scorer(name, **params)``, ``list_scorers()``);
+One registry (``register_scorer``, ``list_scorers()``, ``scorer_entry(name)``,
+``create_scorer(name, **params)``; ``make_scorer`` is its deprecated name for ``create_scorer``);
 each scorer is a small torch module whose ``forward`` on named signals runs both in the
 runtime and in the exported ONNX graph (see ``osrkit.scorers.base``). Adding a scorer is
 one file here that defines a ``Scorer`` subclass decorated with ``@register_scorer``,
-plus its import below.
+plus its import below (importing it registers it; reports order scorers by
+``osrkit.scorers.selection.report_order``, not by import order).
 
 Two kinds of fitting data (``osrkit.scorers.selection.fit_scorers`` keeps them apart): scorers
 with parameters (``fits_on_reference``) are fitted on outputs of the known TRAINING
@@ -18,24 +19,18 @@ from osrkit.scorers.base import (
     SIGNALS,
     ModelOutputs,
     Scorer,
+    create_scorer,
     head_residual,
     least_squares_head,
-    needs_of,
     list_scorers,
     make_scorer,
+    needs_of,
     register_scorer,
     scorer_class,
+    scorer_entry,
     scorer_from_state,
     scorer_label,
 )
-
-# The import order is the registration order, which orders reports and tables.
-from osrkit.scorers.logits import EnergyScorer, MaxLogitScorer, MSPScorer
-from osrkit.scorers.mahalanobis import MahalanobisScorer
-from osrkit.scorers.knn import KNNScorer, kth_largest_column
-from osrkit.scorers.vim import ViMScorer
-from osrkit.scorers.react import ReActScorer
-from osrkit.scorers.reconstruction import MAX_PCA_PIXELS, ClassReconstructionScorer, ReconstructionScorer
 from osrkit.scorers.fusion import (
     CombinedScorer,
     FusionScorer,
@@ -43,11 +38,17 @@ from osrkit.scorers.fusion import (
     ReconFusionScorer,
     is_fusion,
 )
+from osrkit.scorers.knn import KNNScorer, kth_largest_column
+from osrkit.scorers.logits import EnergyScorer, MaxLogitScorer, MSPScorer
+from osrkit.scorers.mahalanobis import MahalanobisScorer
+from osrkit.scorers.react import ReActScorer
+from osrkit.scorers.reconstruction import MAX_PCA_PIXELS, ClassReconstructionScorer, ReconstructionScorer
+from osrkit.scorers.vim import ViMScorer
 
 
 def scorer_signals(name: str) -> frozenset[str]:
     """The signals the registered scorer ``name`` reads (a fusion: its members')."""
-    return make_scorer(name).needs()
+    return create_scorer(name).needs()
 
 
 __all__ = [
@@ -76,10 +77,12 @@ __all__ = [
     "kth_largest_column",
     "least_squares_head",
     "needs_of",
+    "create_scorer",
     "list_scorers",
     "make_scorer",
     "register_scorer",
     "scorer_class",
+    "scorer_entry",
     "scorer_from_state",
     "scorer_signals",
 ]

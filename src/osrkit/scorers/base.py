@@ -13,17 +13,18 @@ Signals (``SIGNALS``): ``logits`` ``(N, K)``, ``features`` ``(N, D)`` (penultima
 ``recon_error`` ``(N,)`` (the autoencoder's, absent without one) and ``pixels``
 ``(N, C*H*W)`` in [0, 1].
 
-Registry (as timm's ``register_model``): ``register_scorer`` (a class decorator),
-``make_scorer(name, **params)``, ``list_scorers()``; tests parametrized over
-``list_scorers()`` pick a new scorer up.
+Registry (as timm's ``register_model``, the shape of every osrkit registry,
+``osrkit.registry``): ``register_scorer`` (a class decorator), ``list_scorers()``,
+``scorer_entry(name)`` (the class), ``create_scorer(name, **params)``; tests parametrized
+over ``list_scorers()`` pick a new scorer up.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from osrkit.errors import ConfigError, ModelFormatError
+from osrkit.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -257,35 +259,39 @@ def least_squares_head(known: ModelOutputs) -> tuple[torch.Tensor, torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- registry
-_REGISTRY: dict[str, type[Scorer]] = {}
+# Every scorer by name (``SCORERS["knn"]`` is the class), iterated sorted.
+SCORERS: Registry[type[Scorer]] = Registry("scorer")
 
 
-def register_scorer(cls: type[S]) -> type[S]:
-    """Class decorator: make ``cls`` available by ``cls.name``."""
-    if not cls.name:
-        raise ConfigError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ConfigError(f"a scorer named {cls.name!r} is already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
+def register_scorer(cls: type[S] | None = None, *, replace: bool = False) -> Any:
+    """Class decorator: make ``cls`` available by ``cls.name`` (``@register_scorer``, or
+    ``@register_scorer(replace=True)`` to replace a scorer of that name)."""
+
+    def add(cls: type[S]) -> type[S]:
+        if not cls.name:
+            raise ConfigError(f"{cls.__name__} has no name")
+        return SCORERS.register(cls.name, cls, replace=replace)
+
+    return add(cls) if cls is not None else add
 
 
 def list_scorers() -> list[str]:
-    """Registered scorer names, in registration order."""
-    return list(_REGISTRY)
+    """The registered scorer names, sorted (reports order them by
+    ``osrkit.scorers.selection.report_order``)."""
+    return SCORERS.names()
 
 
-def scorer_class(name: str) -> type[Scorer]:
+def scorer_entry(name: str) -> type[Scorer]:
     """The registered class ``name``; an unknown name is one line listing the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown scorer {name!r}; registered scorers: {', '.join(_REGISTRY)}") from None
+    return SCORERS.entry(name)
 
 
-def make_scorer(name: str, **params: Any) -> Scorer:
+scorer_class = scorer_entry  # the name before the registries shared one shape
+
+
+def create_scorer(name: str, **params: Any) -> Scorer:
     """A new, unfitted scorer ``name`` with hyper-parameters ``params``."""
-    cls = scorer_class(name)
+    cls = scorer_entry(name)
     unknown = set(params) - set(cls.params)
     if unknown:
         allowed = ", ".join(cls.params) or "none"
@@ -295,20 +301,26 @@ def make_scorer(name: str, **params: Any) -> Scorer:
     return cls(**params)
 
 
+def make_scorer(name: str, **params: Any) -> Scorer:
+    """Deprecated, kept for one release: ``create_scorer`` (same arguments)."""
+    warnings.warn(
+        "make_scorer is deprecated and goes after one release; use create_scorer (same arguments)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return create_scorer(name, **params)
+
+
 def scorer_from_state(
     name: str, state: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None
 ) -> Scorer:
     """A fitted scorer ``name`` rebuilt from its saved ``get_state`` and ``get_arrays``."""
-    cls = scorer_class(name)
-    return make_scorer(name, **{p: state[p] for p in cls.params if p in state}).set_state(state, arrays)
+    cls = scorer_entry(name)
+    return create_scorer(name, **{p: state[p] for p in cls.params if p in state}).set_state(state, arrays)
 
 
 def scorer_label(name: str) -> str:
     """A registered scorer's ``label`` (its name for anything else, e.g. a scorer of a
     newer osrkit named in saved metrics)."""
-    cls = _REGISTRY.get(name)
+    cls = SCORERS.get(name)
     return cls.label if cls is not None and cls.label else name
-
-
-# A read-only view of the registry by name (``SCORERS["knn"]`` is the class).
-SCORERS: Mapping[str, type[Scorer]] = MappingProxyType(_REGISTRY)

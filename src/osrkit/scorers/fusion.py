@@ -4,7 +4,7 @@ Pre-declared, none chosen by looking at unknown data: ``combined`` (msp +
 reconstruction, the seed's decision rule), ``fusion`` (the seven base scorers of osrkit
 0.1), ``fusion_recon`` (mahalanobis + reconstruction + class_reconstruction) and
 ``max_logit_knn`` (the pretrained backbones' decision). Any
-other set of members: ``make_scorer("fusion", members=[...])``.
+other set of members: ``create_scorer("fusion", members=[...])``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from osrkit.errors import ConfigError, ModelFormatError
-from osrkit.scorers.base import ModelOutputs, Scorer, make_scorer, register_scorer, scorer_class
+from osrkit.scorers.base import ModelOutputs, Scorer, create_scorer, register_scorer, scorer_class
 from osrkit.scorers.calibration import joint_thresholds
 
 
+@register_scorer
 class FusionScorer(Scorer):
     """OR of several calibrated scorers, with a continuous score.
 
@@ -66,7 +67,7 @@ class FusionScorer(Scorer):
             raise ConfigError(f"fusion {self.name!r} needs at least one member scorer")
         member_scorers = []
         for n in names:
-            scorer = make_scorer(n)
+            scorer = create_scorer(n)
             if isinstance(scorer, FusionScorer):
                 raise ConfigError(f"fusion {self.name!r}: member {n!r} is itself a fusion")
             member_scorers.append(scorer)
@@ -218,9 +219,6 @@ class CombinedScorer(FusionScorer):
     name = "combined"
     label = "combined: MSP + reconstruction (OR rule)"
     DEFAULT_MEMBERS = ("msp", "reconstruction")
-
-
-register_scorer(FusionScorer)  # registered after combined: the report order of osrkit 0.1
 
 
 @register_scorer

@@ -7,23 +7,24 @@ computes the outputs these are fitted on).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from osrkit.data.spec import InputSpec
 from osrkit.errors import ConfigError
+from osrkit.registry import in_declared_order
 from osrkit.scorers import (
     MAX_PCA_PIXELS,
     SIGNAL_NEEDS,
     FusionScorer,
     ModelOutputs,
     Scorer,
+    create_scorer,
     head_residual,
     least_squares_head,
     list_scorers,
-    make_scorer,
     scorer_class,
     scorer_signals,
 )
@@ -37,7 +38,32 @@ log = logging.getLogger(__name__)
 # unknown set was scored; ``scorers="all"`` fits every scorer the model can compute.
 DEFAULT_SCORERS = ("msp", "max_logit", "energy", "knn")
 
+# The order of scorers in reports, metric tables, saved models, exported graphs and the
+# CLI's help: osrkit 0.1's (the base scorers, then the fusions), declared here rather than
+# left to import order. Scorers registered elsewhere follow, sorted.
+REPORT_ORDER = (
+    "msp",
+    "max_logit",
+    "energy",
+    "mahalanobis",
+    "knn",
+    "vim",
+    "react",
+    "reconstruction",
+    "class_reconstruction",
+    "combined",
+    "fusion",
+    "fusion_recon",
+    "max_logit_knn",
+)
+
 ScorerChoice = str | Sequence[str | Scorer] | None
+
+
+def report_order(names: Iterable[str] | None = None) -> list[str]:
+    """``names`` (default: every registered scorer) in ``REPORT_ORDER``, any others after
+    them, sorted."""
+    return in_declared_order(list_scorers() if names is None else names, REPORT_ORDER)
 
 
 def default_decision_scorer(signals: frozenset[str]) -> str:
@@ -76,8 +102,8 @@ def model_signals(has_autoencoder: bool, spec: InputSpec | None) -> frozenset[st
 
 
 def available_scorers(signals: frozenset[str]) -> list[str]:
-    """The registered scorers that these signals allow (in registry order)."""
-    return [name for name in list_scorers() if scorer_signals(name) <= signals]
+    """The registered scorers that these signals allow, in report order."""
+    return [name for name in report_order() if scorer_signals(name) <= signals]
 
 
 def _check_available(scorer: Scorer, signals: frozenset[str]) -> None:
@@ -94,7 +120,7 @@ def _check_available(scorer: Scorer, signals: frozenset[str]) -> None:
 
 def check_scorer_available(name: str, signals: frozenset[str]) -> None:
     """One line naming what scorer ``name`` needs and the model lacks, and what it could use."""
-    _check_available(make_scorer(name), signals)
+    _check_available(create_scorer(name), signals)
 
 
 def parse_scorer_names(text: str) -> list[str] | str:
@@ -131,18 +157,18 @@ def check_scorer_choice(scorers: ScorerChoice) -> ScorerChoice:
 
 def choose_scorers(choice: ScorerChoice, decision: str, signals: frozenset[str]) -> list[Scorer]:
     """Fresh, unfitted scorers for ``choice`` (see ``check_scorer_choice``) plus the
-    decision scorer and every fusion's members, in registry order.
+    decision scorer and every fusion's members, in report order (``report_order``).
 
     ``"all"``: every scorer these ``signals`` allow. The default: ``DEFAULT_SCORERS``
     that the model can compute. Asking for one the model cannot compute is one line.
     """
     if choice == "all":
-        wanted: list[Scorer] = [make_scorer(n) for n in available_scorers(signals)]
+        wanted: list[Scorer] = [create_scorer(n) for n in available_scorers(signals)]
     elif choice is None:
-        wanted = [make_scorer(n) for n in DEFAULT_SCORERS if scorer_signals(n) <= signals]
+        wanted = [create_scorer(n) for n in DEFAULT_SCORERS if scorer_signals(n) <= signals]
     else:
         wanted = [
-            make_scorer(s.name, **s.get_params()) if isinstance(s, Scorer) else make_scorer(s)
+            create_scorer(s.name, **s.get_params()) if isinstance(s, Scorer) else create_scorer(s)
             for s in check_scorer_choice(choice)
         ]
     chosen: dict[str, Scorer] = {}
@@ -151,15 +177,14 @@ def choose_scorers(choice: ScorerChoice, decision: str, signals: frozenset[str])
             raise ConfigError(f"scorer {scorer.name!r} was asked for twice")
         chosen[scorer.name] = scorer
     if decision not in chosen:
-        chosen[decision] = make_scorer(decision)
+        chosen[decision] = create_scorer(decision)
     for scorer in list(chosen.values()):
         if isinstance(scorer, FusionScorer):
             for member in scorer.members:
-                chosen.setdefault(member, make_scorer(member))
+                chosen.setdefault(member, create_scorer(member))
     for scorer in chosen.values():
         _check_available(scorer, signals)
-    order = {name: i for i, name in enumerate(list_scorers())}
-    return sorted(chosen.values(), key=lambda s: order[s.name])
+    return [chosen[name] for name in report_order(chosen)]
 
 
 def class_layer(head: Any, reference: ModelOutputs) -> tuple:
