@@ -17,13 +17,20 @@ import time
 
 import numpy as np
 
+from osrkit._deprecation import renamed
 from osrkit._version import __version__
 from osrkit.errors import ConfigError, DataError
 from osrkit.files.atomic import atomic_write_json, atomic_write_text
 from osrkit.protocols.context import Context, cache_key
 from osrkit.protocols.registry import PROTOCOLS, ProtocolEntry, group_names, register_protocol
 from osrkit.protocols.unknowns import NOISE_IMAGES, gaussian_noise, mnist_noise, split_classes, uniform_noise
-from osrkit.protocols.mnist import MNIST_SPLITS, run_crosr, run_mnist_splits, run_near_far, run_seed
+from osrkit.protocols.mnist import (
+    MNIST_SPLITS,
+    run_crosr,
+    run_digits_baseline,
+    run_mnist_splits,
+    run_near_far,
+)
 from osrkit.protocols.cifar import (
     CIFAR10_SPLITS,
     run_cifar10_far,
@@ -33,6 +40,8 @@ from osrkit.protocols.cifar import (
 from osrkit.protocols.render import render
 
 log = logging.getLogger(__name__)
+
+__getattr__ = renamed(__name__, {"run_seed": "run_digits_baseline"})
 
 __all__ = [
     "CIFAR10_SPLITS",
@@ -51,10 +60,10 @@ __all__ = [
     "run_cifar10_splits",
     "run_cifar10_train_speed",
     "run_crosr",
+    "run_digits_baseline",
     "run_mnist_splits",
     "run_near_far",
     "run_protocol",
-    "run_seed",
     "split_classes",
     "uniform_noise",
 ]
