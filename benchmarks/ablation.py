@@ -19,7 +19,7 @@ import numpy as np
 
 from osrkit.evaluation.evaluate import evaluate
 from osrkit.files.atomic import atomic_write_json, atomic_write_text
-from osrkit.jobs.pipeline import DataSpec, train
+from osrkit.jobs.pipeline import JobData, train
 from osrkit.training.config import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--data-root")
     args = parser.parse_args()
 
-    data = DataSpec(root=args.data_root)
+    data = JobData(root=args.data_root)
     known, unknown = data.load("known"), data.load("unknown")
     variants = {
         "rotation + flip": (args.rotation, args.hflip),

@@ -5,7 +5,7 @@ Trained on the known classes of ``cifar10:train`` (the JPEG copy in the shared d
 tested on all of ``cifar10:test`` (lossless PNGs). Three models, one table:
 
 - ``colour``: the default for colour data (``colour_cnn`` at 3x32x32, its default recipe);
-- ``gray28``: the seed's path for comparison (``small_cnn`` at 1x28x28 grayscale, with
+- ``gray28``: the digits baseline's path for comparison (``small_cnn`` at 1x28x28 grayscale, with
   its autoencoder and the digit recipe);
 - ``efficientnet``: an ImageNet-pretrained EfficientNet-Lite0 (optional extra
   ``pretrained``) made into a 6-class classifier by fitting a linear head on its frozen
@@ -58,7 +58,7 @@ def _metrics(model: OpenSetRecognizer, known: ImageSet, unknown: ImageSet) -> di
 
 
 def run_trained(name: str, train: ImageSet, test: ImageSet) -> dict:
-    if name == "gray28":  # the seed's path: converted through Pillow as the files would be
+    if name == "gray28":  # the digits baseline's path: converted through Pillow as the files would be
         train, test = train.to_spec(MNIST_SPEC), test.to_spec(MNIST_SPEC)
     tr, _ = split_classes(train, KNOWN)
     known, unknown = split_classes(test, KNOWN)

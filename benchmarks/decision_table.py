@@ -26,7 +26,7 @@ def rows(results: Path) -> list[tuple[str, str, dict[str, float]]]:
         r = json.loads((results / f"{name}.json").read_text())
         for unknown, s in r["sets"].items():
             if name == "near-far" and unknown == "CIFAR-10":
-                continue  # the seed protocol's set, listed once
+                continue  # the digits baseline's set (protocol seed), listed once
             out.append((f"digits: MNIST vs {unknown} ({name})", r["decision_scorer"], _auroc(s["scorers"])))
     r = json.loads((results / "mnist-splits.json").read_text())
     mean = {k: v["auroc"][0] for k, v in r["summary"].items()}

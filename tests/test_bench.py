@@ -7,17 +7,15 @@ import torch
 from osrkit.cli import main
 from osrkit.hardware import mm_gflops
 from osrkit.perf.speed import (
-    ConventionalDataset,
     SpeedOptions,
     compiled_throughput,
-    conventional_throughput,
     forward_flops,
     latency_ms,
-    osrkit_throughput,
     score_and_decide,
     speed,
     targets,
 )
+from osrkit.perf.training_speed import ConventionalDataset, conventional_throughput, osrkit_throughput
 from osrkit.recognizer.estimator import OpenSetRecognizer
 from osrkit.training.config import TrainConfig
 

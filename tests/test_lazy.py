@@ -11,7 +11,7 @@ from osrkit.data.folder import SAMPLE_FOR_SPEC, folder_images, read_image_folder
 from osrkit.data.lazy import LazyBatches, LazyImageSet, open_image_folder
 from osrkit.data.spec import MNIST_SPEC
 from osrkit.errors import DataError
-from osrkit.jobs.pipeline import DataSpec
+from osrkit.jobs.pipeline import JobData
 from osrkit.models import Classifier, ClassifierConfig
 from osrkit.training.config import TrainConfig
 from osrkit.training.loop import train_classifier
@@ -60,8 +60,8 @@ def test_training_on_the_lazy_source_is_training_in_memory(folder):
 
 
 def test_data_spec_says_which_path_is_taken(folder):
-    assert isinstance(DataSpec(train=str(folder)).load("train", spec=None), type(read_image_folder(folder)))
-    lazy = DataSpec(train=str(folder), memory_budget=0, max_train=100).load("train")
+    assert isinstance(JobData(train=str(folder)).load("train", spec=None), type(read_image_folder(folder)))
+    lazy = JobData(train=str(folder), memory_budget=0, max_train=100).load("train")
     assert isinstance(lazy, LazyImageSet) and len(lazy) == 100
 
 

@@ -5,12 +5,12 @@ Run with ``make test-slow`` or ``pytest -m slow``.
 
 import pytest
 
-from osrkit.jobs.pipeline import DataSpec, ReportOptions, run
+from osrkit.jobs.pipeline import JobData, ReportOptions, run
 
 
 @pytest.mark.slow
 def test_default_run_meets_seed_targets(shared_data, tmp_path):
-    m = run(tmp_path / "run", DataSpec(root=str(shared_data)), options=ReportOptions(embed_samples=500))
+    m = run(tmp_path / "run", JobData(root=str(shared_data)), options=ReportOptions(embed_samples=500))
     assert m["counts"] == {"known": 10000, "unknown": 10000}
     assert m["closed_set_accuracy"] >= 0.993
     decision = m["scorers"][m["decision_scorer"]]  # the default rule for digits: fusion

@@ -24,9 +24,9 @@ def _blas() -> ThreadpoolController:
 
 def single_threaded_blas() -> AbstractContextManager:
     """numpy's BLAS (OpenBLAS) limited to one thread, for the scorers' small matrix
-    products. Left at its default, its idle threads spin beside torch's OpenMP threads
-    on the same cores and slowed scoring 4.7x on 2 cores (measured by a profile of
-    ``score_and_decide`` at batch 64); threadpoolctl comes with scikit-learn."""
+    products: left at its default, its idle threads spin beside torch's OpenMP threads on
+    the same cores and slow scoring several times over (BENCHMARKS.md). threadpoolctl
+    comes with scikit-learn."""
     return _blas().limit(limits=1, user_api="blas")
 
 
@@ -131,6 +131,7 @@ def mm_gflops(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 
 
 
 def machine_info() -> dict:
+    """The CPU's name, core count, torch's threads and version, native bfloat16 and ISA."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -150,6 +151,7 @@ def machine_info() -> dict:
 
 
 def elapsed(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call of ``fn``."""
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t

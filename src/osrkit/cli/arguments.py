@@ -1,5 +1,5 @@
 """Command-line arguments: value types, the option groups, and the conversion of parsed
-arguments into the Python API's objects (``DataSpec``, ``ModelOptions``, training options)."""
+arguments into the Python API's objects (``JobData``, ``ModelOptions``, training options)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 from osrkit.data.split import VAL_FRACTION, VAL_MAX, VAL_MIN_PER_CLASS
 from osrkit.errors import ConfigError
-from osrkit.jobs.pipeline import DataSpec, ModelOptions
+from osrkit.jobs.pipeline import JobData, ModelOptions
 from osrkit.models import list_backbones
 from osrkit.scorers.selection import DEFAULT_SCORERS, parse_scorer_names, report_order
 from osrkit.training.config import TrainConfig
@@ -343,8 +343,8 @@ def _model_options(args: argparse.Namespace) -> ModelOptions:
     )
 
 
-def _data_spec(args: argparse.Namespace) -> DataSpec:
-    return DataSpec(
+def _job_data(args: argparse.Namespace) -> JobData:
+    return JobData(
         train=getattr(args, "train", "mnist:train"),
         known=getattr(args, "known", "mnist:test"),
         unknown=getattr(args, "unknown", "cifar10"),

@@ -9,13 +9,13 @@ import logging
 import time
 from pathlib import Path
 
-from osrkit.cli.arguments import _data_spec, _model_options, _train_overrides
+from osrkit.cli.arguments import _job_data, _model_options, _train_overrides
 from osrkit.data.folder import expand_image_paths
 from osrkit.data.inputs import as_input_tensor
 from osrkit.errors import ConfigError
 from osrkit.evaluation.report import METRIC_COLUMNS, metrics_table_rows
 from osrkit.export.onnx import export_onnx
-from osrkit.jobs.pipeline import DataSpec, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
+from osrkit.jobs.pipeline import JobData, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
 from osrkit.jobs.predictions import input_spec_of, load_model, prediction_rows
 from osrkit.perf.serve_load import ServeBenchOptions, serve_load
 from osrkit.perf.serve_load import render as render_serve
@@ -46,11 +46,11 @@ def format_summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _training_job(args: argparse.Namespace) -> tuple[DataSpec, dict, ModelOptions]:
+def _training_job(args: argparse.Namespace) -> tuple[JobData, dict, ModelOptions]:
     """Data, training options and model options of `run`/`train`, the model options checked
     against the data's input spec before any data is loaded (an unknown device, a scorer
     the model cannot have, a size the autoencoder refuses). The spec is worked out once."""
-    data, options = _data_spec(args), _model_options(args)
+    data, options = _job_data(args), _model_options(args)
     options.build(["check"], data.input_spec(), args.accept_rate)
     return data, _train_overrides(args), options
 
@@ -86,7 +86,7 @@ def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
 def _cmd_evaluate(args: argparse.Namespace, progress: bool) -> int:
     model = OpenSetRecognizer.from_pretrained(args.model, device=args.device)
     options = ReportOptions(args.embed_samples, seed=args.seed)
-    metrics = evaluate_model(model, _data_spec(args), args.out, args.overwrite, progress, options)
+    metrics = evaluate_model(model, _job_data(args), args.out, args.overwrite, progress, options)
     print(format_summary(metrics))
     print(f"wrote {Path(args.out) / 'report.html'}, metrics.json and plots/")
     return 0

@@ -35,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``osrkit`` parser: global flags, then one subcommand per job."""
     parser = _Parser(
         prog="osrkit", description="Open-set recognition: classify known classes, reject unknown inputs."
     )
@@ -125,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUT.onnx", help="ONNX file to write (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT.onnx if it exists")
     _add_serve_parser(sub)
-    _add_bench_parser(sub)
-    _add_benchmark_parser(sub)
+    _add_perf_parser(sub)
+    _add_protocol_parser(sub)
     _allow_global_flags_anywhere(parser)
     return parser
 
@@ -235,7 +236,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
+def _add_protocol_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "protocol",
         aliases=["benchmark"],  # the name before 0.2; goes in 0.3 (CHANGELOG)
@@ -275,7 +276,7 @@ def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     _add_fast_arg(p)
 
 
-def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+def _add_perf_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "perf",
         aliases=["bench"],  # the name before 0.2; goes in 0.3 (CHANGELOG)
@@ -283,8 +284,8 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "(HTTP load); for accuracy see `protocol`",
         description="Measure osrkit's speed on this machine; prints a table ending in one line per target.",
     )
-    bench = p.add_subparsers(dest="measurement", required=True, metavar="MEASUREMENT")
-    b = bench.add_parser(
+    measurements = p.add_subparsers(dest="measurement", required=True, metavar="MEASUREMENT")
+    b = measurements.add_parser(
         "speed",
         help="training and scoring throughput, latency, end-to-end run",
         description="Training throughput against a conventional DataLoader loop, scoring "
@@ -331,7 +332,7 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         help="known and unknown test images for the metric comparison (default: all)",
     )
 
-    b = bench.add_parser(
+    b = measurements.add_parser(
         "serve",
         help="load on `osrkit serve`: requests/s and latency at concurrency 1, 8, 64",
         description="Start `osrkit serve` in a child process and load it from a client on "

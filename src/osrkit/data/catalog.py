@@ -238,50 +238,51 @@ def load_omniglot(
     return read_image_folder(folder, invert=True, name="Omniglot evaluation", spec=spec or MNIST_SPEC)
 
 
-def _parse(spec: str) -> tuple[str | None, str]:
-    """``(catalogue key, split)`` of a dataset spec; key is None for anything else (a path)."""
-    name, _, split = spec.partition(":")
+def _parse(dataset: str) -> tuple[str | None, str]:
+    """``(catalogue key, split)`` of a dataset name; key is None for anything else (a path)."""
+    name, _, split = dataset.partition(":")
     key = name.lower().replace("_", "-")
     key = "cifar10" if key == "cifar-10" else key
     if key not in IDX_DATASETS and key not in ("cifar10", "omniglot"):
         return None, ""
     if split and split not in ("train", "test"):
-        raise DataError(f"unknown split {split!r} in {spec!r}: use :train or :test")
+        raise DataError(f"unknown split {split!r} in {dataset!r}: use :train or :test")
     return key, split
 
 
-def folder_of(spec: str) -> Path | None:
-    """The image folder a dataset spec names, or None for a catalogued dataset name."""
-    return Path(spec) if _parse(spec)[0] is None and Path(spec).is_dir() else None
+def folder_of(dataset: str) -> Path | None:
+    """The image folder that ``dataset`` names, or None for a catalogued dataset name."""
+    return Path(dataset) if _parse(dataset)[0] is None and Path(dataset).is_dir() else None
 
 
-def canonical_name(spec: str, default_split: str = "test") -> str:
+def canonical_name(dataset: str, default_split: str = "test") -> str:
     """``name:split`` for a catalogue dataset (``MNIST`` -> ``mnist:test``); a folder's full path."""
-    key, split = _parse(spec)
+    key, split = _parse(dataset)
     if key is not None:
         return f"{key}:{split or default_split}"
-    return str(Path(spec).resolve()) if Path(spec).is_dir() else spec
+    return str(Path(dataset).resolve()) if Path(dataset).is_dir() else dataset
 
 
-def native_spec(spec: str, root: str | os.PathLike | None = None) -> InputSpec:
+def native_spec(dataset: str, root: str | os.PathLike | None = None) -> InputSpec:
     """The input spec a dataset suggests: 1x28x28 for the MNIST family and Omniglot,
     3x32x32 for CIFAR-10, and for an image folder the one chosen from its images."""
-    key, _ = _parse(spec)
+    key, _ = _parse(dataset)
     if key == "cifar10":
         return CIFAR10_SPEC
     if key is not None:
         return MNIST_SPEC
-    path = Path(spec)
+    path = Path(dataset)
     if path.is_dir():
         return infer_spec(folder_images(path)[0])  # the images read_image_folder reads
-    raise _unknown_dataset(spec)
+    raise _unknown_dataset(dataset)
 
 
-def _unknown_dataset(spec: str) -> DataError:
-    if any(sep in spec for sep in ("/", "\\")) or spec.startswith("."):
-        return DataError(f"image folder {spec} does not exist; check the path")
+def _unknown_dataset(dataset: str) -> DataError:
+    """One line on a dataset name that is neither catalogued nor an existing folder."""
+    if any(sep in dataset for sep in ("/", "\\")) or dataset.startswith("."):
+        return DataError(f"image folder {dataset} does not exist; check the path")
     return DataError(
-        f"unknown dataset {spec!r}: use one of {', '.join(DATASET_NAMES)} (with :train or :test) "
+        f"unknown dataset {dataset!r}: use one of {', '.join(DATASET_NAMES)} (with :train or :test) "
         "or the path of an image folder laid out as <class>/<image>"
     )
 

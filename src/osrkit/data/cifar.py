@@ -125,5 +125,5 @@ def read_cifar10(
 
 
 def read_cifar10_test(root: Path, spec: InputSpec | None = MNIST_SPEC) -> ImageSet:
-    """CIFAR-10 test set (by default as the seed's 28x28 grayscale)."""
+    """CIFAR-10 test set (by default as the digits baseline's 28x28 grayscale)."""
     return read_cifar10(root, "test", spec)

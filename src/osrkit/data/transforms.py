@@ -211,7 +211,7 @@ def to_spec_array(image: Image.Image, spec: InputSpec = MNIST_SPEC, invert: bool
 
 
 def to_gray28_uint8(image: Image.Image, size: int = 28, invert: bool = False) -> np.ndarray:
-    """Grayscale ``size x size`` uint8 ``(H, W)``: the seed's preprocessing, kept for callers."""
+    """Grayscale ``size x size`` uint8 ``(H, W)``: the digits baseline's preprocessing, kept for callers."""
     return to_spec_array(image, InputSpec(1, size, size), invert)[0]
 
 
@@ -219,8 +219,8 @@ def preprocess_image(
     image: Image.Image | str | os.PathLike, spec: InputSpec = MNIST_SPEC, invert: bool | None = None
 ) -> torch.Tensor:
     """Any image (or image path) -> float tensor ``(C, H, W)`` in [0, 1] per ``spec``
-    (default: the seed's 1x28x28 grayscale)."""
-    if isinstance(spec, bool):  # the seed's signature was preprocess_image(image, invert)
+    (default: the digits baseline's 1x28x28 grayscale)."""
+    if isinstance(spec, bool):  # the digits baseline's signature was preprocess_image(image, invert)
         spec, invert = MNIST_SPEC, spec
     if not isinstance(image, Image.Image):
         image = load_image(image)

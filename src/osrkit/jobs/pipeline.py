@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from osrkit._deprecation import renamed
 from osrkit.data.catalog import canonical_name, folder_of, load_dataset, native_spec
 from osrkit.data.imageset import ImageSet
 from osrkit.data.lazy import LazyImageSet, open_image_folder
@@ -43,8 +44,10 @@ MIN_EMBED_POINTS = 10
 
 
 @dataclass
-class DataSpec:
-    """Which datasets a job uses: names like ``mnist:train`` or image-folder paths."""
+class JobData:
+    """Which datasets a job (``train``, ``evaluate_model``, ``run``) uses: names like
+    ``mnist:train`` or image-folder paths, and how much of each. Formerly ``DataSpec``:
+    "spec" is kept for ``InputSpec``, what a model takes."""
 
     train: str = "mnist:train"
     known: str = "mnist:test"
@@ -58,18 +61,18 @@ class DataSpec:
     memory_budget: int | None = None  # bytes; a larger training folder is read lazily (data.lazy)
     image_size: tuple[int, int] | None = None  # (height, width) instead of the data's own
     channels: int | None = None  # 1 or 3 instead of the data's own
-    _spec: InputSpec | None = field(default=None, init=False, repr=False, compare=False)
+    _input_spec: InputSpec | None = field(default=None, init=False, repr=False, compare=False)
 
     def input_spec(self) -> InputSpec:
         """The input spec of a model trained on ``train``: the dataset's own (MNIST family
         1x28x28, CIFAR-10 3x32x32, an image folder from its images), with ``image_size``
         and ``channels`` applied when given. Worked out once (a folder's means decoding a
         sample of its images)."""
-        if self._spec is None:
-            self._spec = self._resolve_spec()
-        return self._spec
+        if self._input_spec is None:
+            self._input_spec = self._resolve_input_spec()
+        return self._input_spec
 
-    def _resolve_spec(self) -> InputSpec:
+    def _resolve_input_spec(self) -> InputSpec:
         spec = native_spec(self.train, self.root)
         if self.image_size is not None:
             spec = spec.with_size(*self.image_size)
@@ -192,7 +195,7 @@ def fit_recognizer(
 
 
 def train(
-    data: DataSpec,
+    data: JobData,
     config: TrainConfig | dict | None = None,
     accept_rate: float = 0.95,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -206,7 +209,7 @@ def train(
 
 def train_to_folder(
     out: str | os.PathLike,
-    data: DataSpec,
+    data: JobData,
     config: TrainConfig | dict | None = None,
     accept_rate: float = 0.95,
     overwrite: bool = False,
@@ -238,7 +241,7 @@ def train_to_folder(
 
 def evaluate_model(
     recognizer: OpenSetRecognizer,
-    data: DataSpec,
+    data: JobData,
     out: str | os.PathLike,
     overwrite: bool = False,
     progress: bool = False,
@@ -338,7 +341,7 @@ def evaluate_to_folder(
 
 def run(
     out: str | os.PathLike,
-    data: DataSpec = DataSpec(),
+    data: JobData = JobData(),
     config: TrainConfig | dict | None = None,
     accept_rate: float = 0.95,
     overwrite: bool = False,
@@ -386,3 +389,6 @@ def run(
         metrics = evaluate_to_folder(recognizer, known, unknown, stage, options, extra, progress)
     shutil.rmtree(ckpt, ignore_errors=True)
     return metrics
+
+
+__getattr__ = renamed(__name__, {"DataSpec": "JobData"})

@@ -43,7 +43,7 @@ def check_autoencoder_spec(spec: InputSpec) -> None:
 class ConvAutoencoder(nn.Module):
     """Convolutional autoencoder ``C x H x W -> latent_dim -> C x H x W`` (sigmoid output,
     pixels in [0, 1]); two stride-2 stages, so H and W must be divisible by 4. For 1x28x28
-    digits this is the seed's network.
+    digits this is the digits baseline's network.
 
     The narrow code keeps it from learning the identity, so inputs unlike the known
     training images reconstruct poorly.

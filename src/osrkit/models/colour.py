@@ -10,10 +10,11 @@ quarter of the pixels, which is what makes it cheap.
 Two stems (the ``stem`` option):
 - ``"patch"`` (the default): a 2x2 convolution of 8 filters per input channel at full
   resolution (airbench's stem, trained here rather than set to a whitening basis:
-  whitening it gained nothing on CIFAR-10, 0.8424 test accuracy either way).
+  whitening gained no accuracy, and a data-dependent initialisation would have to travel
+  with the model).
 - ``"space_to_depth"`` (the network of folders saved before the option existed): 2x2
-  pixel blocks as 4C channels at half resolution, then a 3x3 convolution: 0.8 times
-  the training time, and 2.6 points less accurate on CIFAR-10.
+  pixel blocks as 4C channels at half resolution, then a 3x3 convolution: cheaper to
+  train, less accurate.
 
 ``flip_tta``: the features are the mean of those of the image and its mirror image, in
 the network itself (so every scorer, the ONNX graph and the service see the same); the
@@ -21,7 +22,7 @@ recipe trains on mirrored images, so a mirror image is as good a view as the ori
 It costs a second forward pass at inference. Turn it off for images whose mirror image
 means something else (text, digits).
 Stem, widths and flips were chosen by closed-set accuracy per CPU-minute on CIFAR-10
-(10 classes, see BENCHMARKS.md). The defaults above are ``create_backbone``'s (the
+(10 classes; the figures are in BENCHMARKS.md). The defaults above are ``create_backbone``'s (the
 registered options); ``ColourNet`` and ``colour_cnn`` called directly keep the earlier
 network's, which is what a folder that records no stem holds. A model folder records the
 stem, the widths and the flips.

@@ -1,4 +1,4 @@
-"""``small_cnn``: the seed's digit network, with its layer sizes derived from the input spec."""
+"""``small_cnn``: the digits baseline's network, with its layer sizes derived from the input spec."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Classifier(Backbone):
     """CNN: two stages of two 3x3 convolutions at full and half resolution, one stage at a
     quarter, each followed by 2x2 max pooling, then a fully connected feature layer (the
     penultimate features) and the linear class head. For 1x28x28 digits this is the
-    seed's network (28 -> 14 -> 7 -> 3)."""
+    digits baseline's network (28 -> 14 -> 7 -> 3)."""
 
     def __init__(self, config: ClassifierConfig = ClassifierConfig(), spec: InputSpec = MNIST_SPEC) -> None:
         super().__init__()
@@ -66,7 +66,7 @@ class Classifier(Backbone):
         self.head = nn.Linear(config.feature_dim, config.num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features ``(B, feature_dim)`` (the seed's name)."""
+        """Penultimate features ``(B, feature_dim)`` (the digits baseline's name)."""
         return self.forward_features(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +88,6 @@ def small_cnn(
     feature_dim: int = 128,
     dropout: float = 0.3,
 ) -> Classifier:
-    """The seed's digit CNN, sized from the spec."""
+    """The digits baseline's CNN, sized from the spec."""
     config = ClassifierConfig(num_classes, tuple(channels), int(feature_dim), float(dropout))
     return Classifier(config, spec)

@@ -1,8 +1,8 @@
 """``osrkit perf serve``: load on ``osrkit serve`` from a client on loopback.
 
 The server runs in a child process (as it would in production); the client, plain asyncio
-streams on keep-alive connections in this process (httpx's pool was the bottleneck at
-concurrency 64), keeps ``concurrency`` requests of one PNG image each in flight, bounded
+streams on keep-alive connections in this process (not httpx: see ``_load``), keeps
+``concurrency`` requests of one PNG image each in flight, bounded
 by a request count and a time limit per setting. The HTTP floor is the same client
 against ``GET /healthz`` of the same server: what the HTTP stack alone does here.
 Reported per setting (the default worker process with micro-batching on and off, and a
@@ -168,8 +168,9 @@ async def _load(url: str, payloads: list[bytes], concurrency: int, max_requests:
     successful ones, the error count and this client's CPU share of one core.
 
     The client is a few lines of asyncio streams rather than httpx: httpx's connection
-    pool cost the client 13-17 ms of CPU per request at concurrency 64 (0.15 ms here),
-    so on 2 shared cores the client, not the server, set the pace (and the p99)."""
+    pool costs the client many times the CPU per request at high concurrency, so on
+    shared cores the client, not the server, would set the pace and the p99
+    (BENCHMARKS.md, HTTP service)."""
     host, port = url.split("//", 1)[1].rsplit(":", 1)
     latencies: list[float] = []
     errors = 0
@@ -257,8 +258,8 @@ def serve_load(out_dir: str | os.PathLike, options: ServeBenchOptions = ServeBen
         onnx_path = Path(model_dir) / "model.onnx"
         if not onnx_path.exists():  # the ONNX backend's server needs an export
             onnx_path = export_onnx(model, Path(tmp) / "model.onnx")
-        # in-process with the torch threads the server scores with: with 2 threads on 2
-        # loaded cores the OpenMP threads spin and batch 1 took 160 ms, not 2.5 (BENCHMARKS.md)
+        # in-process with the torch threads the server scores with: more threads than free
+        # cores leave OpenMP threads spinning, many times slower at batch 1 (BENCHMARKS.md)
         threads, r["torch_threads"] = torch.get_num_threads(), scoring_threads(ServeOptions())
         torch.set_num_threads(r["torch_threads"])
         try:
@@ -343,6 +344,7 @@ def targets(r: dict) -> list[str]:
 
 
 def render(r: dict) -> str:
+    """The Markdown tables and target lines of a serve-load result."""
     lines = [
         "# osrkit perf serve",
         "",

@@ -5,12 +5,14 @@ Absolute times on shared machines are noisy, so every comparison is made within 
 process, variants interleaved, and reported as a ratio:
 
 - training throughput of our loop against a conventional per-sample ``Dataset`` +
-  ``DataLoader`` loop for the same model, batch size and augmentation;
+  ``DataLoader`` loop for the same model, batch size and augmentation
+  (``osrkit.perf.training_speed``);
 - scoring throughput of the whole recognizer (both networks, every scorer, the decision)
   at batch sizes 1, 64 and 1024, with and without the fast paths, and the achieved
   GFLOP/s against this machine's float32 ``torch.mm`` rate;
 - single-image latency of the predict path;
-- the metrics with the inference fast paths on and off, on the seed protocol;
+- the metrics with the inference fast paths on and off, on the digits baseline's data
+  (MNIST test against CIFAR-10);
 - wall time and peak memory of the default ``osrkit run``.
 """
 
@@ -30,30 +32,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from osrkit._deprecation import renamed
 from osrkit.data.catalog import load_dataset
-from osrkit.data.spec import InputSpec
-from osrkit.data.transforms import chw_to_pil
 from osrkit.errors import ConfigError
 from osrkit.evaluation.evaluate import evaluate
 from osrkit.evaluation.report import target_line
 from osrkit.files.atomic import atomic_write_json, atomic_write_text
 from osrkit.hardware import elapsed, machine_info, mm_gflops, native_bf16
-from osrkit.models import Backbone, backbone_entry, create_backbone, default_backbone
+from osrkit.models import backbone_entry
 from osrkit.models.registry import PRETRAINED_DEFAULT
 from osrkit.perf.pretrained_speed import pretrained_speed, render_pretrained
+from osrkit.perf.training_speed import training_speed
 from osrkit.recognizer.engine import FastPaths
 from osrkit.recognizer.estimator import OpenSetRecognizer
-from osrkit.training.config import TrainConfig
-from osrkit.training.loop import classifier_loss, make_optimizer, train_epoch
 
 log = logging.getLogger(__name__)
 
-SEED_TARGETS = {  # from the seed issue, on the decision scorer: metric -> (goal, direction)
+# The digits baseline's goals (the project's first issue), on the decision scorer of the
+# default `osrkit run`: metric -> (goal, direction).
+DIGITS_BASELINE_TARGETS = {
     "closed_set_accuracy": (0.993, "min"),
     "decision_auroc": (0.999, "min"),
     "decision_fpr_at_95_tpr": (0.005, "max"),
@@ -73,7 +72,7 @@ class SpeedOptions:
     run: bool = True  # time the default `osrkit run` end to end
     all_scorers: bool = True  # ... and `osrkit run --scorers all` beside it
     compare_training: bool = False  # also run `osrkit run --no-fast` and compare its metrics
-    compile: bool = False  # also measure torch.compile (rejected fast path; ~30 s to compile)
+    compile: bool = False  # also measure torch.compile (a rejected fast path, BENCHMARKS.md)
     eval_images: int | None = None  # known/unknown test images for the metric comparison
     pretrained: bool = True  # also the pretrained backbone's forward and training (where installed)
 
@@ -91,96 +90,6 @@ def forward_flops(recognizer: OpenSetRecognizer) -> int:
         if recognizer.autoencoder_ is not None:
             recognizer.autoencoder_(x)
     return int(counter.get_total_flops())
-
-
-# ----------------------------------------------------------------------------- training
-class ConventionalDataset(Dataset):
-    """The tutorial way: one PIL image per ``__getitem__``, transformed on its own.
-
-    Random horizontal flip and random rotation (bilinear, as our batched augmentation),
-    then to a float tensor in [0, 1], like torchvision's ``RandomHorizontalFlip``,
-    ``RandomRotation`` and ``ToTensor`` (not importable here, hence written out).
-    """
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> None:
-        self.images, self.labels = images.numpy(), labels
-        self.rotation, self.hflip = cfg.rotation_degrees, cfg.hflip_prob
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = chw_to_pil(self.images[i])  # from (C, H, W) uint8
-        if self.hflip and torch.rand(1).item() < self.hflip:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if self.rotation:
-            angle = float(torch.empty(1).uniform_(-self.rotation, self.rotation))
-            img = img.rotate(angle, resample=Image.Resampling.BILINEAR)
-        x = torch.from_numpy(np.array(img, dtype=np.float32)).div_(255.0)
-        return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)), self.labels[i]
-
-
-def _network(images: torch.Tensor, labels: torch.Tensor) -> Backbone:
-    """The network ``fit`` would build for these images' shape and classes."""
-    spec = InputSpec(*images.shape[1:])
-    return create_backbone(default_backbone(spec, pretrained=False), spec, int(labels.max()) + 1)
-
-
-def conventional_throughput(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> float:
-    """Images/s of one epoch of the conventional loop (float32, NCHW, DataLoader defaults)."""
-    torch.manual_seed(cfg.seed)
-    model = _network(images, labels).train()
-    loader = DataLoader(ConventionalDataset(images, labels, cfg), batch_size=cfg.batch_size, shuffle=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=len(loader))
-    warmup, n, t0 = 3, 0, 0.0
-    for step, (x, y) in enumerate(loader):
-        if step == warmup:
-            t0, n = time.perf_counter(), 0
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        loss.item()
-        n += len(x)
-    return n / (time.perf_counter() - t0)
-
-
-def osrkit_throughput(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> float:
-    """Images/s of one epoch of osrkit's own loop (``training.train_epoch``) under ``cfg``."""
-    torch.manual_seed(cfg.seed)
-    model = _network(images, labels).to(memory_format=cfg.memory_format)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    batches = list(torch.randperm(len(images), generator=gen).split(cfg.batch_size))
-    opt, sched = make_optimizer(model, cfg.lr, len(batches), cfg)
-
-    warmup = 3
-    train_epoch(model, opt, sched, images, labels, classifier_loss, batches[:warmup], gen, cfg)
-    rest = batches[warmup:]
-    loss = classifier_loss
-    seconds = elapsed(lambda: train_epoch(model, opt, sched, images, labels, loss, rest, gen, cfg))
-    return sum(len(b) for b in rest) / seconds
-
-
-def training_speed(images: torch.Tensor, labels: torch.Tensor, repeats: int) -> dict:
-    """Median images/s of the three training loops, measured interleaved."""
-    fast = TrainConfig(channels_last=True, bf16=None)  # explicit: OSRKIT_FAST must not turn it off
-    variants = {
-        "conventional (Dataset + DataLoader, float32)": lambda: conventional_throughput(images, labels, fast),
-        "osrkit loop, fast paths off": lambda: osrkit_throughput(images, labels, fast.without_fast_paths()),
-        f"osrkit loop, fast paths on ({_train_paths(fast)})": lambda: osrkit_throughput(images, labels, fast),
-    }
-    runs: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            runs[name].append(fn())
-    return {name: statistics.median(v) for name, v in runs.items()}
-
-
-def _train_paths(cfg: TrainConfig) -> str:
-    on = (["channels_last", "fused AdamW"] if cfg.channels_last else []) + (["bf16"] if cfg.use_bf16 else [])
-    return "+".join(on) or "none"
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -227,7 +136,7 @@ def compiled_throughput(recognizer: OpenSetRecognizer, images: torch.Tensor) -> 
 
 
 def metric_drift(recognizer: OpenSetRecognizer, known, unknown) -> dict:
-    """Seed-protocol metrics of the same model with the fast paths on and off."""
+    """Metrics of the same model on ``known`` vs ``unknown`` with the fast paths on and off."""
     saved = recognizer.fast_paths
     out = {}
     try:
@@ -342,6 +251,7 @@ def render(r: dict) -> str:
 
 
 def targets(r: dict) -> list[str]:
+    """One ``target`` line per goal of a speed result (``evaluation.report.target_line``)."""
     tr = list(r["training_img_s"].values())
     out = [
         target_line("training-speedup", tr[-1] / tr[0], 3.0, "min", ".2f", "x"),
@@ -359,7 +269,8 @@ def targets(r: dict) -> list[str]:
     if "run" in r:
         e = r["run"]
         out.append(target_line("run-wall-time", e["wall_s"], 180, "max", ".1f", " s"))
-        for key, (goal, direction) in SEED_TARGETS.items():
+        for key, (goal, direction) in DIGITS_BASELINE_TARGETS.items():
+            # the lines keep their "seed-" names: results files and BENCHMARKS.md quote them
             out.append(target_line(f"seed-{key.replace('_', '-')}", e[key], goal, direction, ".5g"))
     return out
 
@@ -436,3 +347,6 @@ def speed(out_dir: str | os.PathLike = "results", options: SpeedOptions = SpeedO
     atomic_write_json(out_dir / "speed.json", r)
     atomic_write_text(out_dir / "speed.md", render(r))
     return r
+
+
+__getattr__ = renamed(__name__, {"SEED_TARGETS": "DIGITS_BASELINE_TARGETS"})

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from osrkit._deprecation import renamed
 from osrkit._version import __version__
 from osrkit.errors import ConfigError, DataError
 from osrkit.files.atomic import atomic_write_json, atomic_write_text
@@ -28,7 +29,13 @@ from osrkit.protocols.cifar import (
     run_cifar10_train_speed,
 )
 from osrkit.protocols.context import Context, cache_key
-from osrkit.protocols.mnist import MNIST_SPLITS, run_crosr, run_mnist_splits, run_near_far, run_seed
+from osrkit.protocols.mnist import (
+    MNIST_SPLITS,
+    run_crosr,
+    run_digits_baseline,
+    run_mnist_splits,
+    run_near_far,
+)
 from osrkit.protocols.registry import (
     PROTOCOLS,
     RUN_ORDER,
@@ -42,6 +49,8 @@ from osrkit.protocols.render import render
 from osrkit.protocols.unknowns import NOISE_IMAGES, gaussian_noise, mnist_noise, split_classes, uniform_noise
 
 log = logging.getLogger(__name__)
+
+__getattr__ = renamed(__name__, {"run_seed": "run_digits_baseline"})
 
 __all__ = [
     "CIFAR10_SPLITS",
@@ -64,10 +73,10 @@ __all__ = [
     "run_cifar10_splits",
     "run_cifar10_train_speed",
     "run_crosr",
+    "run_digits_baseline",
     "run_mnist_splits",
     "run_near_far",
     "run_protocol",
-    "run_seed",
     "split_classes",
     "uniform_noise",
 ]

@@ -38,13 +38,13 @@ CIFAR10_SPLITS: tuple[tuple[int, ...], ...] = (
     (2, 4, 1, 7, 9, 6),
 )
 
-# AUROC (%) on CIFAR-10 6/4, as quoted by the issue. The original papers' tables could not
-# be read here; these numbers were checked against later papers that reproduce them:
+# AUROC (%) on CIFAR-10 6/4, as quoted by the issue, each checked against a later paper
+# that reproduces it (the source column's [N] or [L]):
 # [N] Cevikalp et al., "Reaching Nirvana: maximizing the margin in both Euclidean and
 #     angular spaces" (NeurIPS 2022 submission), Table 1, CIFAR10 column;
 # [L] Lee and AlRegib, "Open-set recognition with gradient-based representations"
 #     (ICIP 2021), Table 1 (its baselines taken from the CROSR and CGDL papers).
-# ARPL+CS 91.0 and MLS 93.6 were found in no stored source: they stay as quoted.
+# ARPL+CS and MLS are in neither: kept as quoted, marked unchecked.
 CIFAR10_SPLITS_PUBLISHED = [
     ("Softmax", 67.7, "Neal et al., ECCV 2018 (same in [N] and [L])"),
     ("OpenMax", 69.5, "Neal et al., ECCV 2018 (same in [N] and [L])"),
@@ -306,6 +306,7 @@ def run_cifar10_train_speed(ctx: Context) -> dict:
 
 
 def speed_table(r: dict) -> list[str]:
+    """The ``cifar10-train-speed`` report: accuracy per epoch, then the FLOP-bound time."""
     dtype = r.get("flop_bound_dtype", "bfloat16")  # results before the field: the bf16 rate
     rate = r["mm_bf16_gflops"] if dtype == "bfloat16" else r["mm_fp32_gflops"]
     rows = [[str(e["epoch"]), f"{e['train_s']:.0f}", f"{e['test_accuracy']:.4f}"] for e in r["epochs"]]

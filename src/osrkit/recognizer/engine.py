@@ -1,7 +1,7 @@
 """How the networks run on a CPU: the fast-path switches and the inference engine.
 
-Every fast path here was kept because ``osrkit perf speed`` measured a gain with
-metrics unchanged (see BENCHMARKS.md); each can be turned off, all of them at once with
+A fast path stays here only where ``osrkit perf speed`` shows it faster with the metrics
+unchanged (BENCHMARKS.md); each can be turned off, all of them at once with
 ``FastPaths.off()``, ``--no-fast`` on the command line or ``OSRKIT_FAST=0``.
 """
 

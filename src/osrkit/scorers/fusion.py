@@ -1,7 +1,7 @@
 """Fusions: OR rules of calibrated member scorers (``score > 1`` = unknown).
 
 Pre-declared, none chosen by looking at unknown data: ``combined`` (msp +
-reconstruction, the seed's decision rule), ``fusion`` (the seven base scorers of osrkit
+reconstruction, the digits baseline's decision rule), ``fusion`` (the seven base scorers of osrkit
 0.1), ``fusion_recon`` (mahalanobis + reconstruction + class_reconstruction) and
 ``max_logit_knn`` (the pretrained backbones' decision). Any
 other set of members: ``create_scorer("fusion", members=[...])``.
@@ -210,7 +210,7 @@ class FusionScorer(Scorer):
 
 @register_scorer
 class CombinedScorer(FusionScorer):
-    """The seed's decision rule: MSP OR reconstruction error (both on a log scale).
+    """The digits baseline's decision rule: MSP OR reconstruction error (both on a log scale).
 
     An input is unknown when its softmax confidence is below its threshold or its
     reconstruction error above its threshold (see ``FusionScorer``).

@@ -55,14 +55,14 @@ class KNNScorer(Scorer):
     on a randomly sampled bank (down to 1% of ImageNet) when k is scaled in proportion to
     the sample. The size is set by the inference budget: the search costs
     ``2 * D * bank_size`` FLOPs per image plus a top-k over ``bank_size`` similarities,
-    and with 5,000 rows the digit recognizer, every scorer included, still scores >=
-    10,000 images/s on a 2-core CPU (with 10,000 rows it fell below that).
+    and 5,000 rows keep the digit recognizer, every scorer included, within the scoring
+    target of 10,000 images/s on 2 cores (BENCHMARKS.md).
 
     k: ``k = 5``, Sun et al.'s ratio k / bank = 50 / 50,000 (CIFAR-10, full training set)
     applied to the 5,000-row bank, as they scale k for sampled banks; fixed a priori.
 
     Search: float32 cosine similarities, then an exact two-stage top-k
-    (``kth_largest_column``) that costs about half of ``torch.topk`` over the whole bank;
+    (``kth_largest_column``), cheaper than ``torch.topk`` over the whole bank;
     the k-th neighbour's distance is then recomputed in float64 from the two vectors (no
     ``2 - 2 cos`` cancellation for close neighbours).
     """

@@ -13,8 +13,8 @@ from osrkit.errors import ConfigError, ModelFormatError
 from osrkit.scorers.base import ModelOutputs, Scorer, Signals, labels_or_predictions, register_scorer
 
 # class_reconstruction keeps classes x pixels x 32 float64 values and fits a P x P
-# eigendecomposition per class (6 s at 3,072 pixel values on 2 cores); larger images
-# leave it out.
+# eigendecomposition per class, whose time grows with the cube of the pixels: images
+# over this size leave it out.
 MAX_PCA_PIXELS = 4096
 
 
@@ -40,7 +40,7 @@ def top_principal_directions(centred: np.ndarray, k: int) -> np.ndarray:
 
     Only the top ``k`` are needed, so the eigenvectors of the smaller of the Gram matrices
     ``X^T X`` (P x P) or ``X X^T`` (N x N) are used instead of a full SVD, whose cost grows
-    with N P^2 and took minutes per class at 3,072 pixel values; they span the same
+    with N P^2 (too slow per class at CIFAR-10's 3,072 pixel values); they span the same
     subspace (the right singular vectors of X).
     """
     n, p = centred.shape

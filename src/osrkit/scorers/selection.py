@@ -75,7 +75,7 @@ def default_decision_scorer(signals: frozenset[str]) -> str:
       explains): ``fusion``, the OR of the seven base scorers, each calibrated on known
       images. Pre-declared for the MNIST protocols before they first ran; it selects
       nothing. Where ``class_reconstruction`` cannot be fitted (over 4,096 pixel values),
-      the seed's ``combined``.
+      the digits baseline's ``combined``.
     - Without one (colour images, wrapped networks): ``max_logit``. Vaze et al. (ICLR 2022)
       show that on a well-trained classifier it beats most special-purpose open-set
       methods, and natural images of unseen classes reconstruct about as well as known

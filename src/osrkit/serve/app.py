@@ -80,9 +80,9 @@ class ServeOptions:
 
 def scoring_threads(options: ServeOptions) -> int:
     """torch threads for the scoring worker: ``options.threads``, or by default one less
-    than the usable cores (at least 1), leaving a core to the event loop. On 2 shared
-    cores, torch's 2 OpenMP threads spinning beside the event loop made a batch-1
-    forward pass 5-70x slower than 1 thread (BENCHMARKS.md, HTTP service)."""
+    than the usable cores (at least 1), leaving a core to the event loop: torch's OpenMP
+    threads spinning beside the event loop slow a small batch many times over
+    (BENCHMARKS.md, HTTP service)."""
     return options.threads or max(1, usable_cores() - 1)
 
 
@@ -96,8 +96,8 @@ def decode_threads() -> int:
 class RequestLog:
     """Pure ASGI middleware: one INFO line per HTTP request (method, path, status,
     images, milliseconds). Starlette's ``@app.middleware("http")`` runs every request
-    through extra tasks and memory streams (BaseHTTPMiddleware), 12% of the event
-    loop's samples under load."""
+    through extra tasks and memory streams (BaseHTTPMiddleware), a cost the event loop
+    pays on every request."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -130,9 +130,9 @@ class RequestLog:
 
 class PredictFastPath:
     """Pure ASGI middleware: ``POST /v1/predict`` answered by ``answer`` here, past
-    FastAPI's router and dependency machinery, which took about half of the event
-    loop's time per request at concurrency 64 (py-spy). The FastAPI route calls the same
-    ``answer``: it documents the endpoint in the OpenAPI page."""
+    FastAPI's router and dependency machinery, the largest share of the event loop's
+    time per request under load (BENCHMARKS.md, HTTP service). The FastAPI route calls
+    the same ``answer``: it documents the endpoint in the OpenAPI page."""
 
     def __init__(self, app: Any, answer: Any) -> None:
         self.app, self.answer = app, answer

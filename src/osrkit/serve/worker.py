@@ -5,16 +5,16 @@ only joins bytes.
 
 Why a process: under load the event loop (HTTP, multipart, PNG decoding) is Python and
 holds the GIL nearly all the time. A scoring thread lets go of the GIL around every torch
-operation and must then wait up to the switch interval (5 ms) to take it back, at every
-operation of every layer and scorer: a batch of 64 digits scored in 30 ms alone and in
-1.6 s beside one busy Python thread (``benchmarks/serve_profile.py``; BENCHMARKS.md,
+operation and must then wait up to the switch interval (5 ms by default) to take it
+back, at every operation of every layer and scorer, so beside a busy event loop it
+scores many times slower than alone (``benchmarks/serve_profile.py``; BENCHMARKS.md,
 HTTP service). In its own process the scorer has a GIL of its own.
 
 Why a socket pair and not ``concurrent.futures.ProcessPoolExecutor``: the pool hands each
 batch through two helper threads of the server (its manager and its queue feeder), which
-wait for the same GIL as the event loop; profiled at concurrency 64, the worker process
-sat idle 45% of the time. Here the event loop itself writes a batch to the socket and
-reads the rows back: a 20-byte header and the raw uint8 pixels, no pickle.
+wait for the same GIL as the event loop, so the worker process waits for batches. Here
+the event loop itself writes a batch to the socket and reads the rows back: a 20-byte
+header and the raw uint8 pixels, no pickle.
 """
 
 from __future__ import annotations
