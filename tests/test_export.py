@@ -14,7 +14,8 @@ from PIL import Image
 from osrkit import OpenSetRecognizer, load_dataset
 from osrkit.data.spec import MNIST_SPEC
 from osrkit.errors import ConfigError, ModelFormatError, OutputExistsError
-from osrkit.export.onnx import ONNX_FORMAT_VERSION, OUTPUT_NAMES, OnnxRecognizer, export_onnx
+from osrkit.export import OnnxRecognizer, export_onnx
+from osrkit.export.onnx import ONNX_FORMAT_VERSION, OUTPUT_NAMES
 from osrkit.files.integrity import onnx_graph_digest
 from osrkit.recognizer.engine import FastPaths
 from osrkit.scorers import SCORERS
@@ -429,7 +430,7 @@ def test_onnx_backend_turns_telemetry_off(exported, monkeypatch):
     assert calls
 
 
-@pytest.mark.parametrize("module", ["osrkit.export.onnx", "osrkit.recognizer.ort_features"])
+@pytest.mark.parametrize("module", ["osrkit.export.backend", "osrkit.recognizer.ort_features"])
 def test_onnxruntime_writes_nothing_under_home(tmp_path, module):
     """onnxruntime's Linux builds write ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ as
     they load unless ORT_DISABLE_TELEMETRY is set first: osrkit's import sets it."""

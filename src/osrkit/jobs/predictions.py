@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from osrkit.data.spec import InputSpec
-from osrkit.export.onnx import OnnxRecognizer
+from osrkit.export.backend import OnnxRecognizer
 from osrkit.files.atomic import json_safe
 from osrkit.recognizer.estimator import OpenSetRecognizer
 from osrkit.recognizer.inference import UNKNOWN
