@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from osrkit import FastPaths, ImageSet, OpenSetRecognizer, TrainConfig, load_dataset
-from osrkit.export.onnx import OnnxRecognizer, export_onnx
+from osrkit.export import OnnxRecognizer, export_onnx
 from osrkit.files.atomic import atomic_write_json, atomic_write_text
 from osrkit.hardware import native_bf16
 from osrkit.protocols import split_classes

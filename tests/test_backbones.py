@@ -179,7 +179,7 @@ def test_folder_naming_a_missing_backbone(tmp_path, fitted):
 
 def test_colour_model_exports_to_onnx(tmp_path):
     pytest.importorskip("onnxruntime")
-    from osrkit.export.onnx import OnnxRecognizer, export_onnx
+    from osrkit.export import OnnxRecognizer, export_onnx
 
     train = _colour_set(300)
     model = OpenSetRecognizer(train.class_names, backbone="colour_cnn", autoencoder=False, device="cpu").fit(

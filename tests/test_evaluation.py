@@ -4,8 +4,9 @@ import torch
 
 from osrkit import ImageSet
 from osrkit.errors import ConfigError, OutputExistsError
+from osrkit.evaluation import ReportOptions
 from osrkit.evaluation.evaluate import evaluate
-from osrkit.jobs.pipeline import ReportOptions, check_output_dir, evaluate_to_folder
+from osrkit.jobs.pipeline import check_output_dir, evaluate_to_folder
 
 from .conftest import synthetic_set, synthetic_unknowns
 

@@ -14,7 +14,8 @@ from PIL import Image
 from osrkit import OpenSetRecognizer, load_dataset
 from osrkit.data.spec import MNIST_SPEC
 from osrkit.errors import ConfigError, ModelFormatError, OutputExistsError
-from osrkit.export.onnx import ONNX_FORMAT_VERSION, OUTPUT_NAMES, OnnxRecognizer, export_onnx
+from osrkit.export import OnnxRecognizer, export_onnx
+from osrkit.export.onnx import ONNX_FORMAT_VERSION, OUTPUT_NAMES
 from osrkit.files.integrity import onnx_graph_digest
 from osrkit.recognizer.engine import FastPaths
 from osrkit.scorers import SCORERS
@@ -328,6 +329,21 @@ def test_cli_export_then_predict_with_onnx_backend(exported, tmp_path, capsys, m
     assert {r["known"] for r in torch_rows} == {True, False}
 
 
+def test_explain_runs_on_either_backend(exported):
+    """``osrkit.explain`` on the ONNX backend: the torch reference's row, the scores within
+    the export's tolerances, and the same cut-offs of the fusion's members."""
+    import osrkit
+
+    x = probe_images()[:1]
+    t, o = osrkit.explain(exported.reference, x), osrkit.explain(exported.onnx, x)
+    assert set(o) == set(t) and o["thresholds"] == t["thresholds"]
+    for name, score in t["scores"].items():
+        assert o["scores"][name] == pytest.approx(score, rel=onnx_tol(name), abs=onnx_tol(name))
+    cuts = t["decision"]["member_thresholds"]  # the decision, "combined", is a fusion
+    assert o["decision"]["member_thresholds"] == pytest.approx(cuts)
+    assert set(cuts) == set(exported.reference.scorers_[t["decision"]["scorer"]].members)
+
+
 def test_cli_onnx_errors_are_one_line(exported, tmp_path, capsys):
     img = write_images(tmp_path)[0]
     (tmp_path / "notes.txt").write_text("not a model")
@@ -430,7 +446,7 @@ def test_onnx_backend_turns_telemetry_off(exported, monkeypatch):
     assert calls
 
 
-@pytest.mark.parametrize("module", ["osrkit.export.onnx", "osrkit.recognizer.ort_features"])
+@pytest.mark.parametrize("module", ["osrkit.export.backend", "osrkit.recognizer.ort_features"])
 def test_onnxruntime_writes_nothing_under_home(tmp_path, module):
     """onnxruntime's Linux builds write ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ as
     they load unless ORT_DISABLE_TELEMETRY is set first: osrkit's import sets it."""

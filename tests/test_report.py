@@ -3,6 +3,7 @@ import re
 import numpy as np
 from PIL import Image
 
+from osrkit.evaluation import metrics_table
 from osrkit.evaluation.report import decision_rules, render_report, write_report
 
 METRICS = {
@@ -73,3 +74,20 @@ def test_one_rule_per_scorer_in_the_units_of_its_table_row():
 
 def test_render_is_deterministic():
     assert render_report(METRICS, {}) == render_report(METRICS, {})
+
+
+def test_metrics_table_rows_text_markdown_and_html():
+    table = metrics_table(METRICS)
+    assert table.columns[:3] == ["scorer", "AUROC", "AUPR-in"]
+    assert [row["scorer"] for row in table.rows] == ["msp", "reconstruction", "combined"]
+    assert table.rows[0]["AUROC"] == "0.90000" and table.rows[0]["threshold"] == "0.5"
+    lines = str(table).splitlines()
+    assert len(lines) == 2 + 3 and set(lines[1]) == {"-"}
+    assert len({len(line) for line in lines}) == 1  # aligned
+    assert lines[2].startswith("msp ") and lines[2].endswith("0.5")
+    md = table.to_markdown().splitlines()
+    assert md[0].startswith("| scorer | AUROC |") and md[1].startswith("| :--- | ---: |")
+    assert md[2].startswith("| msp | 0.90000 |")
+    html = table._repr_html_()
+    assert html == table.to_html() and html.count("<tr>") == 4
+    assert html in render_report(METRICS, {})  # the report's table is this one

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osrkit.jobs.pipeline import ReportOptions, evaluate_to_folder
+from osrkit.evaluation import ReportOptions
+from osrkit.jobs.pipeline import evaluate_to_folder
 
 from .browser import visit
 from .conftest import synthetic_set

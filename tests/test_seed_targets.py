@@ -5,7 +5,8 @@ Run with ``make test-slow`` or ``pytest -m slow``.
 
 import pytest
 
-from osrkit.jobs.pipeline import JobData, ReportOptions, run
+from osrkit.evaluation import ReportOptions
+from osrkit.jobs.pipeline import JobData, run
 
 
 @pytest.mark.slow

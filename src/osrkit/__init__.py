@@ -2,6 +2,7 @@
 
 from osrkit._version import __version__
 from osrkit.data import ImageSet, InputSpec, load_dataset, preprocess_image  # noqa: E402
+from osrkit.jobs.predictions import explain
 from osrkit.models import create_backbone, list_backbones, register_backbone  # noqa: E402
 from osrkit.recognizer.engine import FastPaths  # noqa: E402
 from osrkit.recognizer.estimator import UNKNOWN, OpenSetRecognizer  # noqa: E402
@@ -18,6 +19,7 @@ __all__ = [
     "__version__",
     "create_backbone",
     "create_scorer",
+    "explain",
     "list_backbones",
     "list_scorers",
     "load_dataset",

@@ -13,9 +13,9 @@ from osrkit.cli.arguments import _job_data, _model_options, _train_overrides
 from osrkit.data.folder import expand_image_paths
 from osrkit.data.inputs import as_input_tensor
 from osrkit.errors import ConfigError
-from osrkit.evaluation.report import METRIC_COLUMNS, metrics_table_rows
+from osrkit.evaluation import ReportOptions, metrics_table
 from osrkit.export.onnx import export_onnx
-from osrkit.jobs.pipeline import JobData, ModelOptions, ReportOptions, evaluate_model, run, train_to_folder
+from osrkit.jobs.pipeline import JobData, ModelOptions, evaluate_model, run, train_to_folder
 from osrkit.jobs.predictions import input_spec_of, load_model, prediction_rows
 from osrkit.perf.serve_load import ServeBenchOptions, serve_load
 from osrkit.perf.serve_load import render as render_serve
@@ -30,20 +30,11 @@ from osrkit.training.config import TrainConfig
 
 def format_summary(metrics: dict) -> str:
     """Plain-text table of the per-scorer metrics, for the end of a run."""
-    header = ["scorer"] + [label for _, label in METRIC_COLUMNS]
-    rows = [header] + metrics_table_rows(metrics)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
-    ]
-    lines.insert(1, "-" * len(lines[0]))
     c = metrics["counts"]
-    lines.insert(
-        0,
+    return (
         f"closed-set accuracy {metrics['closed_set_accuracy']:.4f} on {c['known']} known "
-        f"images; {c['unknown']} unknown images",
+        f"images; {c['unknown']} unknown images\n{metrics_table(metrics)}"
     )
-    return "\n".join(lines)
 
 
 def _training_job(args: argparse.Namespace) -> tuple[JobData, dict, ModelOptions]:

@@ -1,11 +1,14 @@
-"""A self-contained HTML report: metrics table and every figure embedded (opens offline)."""
+"""The per-scorer metrics table (``metrics_table``), and a self-contained HTML report: that
+table and every figure embedded (opens offline)."""
 
 from __future__ import annotations
 
 import html
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from osrkit.evaluation.evaluate import Evaluation
 from osrkit.evaluation.gallery import Gallery, render_gallery
 from osrkit.files.atomic import atomic_write_text, png_data_uri
 from osrkit.scorers import scorer_label
@@ -41,6 +44,55 @@ def metrics_table_rows(metrics: dict) -> list[list[str]]:
         [name] + [format(m[key], formats.get(key, ".4f")) for key, _ in METRIC_COLUMNS]
         for name, m in metrics["scorers"].items()
     ]
+
+
+@dataclass(frozen=True)
+class MetricsTable:
+    """The per-scorer metrics as displayed: ``columns`` (``scorer``, then each metric's
+    label) and ``rows``, one dict per scorer of formatted values keyed by column.
+
+    ``str(table)`` is the aligned plain-text table ``osrkit run`` prints, ``to_markdown()``
+    a Markdown table and ``to_html()`` the report's HTML table, which a notebook displays.
+    """
+
+    columns: list[str]
+    rows: list[dict[str, str]]
+
+    def _cells(self) -> list[list[str]]:
+        return [[row[c] for c in self.columns] for row in self.rows]
+
+    def __str__(self) -> str:
+        rows = [self.columns, *self._cells()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
+        lines = [
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in rows
+        ]
+        lines.insert(1, "-" * len(lines[0]))
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """The table in Markdown, the metric columns right-aligned."""
+        rows = [self.columns, [":---"] + ["---:"] * (len(self.columns) - 1), *self._cells()]
+        return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+    def to_html(self) -> str:
+        """The table as one HTML ``<table>``, values escaped."""
+        e = html.escape
+        head = "".join(f"<th>{e(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in self._cells())
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    def _repr_html_(self) -> str:  # what Jupyter displays
+        return self.to_html()
+
+
+def metrics_table(evaluation: Evaluation | dict) -> MetricsTable:
+    """The per-scorer metrics of ``evaluation`` (an ``Evaluation``, or its ``metrics``
+    dict as ``metrics.json`` holds it) as a ``MetricsTable``."""
+    metrics = evaluation.metrics if isinstance(evaluation, Evaluation) else evaluation
+    columns = ["scorer"] + [label for _, label in METRIC_COLUMNS]
+    return MetricsTable(columns, [dict(zip(columns, row)) for row in metrics_table_rows(metrics)])
 
 
 def decision_rules(metrics: dict) -> dict[str, str]:
@@ -93,10 +145,6 @@ def render_report(
     """The report as one HTML string with the figures (and the ``gallery`` of the most
     confident mistakes, when given) inlined as data URIs."""
     e = html.escape
-    head = "".join(f"<th>{e(label)}</th>" for _, label in METRIC_COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in metrics_table_rows(metrics)
-    )
     counts, datasets = metrics["counts"], metrics.get("datasets", {})
     summary = (
         f"<p>Known test images: <b>{counts['known']}</b> ({e(str(datasets.get('known', '')))}); "
@@ -116,7 +164,7 @@ def render_report(
     return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>{summary}"
-        f"<h2>Metrics per scorer</h2><table><tr><th>scorer</th>{head}</tr>{body}</table>"
+        f"<h2>Metrics per scorer</h2>{metrics_table(metrics).to_html()}"
         f"<p>Scores: larger means more likely unknown. AUROC, AUPR-out: unknowns positive; "
         f"AUPR-in: knowns positive; FPR@95%TPR: unknowns accepted when 95% of knowns are; "
         f"OSCR: area under correct-classification rate vs false-positive rate.</p>"

@@ -1,5 +1,7 @@
-"""ONNX export of a fitted recognizer, and ``OnnxRecognizer`` to run the exported graph."""
+"""ONNX export of a fitted recognizer (``onnx``), and ``OnnxRecognizer`` to run the
+exported graph (``backend``)."""
 
-from osrkit.export.onnx import OnnxRecognizer, export_onnx
+from osrkit.export.backend import OnnxRecognizer
+from osrkit.export.onnx import export_onnx
 
 __all__ = ["OnnxRecognizer", "export_onnx"]

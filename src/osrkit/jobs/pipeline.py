@@ -12,24 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from osrkit._deprecation import renamed
 from osrkit.data.catalog import canonical_name, folder_of, load_dataset, native_spec
 from osrkit.data.imageset import ImageSet
 from osrkit.data.lazy import LazyImageSet, open_image_folder
 from osrkit.data.spec import InputSpec
 from osrkit.errors import ConfigError, OutputExistsError
-from osrkit.evaluation.evaluate import Evaluation, evaluate
-from osrkit.evaluation.gallery import confident_mistakes
-from osrkit.evaluation.plots import (
-    plot_confusion,
-    plot_embeddings,
-    plot_reconstructions,
-    plot_roc,
-    plot_score_histograms,
-)
-from osrkit.evaluation.report import write_report
+from osrkit.evaluation import ReportOptions, confident_mistakes, evaluate, write_figures, write_report
 from osrkit.files.atomic import atomic_write_json, staged_outputs
 from osrkit.files.ownership import check_replaceable_model, check_replaceable_outputs
 from osrkit.recognizer.estimator import OpenSetRecognizer
@@ -40,7 +29,6 @@ log = logging.getLogger(__name__)
 
 EVALUATION_OUTPUTS = ("metrics.json", "report.html", "plots")
 RUN_OUTPUTS = ("model", *EVALUATION_OUTPUTS)
-MIN_EMBED_POINTS = 10
 
 
 @dataclass
@@ -109,15 +97,6 @@ class JobData:
                 f"--train and --known are the same data ({canonical_name(self.train, 'train')}); "
                 "test on images held out from training"
             )
-
-
-@dataclass
-class ReportOptions:
-    """How many points the embeddings plot and how many reconstructions are shown."""
-
-    embed_samples: int = 2000
-    reconstructions: int = 10
-    seed: int = 0
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str, ...] = RUN_OUTPUTS) -> Path:
@@ -254,64 +233,6 @@ def evaluate_model(
     known, unknown = data.load("known", progress, spec), data.load("unknown", progress, spec)
     with staged_outputs(out) as stage:
         return evaluate_to_folder(recognizer, known, unknown, stage, options, progress=progress)
-
-
-def write_figures(
-    ev: Evaluation,
-    recognizer: OpenSetRecognizer,
-    folder: str | os.PathLike,
-    options: ReportOptions = ReportOptions(),
-) -> dict[str, Path]:
-    """Write every figure of an evaluation into ``folder``; returns name -> path."""
-    folder = Path(folder)
-    rng = np.random.default_rng(options.seed)
-    n_known = min(len(ev.known), max(1, options.embed_samples * 2 // 3))
-    n_unknown = min(len(ev.unknown), max(1, options.embed_samples - n_known))
-    ki = np.sort(rng.choice(len(ev.known), n_known, replace=False))
-    ui = np.sort(rng.choice(len(ev.unknown), n_unknown, replace=False))
-    features = np.concatenate([ev.known_outputs.features[ki], ev.unknown_outputs.features[ui]])
-    labels = np.r_[ev.known.labels.numpy()[ki], np.full(n_unknown, -1)]
-    m = ev.metrics
-    figures: dict[str, Path] = {}
-    if len(features) >= MIN_EMBED_POINTS:
-        figures["t-SNE and PCA of penultimate features"] = plot_embeddings(
-            features, labels, recognizer.class_names, folder / "embeddings.png", options.seed
-        )
-    else:
-        log.warning("only %d test images: no t-SNE/PCA plot (needs %d)", len(features), MIN_EMBED_POINTS)
-    figures["ROC curves"] = plot_roc(
-        ev.known_scores,
-        ev.unknown_scores,
-        {k: v["auroc"] for k, v in m["scorers"].items()},
-        folder / "roc.png",
-    )
-    figures["score histograms"] = plot_score_histograms(
-        ev.known_scores,
-        ev.unknown_scores,
-        recognizer.thresholds_,
-        folder / "score_histograms.png",
-        ev.known.name,
-        ev.unknown.name,
-    )
-    if recognizer.has_autoencoder:
-        # shown in random order, so every class has a chance to appear
-        kr = ev.known.subset(rng.permutation(ki)[: options.reconstructions]).as_float()
-        ur = ev.unknown.subset(rng.permutation(ui)[: options.reconstructions]).as_float()
-        figures["reconstructions"] = plot_reconstructions(
-            kr.numpy(),
-            recognizer.reconstruct(kr).numpy(),
-            ur.numpy(),
-            recognizer.reconstruct(ur).numpy(),
-            folder / "reconstructions.png",
-        )
-    name = recognizer.decision_scorer
-    figures[f"confusion matrix ({name} scorer)"] = plot_confusion(
-        np.asarray(m["scorers"][name]["confusion_matrix"]),
-        recognizer.class_names,
-        folder / "confusion_matrix.png",
-        f"open-set confusion matrix, {name} scorer",
-    )
-    return figures
 
 
 def evaluate_to_folder(

@@ -1,6 +1,7 @@
 """What a prediction says about each image, as ``osrkit predict`` prints it and
 ``osrkit serve`` returns it: label, class index, known or not, every score with its
-threshold and margin, and why the decision went the way it did."""
+threshold and margin, and why the decision went the way it did (``prediction_rows``; for
+one image from Python, ``explain``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from osrkit.data.inputs import ImagesLike, as_input_tensor
 from osrkit.data.spec import InputSpec
-from osrkit.export.onnx import OnnxRecognizer
+from osrkit.errors import DataError
+from osrkit.export.backend import OnnxRecognizer
 from osrkit.files.atomic import json_safe
 from osrkit.recognizer.estimator import OpenSetRecognizer
 from osrkit.recognizer.inference import UNKNOWN
@@ -118,3 +121,25 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
         }
         rows.append(row if finite[i] else json_safe(row))
     return rows
+
+
+def explain(model: Predictor, image: ImagesLike, scorer: str | None = None) -> dict:
+    """Why ``model`` (either backend) decides as it does on one image: the row ``osrkit
+    predict`` prints for it (``prediction_rows``, without the path), brought to the model's
+    input spec as ``predict`` brings it (``image`` is a path, a PIL image, or one image as
+    an array or tensor).
+
+    When the deciding scorer (``scorer``, default the model's decision scorer) is a fusion,
+    ``decision`` also holds ``member_thresholds``: the cut-off of every member within the
+    fusion (the image's score of each member is in ``scores``), so that every member which
+    rejects the image can be named, not only the one that decided.
+    """
+    spec = input_spec_of(model)
+    images = as_input_tensor(image, spec) if spec is not None else image  # unfitted: outputs() says so
+    if spec is not None and len(images) != 1:
+        raise DataError(f"explain takes one image, got {len(images)}; call it once per image")
+    row = prediction_rows(model, images, scorer)[0]
+    name = row["decision"]["scorer"]
+    if name in model.fusions:
+        row["decision"]["member_thresholds"] = model.fusions[name].member_thresholds()
+    return row

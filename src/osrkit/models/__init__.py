@@ -11,6 +11,7 @@ from osrkit.models.autoencoder import (
     check_autoencoder_spec,
 )
 from osrkit.models.external import ExternalClassifier, wrap_classifier
+from osrkit.models.pretrained import imagenet_network
 from osrkit.models.registry import (
     BACKBONES,
     Backbone,
@@ -39,6 +40,7 @@ __all__ = [
     "backbone_entry",
     "create_backbone",
     "default_backbone",
+    "imagenet_network",
     "list_backbones",
     "register_backbone",
     "wrap_classifier",

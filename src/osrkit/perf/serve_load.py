@@ -34,7 +34,7 @@ from osrkit.data.catalog import load_dataset
 from osrkit.data.transforms import chw_to_pil
 from osrkit.errors import ConfigError
 from osrkit.evaluation.report import target_line
-from osrkit.export.onnx import OnnxRecognizer, export_onnx
+from osrkit.export import OnnxRecognizer, export_onnx
 from osrkit.files.atomic import atomic_write_json, atomic_write_text
 from osrkit.recognizer.estimator import OpenSetRecognizer
 from osrkit.serve.app import ServeOptions, scoring_threads
