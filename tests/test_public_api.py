@@ -151,8 +151,7 @@ def test_explain_is_the_predict_row_with_the_fusion_cut_offs(fitted):
     from osrkit.data import as_input_tensor
     from osrkit.errors import DataError
     from osrkit.jobs.predictions import prediction_rows
-
-    from .conftest import synthetic_digits
+    from tests.conftest import synthetic_digits
 
     images = synthetic_digits(3, seed=5)[0]
     for scorer in (None, "msp"):

@@ -1,0 +1,65 @@
+"""notebooks/quickstart.ipynb: committed without outputs, and it runs top to bottom (with
+``OSRKIT_NOTEBOOK_SMALL=1``: tiny subsets, one epoch) in a Jupyter kernel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+# An integration test: CI runs it after the default suite (make test-integration).
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
+TIMEOUT_S = 600  # per cell
+
+
+def test_notebook_is_committed_without_outputs():
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert len(code) >= 8
+    for cell in code:
+        assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
+    assert "OSRKIT_NOTEBOOK_SMALL" in code[0].source
+
+
+def test_notebook_runs_top_to_bottom(shared_data, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    # the notebook works from its folder's parent, as from a checkout's root
+    (tmp_path / "notebooks").mkdir()
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    monkeypatch.setenv("OSRKIT_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("OSRKIT_DATA", str(shared_data))
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))  # this checkout's osrkit in the kernel
+    # a kernel spec for this interpreter's ipykernel (a plain "python3" may find another Python)
+    spec = tmp_path / "jupyter" / "kernels" / "osrkit-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "osrkit", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=TIMEOUT_S,
+        kernel_name="osrkit-test",
+        resources={"metadata": {"path": str(tmp_path / "notebooks")}},
+    )
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 5 + 4  # 3 + 2 figures, and 2 + 2 explained images
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "examples/cat.png: unknown" in text  # the digit model rejects the cat
+    assert "backbone: efficientnet_lite0" in text  # photos get the pretrained network
+    assert (tmp_path / "runs" / "notebook" / "report.html").is_file()
