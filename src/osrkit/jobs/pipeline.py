@@ -162,8 +162,9 @@ class ModelOptions:
     def build(
         self, class_names: list[str], spec: InputSpec | None = None, accept_rate: float = 0.95
     ) -> OpenSetRecognizer:
-        """An unfitted recognizer with these options (checked before any data is read)."""
-        return OpenSetRecognizer(
+        """An unfitted recognizer with these options, checked (``check_params``: one line
+        for a bad one) before any data is read."""
+        model = OpenSetRecognizer(
             class_names,
             accept_rate,
             self.decision_scorer,
@@ -175,6 +176,8 @@ class ModelOptions:
             scorers=self.scorers,
             pretrained=self.pretrained,
         )
+        model.check_params()
+        return model
 
 
 def fit_recognizer(
@@ -272,7 +275,7 @@ def write_figures(
     figures: dict[str, Path] = {}
     if len(features) >= MIN_EMBED_POINTS:
         figures["t-SNE and PCA of penultimate features"] = plot_embeddings(
-            features, labels, recognizer.class_names, folder / "embeddings.png", options.seed
+            features, labels, recognizer.class_names_, folder / "embeddings.png", options.seed
         )
     else:
         log.warning("only %d test images: no t-SNE/PCA plot (needs %d)", len(features), MIN_EMBED_POINTS)
@@ -301,10 +304,10 @@ def write_figures(
             recognizer.reconstruct(ur).numpy(),
             folder / "reconstructions.png",
         )
-    name = recognizer.decision_scorer
+    name = recognizer.decision_scorer_
     figures[f"confusion matrix ({name} scorer)"] = plot_confusion(
         np.asarray(m["scorers"][name]["confusion_matrix"]),
-        recognizer.class_names,
+        recognizer.class_names_,
         folder / "confusion_matrix.png",
         f"open-set confusion matrix, {name} scorer",
     )
@@ -330,8 +333,8 @@ def evaluate_to_folder(
     figures = write_figures(ev, recognizer, out / "plots", options)
     metrics["timing_s"]["plots"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(out / "metrics.json", metrics)
-    name = recognizer.decision_scorer
-    gallery = confident_mistakes(ev, name, recognizer.thresholds_[name], recognizer.class_names)
+    name = recognizer.decision_scorer_
+    gallery = confident_mistakes(ev, name, recognizer.thresholds_[name], recognizer.class_names_)
     write_report(out / "report.html", metrics, figures, recognizer.config_dict(), gallery)
     return metrics
 
