@@ -48,7 +48,7 @@ def _metrics(model: OpenSetRecognizer, known: ImageSet, unknown: ImageSet) -> di
     m = evaluate(model, known, unknown).metrics
     return {
         "closed_set_accuracy": m["closed_set_accuracy"],
-        "decision_scorer": model.decision_scorer,
+        "decision_scorer": model.decision_scorer_,
         "counts": m["counts"],
         "auroc": {s: v["auroc"] for s, v in m["scorers"].items()},
         "oscr": {s: v["oscr"] for s, v in m["scorers"].items()},

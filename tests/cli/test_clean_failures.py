@@ -50,9 +50,9 @@ def test_evaluate_with_other_classes_leaves_no_output_folder(fitted, tmp_path, c
 
 
 def test_train_into_an_existing_file_fails_before_training(tmp_path, capsys, monkeypatch):
-    import osrkit.recognizer.estimator as rec
+    import osrkit.recognizer.fitting as fitting
 
-    monkeypatch.setattr(rec, "train_classifier", lambda *a, **k: pytest.fail("trained before the check"))
+    monkeypatch.setattr(fitting, "train_classifier", lambda *a, **k: pytest.fail("trained before the check"))
     target = tmp_path / "model"
     target.write_text("not a folder")
     code, _, err = run_cli(capsys, "train", "--out", target, "--overwrite", "--max-train", 100)

@@ -307,7 +307,7 @@ def test_bad_flags_are_one_line_errors(flags, needle, capsys):
 def test_interrupt_leaves_no_model_folder_and_resumes(
     synthetic_folders, tmp_path, capsys, monkeypatch, caplog
 ):
-    import osrkit.recognizer.estimator as recognizer_module
+    import osrkit.recognizer.fitting as recognizer_module
 
     out = tmp_path / "run"
     args = folder_run_args(synthetic_folders, out)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from osrkit.cli.parser import build_parser
 from osrkit.errors import DataError
+from osrkit.recognizer.engine import FastPaths
 from tests.cli.test_cli import assert_one_line_error, run_cli
 from tests.conftest import synthetic_digits
 
@@ -81,7 +82,7 @@ def test_predict_takes_folders_and_single_paths_in_the_api(fitted, image_folder)
     # alike (another batch size may sum in another order; trained in bfloat16, a digit
     # here scored 0.012 from the threshold)
     model = copy.copy(fitted)
-    model.fast_paths = dataclasses.replace(fitted.fast_paths, sub_batch=1)
+    model.fast_paths = dataclasses.replace(fitted.fast_paths or FastPaths.default(), sub_batch=1)
     folder = model.predict(image_folder / "a")
     assert folder.shape == (5,)  # every image below the folder, in a stable order
     one = model.predict(str(image_folder / "single.png"))

@@ -29,7 +29,7 @@ def test_most_confident_mistakes_of_the_decision_scorer(fitted):
     ev = evaluate(fitted, synthetic_set(300, seed=11), mixed_unknowns())
     name = fitted.decision_scorer
     t = fitted.thresholds_[name]
-    g = confident_mistakes(ev, name, t, fitted.class_names, n=5)
+    g = confident_mistakes(ev, name, t, fitted.class_names_, n=5)
     k, u = ev.known_scores[name], ev.unknown_scores[name]
     m = ev.metrics["scorers"][name]
     assert g.counts == {
@@ -50,11 +50,11 @@ def test_most_confident_mistakes_of_the_decision_scorer(fitted):
     assert accepted[0] == u.min()
     labels = ev.known.labels.numpy()
     for x in g.known_rejected:
-        assert x.score == k[x.index] and x.true == fitted.class_names[labels[x.index]]
+        assert x.score == k[x.index] and x.true == fitted.class_names_[labels[x.index]]
         assert x.predicted == "unknown"
     for x in g.unknown_accepted:
         assert (
-            x.true == "noise" and x.predicted == fitted.class_names[ev.unknown_outputs.predictions[x.index]]
+            x.true == "noise" and x.predicted == fitted.class_names_[ev.unknown_outputs.predictions[x.index]]
         )
         np.testing.assert_array_equal(x.image, ev.unknown.images[x.index].numpy())
 

@@ -143,7 +143,7 @@ def test_graph_has_dynamic_batch_typed_outputs_and_metadata(exported, fitted):
     }
     assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
     meta = {p.key: json.loads(p.value) for p in model.metadata_props}
-    assert meta["class_names"] == fitted.class_names
+    assert meta["class_names"] == fitted.class_names_
     assert meta["scorer_names"] == report_order() == list(fitted.scorers_)
     assert meta["thresholds"] == fitted.thresholds_
     assert meta["decision_scorer"] == "combined"
@@ -153,7 +153,7 @@ def test_graph_has_dynamic_batch_typed_outputs_and_metadata(exported, fitted):
     assert meta["input_spec"] == fitted.input_spec_.to_dict() == MNIST_SPEC.to_dict()
     assert exported.onnx.input_spec == MNIST_SPEC
     backend = exported.onnx
-    assert backend.class_names == fitted.class_names
+    assert backend.class_names == fitted.class_names_
     assert backend.scorer_names == list(fitted.scorers_)
     assert backend.thresholds == fitted.thresholds_ and backend.decision_scorer == "combined"
 
@@ -193,7 +193,7 @@ def test_export_overwrite_and_decision_scorer(exported, fitted, tmp_path):
     assert path.read_bytes() == b"previous"
     path.write_bytes(exported.path.read_bytes())
     other = copy.copy(fitted)
-    other.decision_scorer = "reconstruction"
+    other.decision_scorer_ = "reconstruction"  # another fitted scorer decides
     assert export_onnx(other, path, overwrite=True) == path
     backend = OnnxRecognizer(path)
     assert backend.decision_scorer == "reconstruction"

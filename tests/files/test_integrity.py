@@ -129,7 +129,7 @@ def test_rejects_treats_every_non_finite_score_as_unknown():
 
 def test_decide_never_calls_a_non_finite_score_known(small):
     outputs = small.outputs(synthetic_unknowns(4))
-    name = small.decision_scorer
+    name = small.decision_scorer_
     scores = {name: np.array([np.nan, np.inf, -np.inf, -1e9])}
     labels = small.decide(outputs, name, scores)
     assert labels[:3].tolist() == [UNKNOWN] * 3

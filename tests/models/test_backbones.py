@@ -74,7 +74,7 @@ def test_registry_errors_and_defaults():
     with pytest.raises(ConfigError, match="unknown backbone 'resnet9000'; registered backbones: .*small_cnn"):
         create_backbone("resnet9000", MNIST_SPEC, 10)
     with pytest.raises(ConfigError, match="unknown backbone"):
-        OpenSetRecognizer(backbone="resnet9000")
+        OpenSetRecognizer(backbone="resnet9000").check_params()  # as fit does, before any data
     assert default_backbone(MNIST_SPEC) == "small_cnn"
     # from scratch; the pretrained default is tested in test_pretrained.py
     assert default_backbone(CIFAR10_SPEC, pretrained=False) == "colour_cnn"
@@ -127,7 +127,7 @@ def test_colour_model_fits_saves_and_loads_alike(tmp_path, autoencoder):
     model = OpenSetRecognizer(train.class_names, backbone="colour_cnn", autoencoder=autoencoder, device="cpu")
     model.fit(train, COLOUR_FAST)
     assert model.input_spec_ == InputSpec(3, 16, 16) and model.backbone_name_ == "colour_cnn"
-    assert model.decision_scorer == ("fusion" if autoencoder else "max_logit")
+    assert model.decision_scorer_ == ("fusion" if autoencoder else "max_logit")
     assert ("reconstruction" in model.scorers_) == autoencoder
     test = _colour_set(90, seed=1)
     assert (model.predict(test) == test.labels.numpy()).mean() > 0.5
@@ -193,7 +193,7 @@ def test_colour_model_exports_to_onnx(tmp_path):
     assert set(theirs) == set(ours)
     for name, s in ours.items():
         np.testing.assert_allclose(theirs[name], s, rtol=1e-4, atol=1e-4, err_msg=name)
-    name = model.decision_scorer  # decisions where the score is clear of the threshold (by 1e-4)
+    name = model.decision_scorer_  # decisions where the score is clear of the threshold (by 1e-4)
     labels, expected = onnx_model.predict(test), model.predict(test)
     assert assert_decisions_agree(labels, expected, ours[name], model.thresholds_[name], 1e-4) > 0.9
 
@@ -209,9 +209,9 @@ def test_default_autoencoder_follows_what_the_spec_allows():
     )
     model.fit(train, TrainConfig(epochs=1, ae_epochs=1, val_size=50))
     assert model.backbone_name_ == "small_cnn" and not model.has_autoencoder
-    assert model.decision_scorer == "max_logit"
+    assert model.decision_scorer_ == "max_logit"
     with pytest.raises(ConfigError, match="divisible by 4"):
-        OpenSetRecognizer(input_spec=odd, autoencoder=True)
+        OpenSetRecognizer(input_spec=odd, autoencoder=True).check_params()  # as fit does, before any data
 
 
 @pytest.mark.parametrize(

@@ -108,8 +108,8 @@ def test_default_backbone_is_pretrained_where_installed(monkeypatch, caplog, req
 
 def test_pretrained_true_needs_a_backbone_with_weights():
     with pytest.raises(ConfigError, match="'small_cnn' has no pretrained weights"):
-        OpenSetRecognizer(backbone="small_cnn", pretrained=True)
-    OpenSetRecognizer(backbone="small_cnn", pretrained=False)  # nothing to turn off: fine
+        OpenSetRecognizer(backbone="small_cnn", pretrained=True).check_params()  # and so fit
+    OpenSetRecognizer(backbone="small_cnn", pretrained=False).check_params()  # nothing to turn off: fine
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_pretrained_end_to_end_on_a_few_dozen_images(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         model.fit(train, {"epochs": 2})
     assert model.backbone_name_ == "efficientnet_lite0" and model.classifier_.backbone_options["pretrained"]
-    assert model.decision_scorer == "max_logit_knn"
+    assert model.decision_scorer_ == "max_logit_knn"
     assert "recipe: efficientnet_lite0 (ImageNet-pretrained, fine-tuned at 64 px)" in caplog.text
     # the stem and the first 6 blocks keep their ImageNet weights and statistics; the rest learn
     net, imagenet = model.classifier_.net, pt.imagenet_network("efficientnet_lite0")

@@ -24,7 +24,7 @@ def test_resolve_device():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_is_one_line(capsys):
     with pytest.raises(ConfigError, match="no CUDA GPU; use --device cpu"):
-        OpenSetRecognizer(device="cuda:0")
+        OpenSetRecognizer(device="cuda:0").fit(synthetic_set(100))  # checked before any training
     assert main(["train", "--out", "/tmp/never", "--device", "cuda", "--max-train", "100"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no CUDA GPU" in err

@@ -117,7 +117,7 @@ def test_predictions_survive_save_and_load_for_each_path(tmp_path, fitted, paths
         loaded = OpenSetRecognizer.from_pretrained(tmp_path / "m", fast_paths=paths)
         assert (loaded.score_samples(x) == expected).all()
     finally:
-        fitted.fast_paths = FastPaths.default()
+        fitted.fast_paths = None  # the fixture's setting: the default fast paths
 
 
 def test_engine_follows_weights_loaded_in_place(fitted):

@@ -65,7 +65,7 @@ def test_from_classifier_trains_nothing_and_saves(tmp_path, user_net):
     assert model.fit(train, TrainConfig(val_size=60)) is model
     for k, v in user_net.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
-    assert model.decision_scorer == "max_logit" and not model.has_autoencoder
+    assert model.decision_scorer_ == "max_logit" and not model.has_autoencoder
     assert list(model.scorers_) == ["msp", "max_logit", "energy", "knn"]  # the default set
     assert "reconstruction" not in model.scorers_
     # the wrapped network gives its own logits: normalisation applied inside

@@ -78,7 +78,7 @@ def test_parametric_scorers_are_fitted_on_the_training_split(fitted):
     means = np.stack([pixels[labels == c].mean(0) for c in range(10)])
     np.testing.assert_allclose(fitted.scorers_["class_reconstruction"].means_, means, atol=1e-12)
     # validation images (never in the bank) are scored at a positive distance, accepted at the rate
-    assert np.mean(fitted.score_samples(val, "knn") <= fitted.thresholds_["knn"]) >= fitted.accept_rate
+    assert np.mean(fitted.score_samples(val, "knn") <= fitted.thresholds_["knn"]) >= fitted.accept_rate_
 
 
 def test_fusions_share_the_fitted_members(fitted):
@@ -97,7 +97,8 @@ def test_calibrate_with_and_without_reference(fitted):
         np.testing.assert_array_equal(s, fitted.score_all(x)[name], err_msg=name)
     # no reference: known is split in halves, the first fits, the second calibrates
     model.calibrate(val, accept_rate=0.9)
-    assert model.scorers_["knn"].reference_size_ == 100 and model.accept_rate == 0.9
+    assert model.scorers_["knn"].reference_size_ == 100 and model.accept_rate_ == 0.9
+    assert model.accept_rate == fitted.accept_rate == 0.95  # the parameter is kept
     first = np.sort(np.random.default_rng(0).permutation(200)[:100])
     np.testing.assert_allclose(
         model.scorers_["knn"].bank_.numpy(), unit(model.outputs(val.subset(first)).features), atol=1e-6
@@ -119,7 +120,7 @@ def test_save_and_load_give_bit_identical_scores(fitted, tmp_path):
     ]
     cfg = json.loads((path / "config.json").read_text())
     assert cfg["format_version"] == FORMAT_VERSION == 3
-    assert cfg["class_names"] == fitted.class_names
+    assert cfg["class_names"] == fitted.class_names_
     assert list(cfg["scorers"]) == report_order()
     assert cfg["scorers"]["knn"]["k"] == 5
     assert cfg["thresholds"] == fitted.thresholds_
@@ -420,7 +421,8 @@ def test_loading_with_other_fast_paths_warns(fitted, tmp_path, caplog):
 
     folder = fitted.save_pretrained(tmp_path / "m")
     assert json.loads((folder / "config.json").read_text())["runtime"]["calibrated_with"]
-    other = FastPaths.off() if fitted.fast_paths != FastPaths.off() else FastPaths(bf16=False)
+    used = fitted.fast_paths or FastPaths.default()
+    other = FastPaths.off() if used != FastPaths.off() else FastPaths(bf16=False)
     with caplog.at_level("WARNING", logger="osrkit.recognizer.estimator"):
         OpenSetRecognizer.from_pretrained(folder, fast_paths=other)
     assert "calibrated with fast paths" in caplog.text
@@ -434,7 +436,7 @@ def test_default_scorer_set_and_decision_per_kind_of_model():
     """Digits (an autoencoder): the fusion of the seven base scorers decides, and only it,
     its members and the default set are fitted; the decision is declared, not tuned."""
     model = OpenSetRecognizer().fit(synthetic_set(600), FAST)
-    assert model.decision_scorer == "fusion"
+    assert model.decision_scorer_ == "fusion" and model.decision_scorer is None
     assert list(model.scorers_) == [
         "msp",
         "max_logit",
@@ -479,9 +481,9 @@ def test_bad_scorer_choices_are_one_line_before_training(kwargs, message):
 
 
 def test_a_scorer_the_model_cannot_compute_is_one_line_before_training(monkeypatch):
-    import osrkit.recognizer.estimator as rec
+    import osrkit.recognizer.fitting as fitting
 
-    monkeypatch.setattr(rec, "train_classifier", lambda *a, **k: pytest.fail("trained first"))
+    monkeypatch.setattr(fitting, "train_classifier", lambda *a, **k: pytest.fail("trained first"))
     model = OpenSetRecognizer(autoencoder=False, scorers=["reconstruction"])
     with pytest.raises(ConfigError, match="scorer 'reconstruction' needs the autoencoder's reconstruction"):
         model.fit(synthetic_set(400), FAST)

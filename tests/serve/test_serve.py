@@ -102,7 +102,7 @@ def test_json_base64_body_gives_the_same_predictions(server, images):
 def test_model_health_ready_and_openapi(server, fitted):
     url, _ = server
     info = httpx.get(f"{url}/v1/model").json()
-    assert info["class_names"] == fitted.class_names
+    assert info["class_names"] == fitted.class_names_
     assert info["decision_scorer"] == fitted.decision_scorer
     assert info["thresholds"] == pytest.approx(fitted.thresholds_)
     assert info["input_spec"]["height"] == 28 and info["versions"]["osrkit"]

@@ -100,7 +100,7 @@ def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
     path = export_onnx(model, args.output, overwrite=args.overwrite)
     print(
         f"wrote {path} ({path.stat().st_size:,} bytes): the networks and scorers "
-        f"{', '.join(model.scorers_)}; label/is_unknown decided by {model.decision_scorer}"
+        f"{', '.join(model.scorers_)}; label/is_unknown decided by {model.decision_scorer_}"
     )
     return 0
 

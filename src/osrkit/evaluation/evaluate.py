@@ -69,9 +69,10 @@ def evaluate(
     ``known_scored``: ``score_set(recognizer, known)`` when it was already computed (a
     protocol compares one known set with several unknown sets).
     """
-    if known.class_names != recognizer.class_names:
+    if known.class_names != recognizer.class_names_:
         raise ConfigError(
-            f"known test classes {known.class_names} differ from the model's classes {recognizer.class_names}"
+            f"known test classes {known.class_names} differ from the model's classes "
+            f"{recognizer.class_names_}"
         )
     k = known_scored or score_set(recognizer, known, progress)
     u = score_set(recognizer, unknown, progress)
@@ -79,14 +80,14 @@ def evaluate(
     k_out, u_out, k_scores, u_scores = k.outputs, u.outputs, k.scores, u.scores
     labels = known.labels.numpy()
     k_pred, u_pred = k_out.predictions, u_out.predictions
-    num_classes = len(recognizer.class_names)
+    num_classes = len(recognizer.class_names_)
     metrics = {
         "closed_set_accuracy": closed_set_accuracy(labels, k_pred),
         "counts": {"known": len(known), "unknown": len(unknown)},
         "datasets": {"known": known.name, "unknown": unknown.name},
-        "class_names": recognizer.class_names,
-        "accept_rate_target": recognizer.accept_rate,
-        "decision_scorer": recognizer.decision_scorer,
+        "class_names": recognizer.class_names_,
+        "accept_rate_target": recognizer.accept_rate_,
+        "decision_scorer": recognizer.decision_scorer_,
         "thresholds": thresholds_summary(recognizer),
         "scorers": {
             name: open_set_metrics(

@@ -54,7 +54,7 @@ def write_figures(
     figures: dict[str, Path] = {}
     if len(features) >= MIN_EMBED_POINTS:
         figures["t-SNE and PCA of penultimate features"] = plot_embeddings(
-            features, labels, recognizer.class_names, folder / "embeddings.png", options.seed
+            features, labels, recognizer.class_names_, folder / "embeddings.png", options.seed
         )
     else:
         log.warning("only %d test images: no t-SNE/PCA plot (needs %d)", len(features), MIN_EMBED_POINTS)
@@ -83,10 +83,10 @@ def write_figures(
             recognizer.reconstruct(ur).numpy(),
             folder / "reconstructions.png",
         )
-    name = recognizer.decision_scorer
+    name = recognizer.decision_scorer_
     figures[f"confusion matrix ({name} scorer)"] = plot_confusion(
         np.asarray(m["scorers"][name]["confusion_matrix"]),
-        recognizer.class_names,
+        recognizer.class_names_,
         folder / "confusion_matrix.png",
         f"open-set confusion matrix, {name} scorer",
     )

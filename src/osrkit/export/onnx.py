@@ -101,8 +101,8 @@ class _RecognizerGraph(nn.Module):
             }
         )
         self.names = list(scorers)
-        self.decision_column = self.names.index(recognizer.decision_scorer)
-        threshold = recognizer.thresholds_[recognizer.decision_scorer]
+        self.decision_column = self.names.index(recognizer.decision_scorer_)
+        threshold = recognizer.thresholds_[recognizer.decision_scorer_]
         self.register_buffer("decision_threshold", torch.tensor(threshold, dtype=torch.float64))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -158,12 +158,12 @@ def _metadata(recognizer: OpenSetRecognizer) -> dict[str, str]:
         "osrkit_format_version": ONNX_FORMAT_VERSION,
         "osrkit_version": __version__,
         "torch_version": torch.__version__,
-        "class_names": recognizer.class_names,
+        "class_names": recognizer.class_names_,
         "scorer_names": list(recognizer.scorers_),
-        "decision_scorer": recognizer.decision_scorer,
+        "decision_scorer": recognizer.decision_scorer_,
         "thresholds": {name: float(recognizer.thresholds_[name]) for name in recognizer.scorers_},
         "scorers": {name: s.get_state() for name, s in recognizer.scorers_.items()},
-        "accept_rate": recognizer.accept_rate,
+        "accept_rate": recognizer.accept_rate_,
         "input_spec": recognizer.input_spec_.to_dict(),
         "outputs": list(OUTPUT_NAMES),
     }

@@ -144,8 +144,9 @@ class ModelOptions:
     def build(
         self, class_names: list[str], spec: InputSpec | None = None, accept_rate: float = 0.95
     ) -> OpenSetRecognizer:
-        """An unfitted recognizer with these options (checked before any data is read)."""
-        return OpenSetRecognizer(
+        """An unfitted recognizer with these options, checked (``check_params``: one line
+        for a bad one) before any data is read."""
+        model = OpenSetRecognizer(
             class_names,
             accept_rate,
             self.decision_scorer,
@@ -157,6 +158,8 @@ class ModelOptions:
             scorers=self.scorers,
             pretrained=self.pretrained,
         )
+        model.check_params()
+        return model
 
 
 def fit_recognizer(
@@ -254,8 +257,8 @@ def evaluate_to_folder(
     figures = write_figures(ev, recognizer, out / "plots", options)
     metrics["timing_s"]["plots"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(out / "metrics.json", metrics)
-    name = recognizer.decision_scorer
-    gallery = confident_mistakes(ev, name, recognizer.thresholds_[name], recognizer.class_names)
+    name = recognizer.decision_scorer_
+    gallery = confident_mistakes(ev, name, recognizer.thresholds_[name], recognizer.class_names_)
     write_report(out / "report.html", metrics, figures, recognizer.config_dict(), gallery)
     return metrics
 

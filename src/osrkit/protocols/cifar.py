@@ -197,7 +197,7 @@ def far_sets(ctx: Context, config: TrainConfig | None, slug_prefix: str) -> dict
     model = ctx.recognizer(ctx.data("cifar10:train", CIFAR10_SPEC), config)
     unknowns = {name: ctx.data(source, CIFAR10_SPEC) for name, source in FAR_SETS.items()}
     sets = score_sets(model, ctx.data("cifar10:test", CIFAR10_SPEC), unknowns)
-    d = model.decision_scorer
+    d = model.decision_scorer_
     targets = []
     for name in unknowns:
         s = sets[name]["scorers"][d]

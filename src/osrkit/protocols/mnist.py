@@ -79,7 +79,7 @@ def run_digits_baseline(ctx: Context) -> dict:
     model = ctx.recognizer(ctx.data("mnist:train"))
     sets = score_sets(model, ctx.data("mnist:test"), {"CIFAR-10": ctx.data("cifar10")})
     s = sets["CIFAR-10"]
-    d = model.decision_scorer
+    d = model.decision_scorer_
     return {
         "sets": sets,
         "decision_scorer": d,
@@ -127,7 +127,7 @@ def run_crosr(ctx: Context) -> dict:
         "Noise": ctx.data("uniform-noise"),
     }
     sets = score_sets(model, test, unknowns)
-    d = model.decision_scorer
+    d = model.decision_scorer_
     goals = {"Omniglot": 0.95, "MNIST-Noise": 0.97, "Noise": 0.97}
     return {
         "sets": sets,
@@ -155,7 +155,7 @@ def run_near_far(ctx: Context) -> dict:
     model = ctx.recognizer(ctx.data("mnist:train"))
     unknowns = {name: ctx.data(spec) for name, spec in {**NEAR, **FAR}.items()}
     sets = score_sets(model, ctx.data("mnist:test"), unknowns)
-    d = model.decision_scorer
+    d = model.decision_scorer_
     targets = []
     for name in unknowns:
         s = sets[name]["scorers"][d]

@@ -51,7 +51,7 @@ def run_splits(
         tr, _ = split_classes(train, classes)
         k, u = split_classes(test, classes)
         model = ctx.recognizer(tr, config)
-        d = model.decision_scorer
+        d = model.decision_scorer_
         res = score_sets(model, k, {"other classes": u})["other classes"]
         rows.append({"known_classes": list(known), "unknown_count": len(u), "known_count": len(k)} | res)
     summary = summarise_splits(rows, metrics)

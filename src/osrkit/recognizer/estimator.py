@@ -1,9 +1,11 @@
 """``OpenSetRecognizer``: classifier backbone + optional autoencoder + calibrated scorers.
 
-Follows scikit-learn's habits (``fit`` returns self, fitted attributes end in ``_``,
-inputs are checked against the input spec ``fit`` saw, ``predict`` returns a class index
-or -1 for unknown) and Hugging Face's ``save_pretrained``/``from_pretrained`` folder
-layout (see ``osrkit.recognizer.persistence``).
+Keeps scikit-learn's estimator contract (the constructor stores its parameters, which
+``resolve_params`` in ``osrkit.recognizer.params`` checks at fit time; ``fit`` returns
+self and never changes a parameter; fitted attributes end in ``_``; ``predict`` returns a
+class index or -1 for unknown) and Hugging Face's ``save_pretrained``/``from_pretrained``
+folder layout (``osrkit.recognizer.persistence``). Training the networks is in
+``osrkit.recognizer.fitting``, running them in ``osrkit.recognizer.inference``.
 """
 
 from __future__ import annotations
@@ -12,84 +14,72 @@ import copy
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from osrkit.data.imageset import ImageSet
 from osrkit.data.inputs import ImagesLike, as_input_tensor
-from osrkit.data.lazy import LazyImageSet, describe_source, fingerprint, memory_rows, training_rows
+from osrkit.data.lazy import LazyImageSet
 from osrkit.data.spec import InputSpec
 from osrkit.errors import ConfigError, DataError
-from osrkit.hardware import resolve_device
-from osrkit.models import (
-    AutoencoderConfig,
-    Backbone,
-    ClassifierConfig,
-    ConvAutoencoder,
-    autoencoder_fits,
-    backbone_entry,
-    check_autoencoder_spec,
-    create_backbone,
-    default_backbone,
-    wrap_classifier,
+from osrkit.models import AutoencoderConfig, ClassifierConfig, backbone_entry, default_backbone
+from osrkit.models.choice import network_options, rgb_spec
+from osrkit.recognizer.engine import FastPaths
+from osrkit.recognizer.fitting import (
+    FitReport,
+    Split,
+    build_networks,
+    fit_head,
+    train_networks,
+    training_config,
+    wrap_network,
 )
-from osrkit.models.choice import as_registered, describe_backbone, network_options, rgb_spec
-from osrkit.models.head import fit_linear_head, replace_head
-from osrkit.recognizer.engine import FastPaths, InferenceEngine
 from osrkit.recognizer.inference import UNKNOWN, RecognizerInference, sharded_outputs
+from osrkit.recognizer.params import ResolvedParams, resolve_params, warn_legacy_configs
 from osrkit.recognizer.persistence import config_dict, load_pretrained, save_pretrained
-from osrkit.scorers import Scorer, needs_of, scorer_class
+from osrkit.scorers import needs_of, scorer_class
 from osrkit.scorers.calibration import check_accept_rate
 from osrkit.scorers.selection import (
     ScorerChoice,
-    check_scorer_choice,
     choose_scorers,
     default_decision_scorer,
     fit_scorers,
     model_signals,
 )
 from osrkit.training.config import TrainConfig
-from osrkit.training.loop import Checkpointer, stratified_split, train_autoencoder, train_classifier
-from osrkit.training.recipe import size_recipe, warn_small_classes
 
 log = logging.getLogger(__name__)
-recipe_log = logging.getLogger("osrkit.training.recipe")  # shown at the CLI's default level
 
 
-__all__ = [
-    "UNKNOWN",
-    "FitReport",
-    "ImagesLike",
-    "OpenSetRecognizer",
-    "as_input_tensor",
-    "default_decision_scorer",
-]
+__all__ = ["UNKNOWN", "FitReport", "ImagesLike", "OpenSetRecognizer"]
+__all__ += ["as_input_tensor", "default_decision_scorer"]  # importable from here since before they moved
 
 
-@dataclass
-class FitReport:
-    """What ``fit`` did: split sizes and each network's training history (``autoencoder``
-    is None without one; both are None for a wrapped classifier, which is not trained)."""
-
-    train_size: int
-    val_size: int
-    classifier: dict | None
-    autoencoder: dict | None
-    data_source: str = "memory"  # or "lazy": a folder read by DataLoader workers
-
-
-class OpenSetRecognizer(RecognizerInference):
+class OpenSetRecognizer(RecognizerInference, BaseEstimator):
     """Classifies known classes and rejects unknown inputs.
+
+    A scikit-learn estimator: the constructor only stores its parameters (``get_params``,
+    ``set_params``, ``sklearn.base.clone``); ``fit``, ``calibrate`` and the loaders check
+    them and keep what they decide in fitted attributes, never in a parameter:
+    ``class_names_``, ``accept_rate_``, ``decision_scorer_``, ``device_``, ``classifier_``,
+    ``autoencoder_``, ``input_spec_``, ``scorers_``, ``thresholds_``, ``fit_report_``...
 
     Parameters
     ----------
-    class_names: names of the known classes.
+    class_names: names of the known classes (default: the ten digits ``"0"`` to ``"9"``).
     accept_rate: fraction of known validation inputs each threshold accepts.
-    decision_scorer: which scorer ``predict`` uses (default: ``default_decision_scorer``).
+    decision_scorer: which scorer ``predict`` uses (default: the backbone's declared one,
+        else ``default_decision_scorer``).
+    classifier_config: deprecated, the seed's way to size the digit network: use
+        ``backbone="small_cnn", backbone_options=classifier_config.options()``.
+    autoencoder_config: deprecated: use ``autoencoder=AutoencoderConfig(...)``.
+    fast_paths: CPU inference fast paths (default None: all that this CPU supports, unless
+        ``OSRKIT_FAST=0``); ``FastPaths.off()`` is the plain float32 reference path.
+        Setting it on a fitted model changes how it runs from the next call.
     scorers: the scorers to fit: registered names or unfitted ``Scorer`` instances
         (``osrkit.scorers.create_scorer("knn", k=10)``), or ``"all"`` (every scorer the model
         can compute); default: ``osrkit.scorers.selection.DEFAULT_SCORERS``. The decision scorer and
@@ -97,18 +87,27 @@ class OpenSetRecognizer(RecognizerInference):
     backbone: a registered backbone name (``osrkit.list_backbones()``); default: the one
         that suits the input spec (``default_backbone``).
     backbone_options: options of that backbone (e.g. ``{"widths": [32, 64, 128]}``).
-    pretrained: start from ImageNet weights. None (default): where the backbone has them
-        (the default for colour images, ``efficientnet_lite0``, does); False: train from
-        scratch (colour images then get ``colour_cnn``); True: require them.
     input_spec: the input the networks take; default: chosen by ``fit`` from the training
         data (MNIST 1x28x28, CIFAR-10 3x32x32, an image folder from its images).
     autoencoder: train the autoencoder (True/False, or an ``AutoencoderConfig``); default:
         the backbone's default (on for the digit network, off for the colour one).
-    fast_paths: CPU inference fast paths (default: all that this CPU supports, unless
-        ``OSRKIT_FAST=0``); ``FastPaths.off()`` is the plain float32 reference path.
     device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-    classifier_config: the seed's way to size the digit network (implies ``small_cnn``).
+    scorers: the scorers to fit: registered names or unfitted ``Scorer`` instances
+        (``osrkit.scorers.create_scorer("knn", k=10)``), or ``"all"`` (every scorer the model
+        can compute); default: ``osrkit.scorers.selection.DEFAULT_SCORERS``. The decision scorer and
+        a fusion's members are always added.
+    pretrained: start from ImageNet weights. None (default): where the backbone has them
+        (the default for colour images, ``efficientnet_lite0``, does); False: train from
+        scratch (colour images then get ``colour_cnn``); True: require them.
     """
+
+    # fitted attributes besides RecognizerInference's: class-level defaults until set
+    class_names_: list[str] | None = None
+    accept_rate_: float | None = None
+    pretrained_: bool = False  # True for a wrapped classifier: fit trains nothing
+    train_config_: TrainConfig | None = None
+    fit_report_: FitReport | None = None
+    _head_to_fit: nn.Linear | None = None  # from_classifier(head=...), fitted by fit
 
     def __init__(
         self,
@@ -127,46 +126,36 @@ class OpenSetRecognizer(RecognizerInference):
         scorers: ScorerChoice = None,
         pretrained: bool | None = None,
     ) -> None:
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(10)]
-        self.accept_rate = check_accept_rate(accept_rate)
-        if decision_scorer is not None:
-            scorer_class(decision_scorer)  # an unknown name: one line, before any training
+        self.class_names = class_names
+        self.accept_rate = accept_rate
         self.decision_scorer = decision_scorer
-        self.scorers = check_scorer_choice(scorers)
-        if classifier_config is not None:
-            if classifier_config.num_classes != len(self.class_names):
-                raise ConfigError("classifier num_classes differs from the number of class names")
-            backbone = backbone or "small_cnn"
-            backbone_options = classifier_config.options() | (backbone_options or {})
-        if backbone is not None:
-            backbone_entry(backbone)  # an unknown name fails here, before any data is read
+        self.classifier_config = classifier_config
+        self.autoencoder_config = autoencoder_config
+        self.fast_paths = fast_paths
         self.backbone = backbone
-        self.backbone_options = dict(backbone_options or {})
-        if pretrained not in (None, True, False):
-            raise ConfigError(f"pretrained must be True, False or None, got {pretrained!r}")
-        self.pretrained = pretrained
-        if backbone is not None:
-            # pretrained=True on a network without weights: one line now
-            network_options(backbone, self.backbone_options, pretrained)
+        self.backbone_options = backbone_options
         self.input_spec = input_spec
-        if autoencoder_config is not None and autoencoder is None:
-            autoencoder = autoencoder_config
         self.autoencoder = autoencoder
-        if input_spec is not None and self._wants_autoencoder(input_spec):
-            check_autoencoder_spec(input_spec)  # an asked-for autoencoder that cannot be: one line now
-        self.device = resolve_device(device)
-        self.classifier_: Backbone | None = None
-        self.autoencoder_: ConvAutoencoder | None = None
-        self.input_spec_: InputSpec | None = None
-        self.pretrained_ = False  # True for a wrapped classifier: fit trains nothing
-        self.scorers_: dict[str, Scorer] = {}
-        self.thresholds_: dict[str, float] = {}
-        self.train_config_: TrainConfig | None = None
-        self.fit_report_: FitReport | None = None
-        self._fast_paths = fast_paths or FastPaths.default()
-        self._engine: InferenceEngine | None = None
-        self._head_to_fit: nn.Linear | None = None  # from_classifier(head=...), fitted by fit
-        self._engine_version: tuple = ()
+        self.device = device
+        self.scorers = scorers
+        self.pretrained = pretrained
+        # Warned here, where users write the call, rather than in fit: a warning is no
+        # derived state, and fit folds the configurations in (resolve_params).
+        warn_legacy_configs(classifier_config, autoencoder_config, stacklevel=2)
+
+    def check_params(self) -> ResolvedParams:
+        """The parameters checked, a bad one in one line (``ConfigError``), and resolved as
+        ``fit`` uses them; nothing is fitted or changed (see ``resolve_params``)."""
+        return resolve_params(self.get_params(deep=False))
+
+    def __sklearn_clone__(self) -> OpenSetRecognizer:
+        """An unfitted copy with deep copies of the same parameters (``sklearn.base.clone``).
+
+        Done here rather than by scikit-learn's default, which would take the ``Scorer``
+        instances in ``scorers`` for estimators (they have ``get_params``) and call theirs
+        with a ``deep`` argument it lacks; fit makes fresh scorers of their hyper-parameters."""
+        params = {name: copy.deepcopy(value) for name, value in self.get_params(deep=False).items()}
+        return type(self)(**params)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -219,43 +208,17 @@ class OpenSetRecognizer(RecognizerInference):
             device=device,
             scorers=scorers,
         )
-        if head is not None:
-            module = replace_head(module, head, len(model.class_names))
-        net = wrap_classifier(module, input_spec, len(model.class_names), features)
-        # a network built by create_backbone records its options; a bare one is wrapped as it
-        # is, which is what the backbone's options meant before any were recorded
-        entry = backbone_entry(backbone) if backbone else None
-        registered = getattr(module, "backbone_options", None)
-        if registered is None:
-            registered = entry.unrecorded_options if entry else {}
-        options = registered | model.backbone_options
-        if backbone is not None:
-            net = as_registered(net, backbone, input_spec, len(model.class_names), options)
-        net.backbone_name, net.backbone_options = backbone or "", options
-        model._head_to_fit = net.get_submodule(f"net.{head}") if head is not None else None
-        model.classifier_ = net.eval().to(model.device)
-        model.input_spec_ = input_spec
-        model.pretrained_ = True
+        params = model.check_params()
+        num_classes = len(params.class_names)
+        net, head_layer = wrap_network(
+            module, input_spec, num_classes, features, backbone, params.backbone_options, head
+        )
+        model.class_names_, model.device_ = params.class_names, params.device
+        model.classifier_ = net.eval().to(params.device)
+        model.input_spec_, model.pretrained_, model._head_to_fit = input_spec, True, head_layer
         return model
 
-    def _wants_autoencoder(self, spec: InputSpec) -> bool:
-        """Whether an autoencoder goes with a model for ``spec``: as asked, else the
-        backbone's default where the spec allows one (sides divisible by 4)."""
-        if self.autoencoder is None:
-            name = self.backbone or default_backbone(spec, self.pretrained is not False)
-            return backbone_entry(name).autoencoder and autoencoder_fits(spec)
-        return bool(self.autoencoder)
-
     # ---------------------------------------------------------------- fitting
-    def _build_networks(self, spec: InputSpec, name: str, options: dict) -> None:
-        """Fresh networks ``name`` with ``options`` for ``spec`` (seeded by the caller)."""
-        self.classifier_ = create_backbone(name, spec, len(self.class_names), **options)
-        self.autoencoder_ = None
-        if self._wants_autoencoder(spec):
-            ae = self.autoencoder if isinstance(self.autoencoder, AutoencoderConfig) else AutoencoderConfig()
-            self.autoencoder_ = ConvAutoencoder(ae, spec)
-        self._engine = None
-
     def fit(
         self,
         train: ImageSet | LazyImageSet,
@@ -272,25 +235,24 @@ class OpenSetRecognizer(RecognizerInference):
         dropout (it seeds torch's global generator, as ``torch.manual_seed`` does). For a
         wrapped classifier (``from_classifier``) nothing is trained: the split only
         separates the images the scorers are fitted on from those that set thresholds.
+        The parameters are checked first, before any data is read; none is changed.
         """
-        if len(train.class_names) < 2 and not self.pretrained_:
+        params = self.check_params()
+        wrapped = self.pretrained_
+        if len(train.class_names) < 2 and not wrapped:
             raise ConfigError(
                 f"{train.name} holds one class ({train.class_names[0]!r}); a recognizer learns to tell "
                 "at least 2 known classes apart, so add the other known classes' folders"
             )
-        if train.class_names != self.class_names:
+        if train.class_names != params.class_names:
             raise ConfigError(
-                f"training classes {train.class_names} differ from the recognizer's {self.class_names}"
+                f"training classes {train.class_names} differ from the recognizer's {params.class_names}"
             )
-        spec = (
-            self.input_spec_
-            if self.pretrained_
-            else (self.input_spec or train.spec or InputSpec(*train.shape))
-        )
+        spec = self.input_spec_ if wrapped else (params.input_spec or train.spec or InputSpec(*train.shape))
         name = (
             self.backbone_name_
-            if self.pretrained_
-            else (self.backbone or default_backbone(spec, self.pretrained is not False))
+            if wrapped
+            else (params.backbone or default_backbone(spec, params.pretrained is not False))
         )
         spec = rgb_spec(spec, name)
         if train.shape != spec.shape:
@@ -302,66 +264,40 @@ class OpenSetRecognizer(RecognizerInference):
             )
             train = train.to_spec(spec)
         # the options of the networks fit builds (a wrapped classifier builds none)
-        options = {} if self.pretrained_ else network_options(name, self.backbone_options, self.pretrained)
-        if config is None or isinstance(config, dict):
-            overrides = config or {}
-            if name and not self.pretrained_:
-                counts = torch.bincount(train.labels, minlength=len(self.class_names)).tolist()
-                warn_small_classes(self.class_names, counts)
-                recipe = size_recipe(name, len(train), len(self.class_names), overrides)
-                config = recipe.config
-                recipe_log.info("%s", recipe.describe(describe_backbone(name, options)))
-            else:
-                config = TrainConfig.for_backbone(name, **overrides) if name else TrainConfig(**overrides)
-        signals = model_signals(False if self.pretrained_ else self._wants_autoencoder(spec), spec)
-        if self.decision_scorer is None:
-            declared = backbone_entry(name).decision_scorer if name else None
-            self.decision_scorer = declared or default_decision_scorer(signals)
-        choose_scorers(self.scorers, self.decision_scorer, signals)  # one line now, before any training
-        tr, va = stratified_split(train.labels, config.val_size, config.seed)
-        # a lazily read folder stays on disk for training; its validation split is decoded
-        images, labels = training_rows(train, tr), train.labels[tr]
-        val_images, val_labels = memory_rows(train, va), train.labels[va]
-        self.input_spec_ = spec
-        if self.pretrained_:
+        options = {} if wrapped else network_options(name, params.backbone_options, params.pretrained)
+        config = training_config(config, name, train, params.class_names, options, wrapped)
+        signals = model_signals(False if wrapped else params.wants_autoencoder(spec), spec)
+        declared = backbone_entry(name).decision_scorer if name else None
+        decision = params.decision_scorer or declared or default_decision_scorer(signals)
+        choose_scorers(self.scorers, decision, signals)  # one line now, before any training
+        split = Split.of(train, config)
+        self.class_names_, self.input_spec_ = params.class_names, spec
+        if wrapped:
             if self._head_to_fit is not None:
-                self._fit_head(images, labels, config.seed)
-            self.train_config_ = config
-            self.fit_report_ = FitReport(len(tr), len(va), None, None)
+                fit_head(self.outputs, self._head_to_fit, split.images, split.labels, config.seed)
+                self._head_to_fit, self._engine = None, None  # the engine copied the old head
+            self.fit_report_ = FitReport(len(split.labels), len(split.val_labels), None, None)
         else:
             torch.manual_seed(config.seed)
-            self._build_networks(spec, name, options)
-            ckpt = None
-            if checkpoint_dir:
-                identity = config.to_dict() | {
-                    "class_names": self.class_names,
-                    # the options the network was built with (registered defaults included)
-                    "backbone": {"name": self.backbone_name_, "options": self.classifier_.backbone_options},
-                    "input_spec": spec.to_dict(),
-                    "autoencoder": self.autoencoder_.config.to_dict() if self.autoencoder_ else None,
-                    "data": fingerprint(train),
-                }
-                ckpt = Checkpointer(checkpoint_dir, identity)
-            clf_info = train_classifier(
-                self.classifier_, images, labels, val_images, val_labels, config, ckpt, progress, self.device
+            self.device_ = params.device
+            self.classifier_, self.autoencoder_ = build_networks(params, spec, name, options)
+            self.fit_report_ = train_networks(
+                self.classifier_,
+                self.autoencoder_,
+                train,
+                split,
+                config,
+                params.class_names,
+                spec,
+                checkpoint_dir,
+                progress,
+                params.device,
             )
-            ae_info = None
-            if self.autoencoder_ is not None:
-                ae_info = train_autoencoder(
-                    self.autoencoder_, images, val_images, config, ckpt, progress, self.device
-                )
             self._engine = None
-            self.train_config_ = config
-            self.fit_report_ = FitReport(len(tr), len(va), clf_info, ae_info, describe_source(train))
-        self.calibrate(val_images, reference=images, reference_labels=labels)
-        return self
-
-    def _fit_head(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> None:
-        """Fit the wrapped network's new head on the features of the training split."""
-        features = self.outputs(images, signals=frozenset()).features
-        fit_linear_head(self._head_to_fit, torch.from_numpy(features), labels, seed=seed)
-        self._head_to_fit, self._engine = None, None  # the engine copied the old head
-        log.info("fitted a new linear head on %d known training images", len(labels))
+        self.train_config_ = config
+        return self.calibrate(
+            split.val_images, reference=split.images, reference_labels=split.labels, decision_scorer=decision
+        )
 
     def calibrate(
         self,
@@ -369,6 +305,7 @@ class OpenSetRecognizer(RecognizerInference):
         accept_rate: float | None = None,
         reference: ImagesLike | None = None,
         reference_labels: torch.Tensor | np.ndarray | None = None,
+        decision_scorer: str | None = None,
     ) -> OpenSetRecognizer:
         """Fit the chosen scorers (``scorers``) and set their thresholds, on known-class
         images only.
@@ -385,13 +322,23 @@ class OpenSetRecognizer(RecognizerInference):
         random permutation: the first fits the scorers with parameters (labelled by
         ``known.labels`` for an ``ImageSet``, else by the classifier's predictions), the
         second sets the thresholds.
+
+        ``accept_rate`` (default: the ``accept_rate`` parameter) and ``decision_scorer``
+        (default: the parameter, else the decision scorer fitted before, else the default
+        rule) set ``accept_rate_`` and ``decision_scorer_``; the parameters stay as they are.
         """
         self._check_networks()
-        if accept_rate is not None:
-            self.accept_rate = check_accept_rate(accept_rate)
-        if self.decision_scorer is None:
-            self.decision_scorer = default_decision_scorer(self.signals())
-        chosen = choose_scorers(self.scorers, self.decision_scorer, self.signals())
+        params = self.check_params()
+        rate = params.accept_rate if accept_rate is None else check_accept_rate(accept_rate)
+        if decision_scorer is not None:
+            scorer_class(decision_scorer)  # an unknown name: one line
+        decision = (
+            decision_scorer
+            or params.decision_scorer
+            or self.decision_scorer_
+            or default_decision_scorer(self.signals())
+        )
+        chosen = choose_scorers(self.scorers, decision, self.signals())
         known_labels = known.labels if isinstance(known, ImageSet) else None
         known = self._as_input(known)
         if reference is None:
@@ -417,9 +364,10 @@ class OpenSetRecognizer(RecognizerInference):
             reference_outputs,
             reference_labels,
             outputs,
-            self.accept_rate,
+            rate,
             self.linear_head() if any(s.needs_head for s in chosen) else None,
         )
+        self.accept_rate_, self.decision_scorer_ = rate, decision
         log.info(
             "fitted scorers on %d known training images, calibrated on %d known images: %s",
             len(reference_outputs),
@@ -427,20 +375,6 @@ class OpenSetRecognizer(RecognizerInference):
             self.thresholds_,
         )
         return self
-
-    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The class layer ``(W, b)`` with ``logits = features @ W.T + b``, for scorers
-        that read it (ViM, ReAct): probed in float64 from the backbone's ``classify`` (so a
-        scaled or otherwise wrapped linear head counts as it computes); None for a wrapped
-        network, whose scorers fit it to the logits by least squares."""
-        net = self.classifier_
-        if not getattr(net, "splittable", False) or not hasattr(net, "feature_dim"):
-            return None
-        head = copy.deepcopy(net.head).cpu().double().eval()
-        with torch.no_grad():
-            bias = head(torch.zeros(1, net.feature_dim, dtype=torch.float64))[0]
-            weight = (head(torch.eye(net.feature_dim, dtype=torch.float64)) - bias).T.contiguous()
-        return weight, bias
 
     # ---------------------------------------------------------------- persistence
     def config_dict(self) -> dict:

@@ -7,6 +7,7 @@ and fitting one live in ``osrkit.recognizer.estimator``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,35 +31,29 @@ UNKNOWN = -1
 
 
 class RecognizerInference:
-    """Inference on a fitted recognizer. Expects the fitted attributes ``classifier_``,
-    ``autoencoder_``, ``input_spec_``, ``scorers_``, ``thresholds_`` and the settings
-    ``decision_scorer``, ``device`` and ``_fast_paths`` (see ``OpenSetRecognizer``)."""
+    """Inference on a fitted recognizer: reads the fitted attributes ``classifier_``,
+    ``autoencoder_``, ``input_spec_``, ``scorers_``, ``thresholds_``, ``decision_scorer_``
+    and ``device_``, and the ``fast_paths`` setting (see ``OpenSetRecognizer``).
 
-    classifier_: Backbone | None
-    autoencoder_: ConvAutoencoder | None
-    input_spec_: InputSpec | None
-    scorers_: dict[str, Scorer]
-    thresholds_: dict[str, float]
-    decision_scorer: str | None
-    device: torch.device
-    _fast_paths: FastPaths
-    _engine: InferenceEngine | None
-    _engine_version: tuple
+    The fitted attributes are absent from an unfitted instance (``vars``, where
+    scikit-learn's ``check_is_fitted`` looks), which reads the class-level defaults below;
+    fitting, wrapping and loading set them on the instance."""
 
-    @property
-    def fast_paths(self) -> FastPaths:
-        """The inference fast paths; setting them rebuilds the inference engine."""
-        return self._fast_paths
-
-    @fast_paths.setter
-    def fast_paths(self, value: FastPaths) -> None:
-        self._fast_paths = value
-        self._engine = None
+    classifier_: Backbone | None = None
+    autoencoder_: ConvAutoencoder | None = None
+    input_spec_: InputSpec | None = None
+    scorers_: dict[str, Scorer] | None = None
+    thresholds_: dict[str, float] | None = None
+    decision_scorer_: str | None = None
+    device_: torch.device | None = None
+    fast_paths: FastPaths | None
+    _engine: InferenceEngine | None = None
+    _engine_version: tuple = ()
 
     @property
     def fusions(self) -> dict[str, FusionScorer]:
         """The fitted fusion scorers (OR rules of calibrated members), by name."""
-        return {n: s for n, s in getattr(self, "scorers_", {}).items() if isinstance(s, FusionScorer)}
+        return {n: s for n, s in (self.scorers_ or {}).items() if isinstance(s, FusionScorer)}
 
     @property
     def has_autoencoder(self) -> bool:
@@ -79,15 +74,17 @@ class RecognizerInference:
         )
 
     def engine(self) -> InferenceEngine:
-        """The inference engine for the current weights (rebuilt when they change)."""
+        """The inference engine for the current weights and fast paths (rebuilt when
+        either changes; ``fast_paths`` None: ``FastPaths.default()``)."""
         self._check_networks()
-        version = self._weights_version()
+        fast = self.fast_paths or FastPaths.default()
+        version = (fast, *self._weights_version())
         if self._engine is None or self._engine_version != version:
             self._engine = InferenceEngine(
                 self.classifier_,
                 self.autoencoder_,
-                self._fast_paths,
-                self.device,
+                fast,
+                self.device_,
                 self.input_spec_.shape if self.input_spec_ is not None else None,
             )
             self._engine_version = version
@@ -108,6 +105,20 @@ class RecognizerInference:
     def _check_scorer_available(self, name: str) -> None:
         check_scorer_available(name, self.signals())
 
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The class layer ``(W, b)`` with ``logits = features @ W.T + b``, for scorers
+        that read it (ViM, ReAct): probed in float64 from the backbone's ``classify`` (so a
+        scaled or otherwise wrapped linear head counts as it computes); None for a wrapped
+        network, whose scorers fit it to the logits by least squares."""
+        net = self.classifier_
+        if not getattr(net, "splittable", False) or not hasattr(net, "feature_dim"):
+            return None
+        head = copy.deepcopy(net.head).cpu().double().eval()
+        with torch.no_grad():
+            bias = head(torch.zeros(1, net.feature_dim, dtype=torch.float64))[0]
+            weight = (head(torch.eye(net.feature_dim, dtype=torch.float64)) - bias).T.contiguous()
+        return weight, bias
+
     # ---------------------------------------------------------------- inference
     def _check_networks(self) -> None:
         if self.classifier_ is None:
@@ -120,7 +131,7 @@ class RecognizerInference:
     def _scorer_name(self, scorer: str | None) -> str:
         """``scorer`` (default: the decision scorer), checked against the fitted scorers."""
         self._check_fitted()
-        name = scorer or self.decision_scorer
+        name = scorer or self.decision_scorer_
         if name not in self.scorers_:
             fitted = ", ".join(self.scorers_)
             if name in SCORERS:
@@ -232,7 +243,7 @@ class RecognizerInference:
         if self.autoencoder_ is None:
             raise ConfigError("this model has no autoencoder, so there are no reconstructions")
         with torch.inference_mode():
-            return self.autoencoder_(self._as_input(x).to(self.device)).cpu()
+            return self.autoencoder_(self._as_input(x).to(self.device_)).cpu()
 
 
 def sharded_outputs(model: object, x: object, signals: frozenset[str]) -> object:

@@ -50,11 +50,10 @@ class FittedRecognizer(Protocol):
     """What this module reads from and sets on an ``OpenSetRecognizer``. Typed by shape:
     the estimator imports this module, so this module does not import the estimator."""
 
-    class_names: list[str]
-    accept_rate: float
-    decision_scorer: str
-    scorers: list[Scorer]
-    device: torch.device
+    class_names_: list[str]
+    accept_rate_: float
+    decision_scorer_: str
+    device_: torch.device
     classifier_: Any
     autoencoder_: ConvAutoencoder | None
     scorers_: dict[str, Scorer]
@@ -63,6 +62,8 @@ class FittedRecognizer(Protocol):
     pretrained_: bool
     train_config_: TrainConfig | None
 
+    def check_params(self) -> Any: ...
+    def set_params(self, **params: Any) -> Any: ...
     def engine(self) -> Any: ...
 
 
@@ -91,9 +92,9 @@ def config_dict(model: FittedRecognizer) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "class_names": model.class_names,
-        "accept_rate": model.accept_rate,
-        "decision_scorer": model.decision_scorer,
+        "class_names": model.class_names_,
+        "accept_rate": model.accept_rate_,
+        "decision_scorer": model.decision_scorer_,
         "thresholds": model.thresholds_,
         "scorers": {name: s.get_state() for name, s in model.scorers_.items()},
         "input_spec": model.input_spec_.to_dict(),
@@ -108,8 +109,8 @@ def config_dict(model: FittedRecognizer) -> dict[str, Any]:
         # resolves the fast paths differently gets a warning on loading.
         "runtime": {
             "calibrated_with": model.engine().fast.describe(),
-            "device": model.device.type,
-            "training_bf16": train.bf16_on(model.device) if train else None,
+            "device": model.device_.type,
+            "training_bf16": train.bf16_on(model.device_) if train else None,
         },
         "versions": {"osrkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
@@ -246,6 +247,8 @@ def load_pretrained(
             ) from None
         check_scorer_known(cfg["decision_scorer"], path)
         class_names = cfg["class_names"]
+        # the saved parameters, as the constructor takes them; what they resolve to and
+        # what the folder holds are the fitted attributes
         model = cls(
             class_names,
             cfg["accept_rate"],
@@ -256,6 +259,9 @@ def load_pretrained(
             backbone_options=options,
             autoencoder=ae_cfg or False,
         )
+        params = model.check_params()
+        model.class_names_, model.device_ = params.class_names, params.device
+        model.accept_rate_, model.decision_scorer_ = params.accept_rate, params.decision_scorer
         model.classifier_ = _load_network(
             lambda: create_backbone(name, spec, len(class_names), for_loading=True, **options),
             path / "classifier.safetensors",
@@ -266,16 +272,16 @@ def load_pretrained(
             if ae_cfg is not None
             else None
         )
-        model.classifier_.to(model.device)
+        model.classifier_.to(params.device)
         if model.autoencoder_ is not None:
-            model.autoencoder_.to(model.device)
+            model.autoencoder_.to(params.device)
         model.input_spec_ = spec
         model.pretrained_ = bool(cfg.get("backbone", {}).get("pretrained", False))
         model.scorers_ = _load_scorers(cfg, path, checksums)
         # recalibrating fits the same scorers with the same hyper-parameters
-        model.scorers = [create_scorer(n, **s.get_params()) for n, s in model.scorers_.items()]
+        model.set_params(scorers=[create_scorer(n, **s.get_params()) for n, s in model.scorers_.items()])
         model.thresholds_ = {k: float(v) for k, v in cfg["thresholds"].items()}
-        required = {model.decision_scorer, *model.scorers_, *model.thresholds_}
+        required = {model.decision_scorer_, *model.scorers_, *model.thresholds_}
         missing = required - (model.scorers_.keys() & model.thresholds_.keys())
         if missing:
             raise ModelFormatError(
