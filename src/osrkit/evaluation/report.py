@@ -4,6 +4,7 @@ table and every figure embedded (opens offline)."""
 from __future__ import annotations
 
 import html
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,8 +174,6 @@ def render_report(
 
 
 def _pretty(obj: object) -> str:
-    import json
-
     return json.dumps(obj, indent=2, default=str)
 
 

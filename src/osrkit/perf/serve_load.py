@@ -85,7 +85,7 @@ def start_server(
     ``/readyz`` answers; returns the process and its base URL. Its stderr (the log) is
     piped and read by ``stop_server``, or, for a long or chatty run whose log would fill
     the pipe and block the server, written to ``log_path``."""
-    import httpx
+    import httpx  # the serve extra's client
 
     port = free_port()
     cmd = [sys.executable, "-m", "osrkit", "serve", str(model_dir), "--port", str(port), *flags]

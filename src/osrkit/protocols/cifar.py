@@ -13,6 +13,7 @@ import dataclasses
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from osrkit.data.spec import CIFAR10_SPEC
 from osrkit.evaluation.report import target_line
@@ -215,8 +216,6 @@ def far_sets(ctx: Context, config: TrainConfig | None, slug_prefix: str) -> dict
 
 def training_flops(net: torch.nn.Module, spec_shape: tuple[int, ...], num_classes: int) -> int:
     """FLOPs of one training image (forward and backward), counted by torch's FLOP counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     net = copy.deepcopy(net)  # the count's step must not touch the network being trained
     x = torch.rand(2, *spec_shape)
     y = torch.zeros(2, dtype=torch.int64)

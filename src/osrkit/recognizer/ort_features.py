@@ -40,7 +40,7 @@ def import_onnxruntime() -> ModuleType:
     """
     if "onnxruntime" not in sys.modules:
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    import onnxruntime
+    import onnxruntime  # the onnx extra
 
     onnxruntime.disable_telemetry_events()
     return onnxruntime

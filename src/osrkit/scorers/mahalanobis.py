@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.covariance import LedoitWolf
 
 from osrkit.errors import ConfigError, ModelFormatError
 from osrkit.scorers.base import ModelOutputs, Scorer, Signals, labels_or_predictions, register_scorer
@@ -52,8 +53,6 @@ class MahalanobisScorer(Scorer):
     ) -> MahalanobisScorer:
         """Class means and the tied precision of known training features; ``labels``
         default to the classifier's predictions."""
-        from sklearn.covariance import LedoitWolf
-
         y = labels_or_predictions(known, labels)
         f = known.features.astype(np.float64)
         classes = np.unique(y)

@@ -139,7 +139,7 @@ class PredictFastPath:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/predict" and scope["method"] == "POST":
-            from starlette.requests import Request
+            from starlette.requests import Request  # the serve extra, as in create_app
 
             response = await self.answer(Request(scope, receive))
             await response(scope, receive, send)

@@ -141,6 +141,6 @@ def guarded_protocol(
 
 def uvicorn_protocol(timeout: float, max_connections: int | None = None) -> type[asyncio.Protocol]:
     """uvicorn's own HTTP protocol class (httptools where installed, else h11), guarded."""
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol  # the serve extra
 
     return guarded_protocol(AutoHTTPProtocol, timeout, max_connections)

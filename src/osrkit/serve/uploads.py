@@ -66,7 +66,7 @@ def multipart_files(body: bytes, content_type: str, max_images: int) -> list[tup
     ``request.form()`` runs the same parser but spools every file through a temporary
     file object and an async read: 113 against 34 us for one small PNG here, on the
     event loop that serves every request."""
-    from python_multipart import MultipartParser
+    from python_multipart import MultipartParser  # the serve extra, as below
     from python_multipart.exceptions import MultipartParseError
     from python_multipart.multipart import parse_options_header
 
@@ -135,7 +135,7 @@ def json_images(body: bytes, max_images: int) -> list[tuple[str, bytes]]:
     with more commas than a request of ``max_images`` images and names can hold is refused
     before parsing, which would build every value of a list of millions first; the images
     are counted before any base64 is decoded."""
-    import orjson
+    import orjson  # the serve extra, imported where the service runs
 
     commas = body.count(b",")
     if commas > JSON_COMMAS_PER_IMAGE * max_images + 16:

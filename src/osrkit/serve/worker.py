@@ -52,7 +52,7 @@ class WorkerStopped(RuntimeError):
 def json_rows(model: Predictor, images: np.ndarray) -> list[bytes]:
     """``prediction_rows`` of the image batch ``images`` (uint8, or float in [0, 1], in the
     model's spec), each row as JSON bytes."""
-    import orjson
+    import orjson  # the serve extra, imported where the service runs
 
     return [orjson.dumps(row) for row in prediction_rows(model, torch.from_numpy(images))]
 
