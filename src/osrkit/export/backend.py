@@ -149,6 +149,16 @@ class OnnxRecognizer:
         # the same reader as a model folder's config.json: depth, NaN and size checked
         return {key: parse_config(value, f"{self.path} (metadata {key!r})") for key, value in raw.items()}
 
+    @property
+    def class_names_(self) -> list[str]:
+        """The known classes, under the fitted-attribute name ``OpenSetRecognizer`` uses."""
+        return self.class_names
+
+    @property
+    def decision_scorer_(self) -> str:
+        """The deciding scorer, under the fitted-attribute name ``OpenSetRecognizer`` uses."""
+        return self.decision_scorer
+
     def __repr__(self) -> str:
         return f"OnnxRecognizer({str(self.path)!r}, classes={len(self.class_names)})"
 

@@ -22,9 +22,10 @@ from osrkit.scorers.fusion import FusionScorer
 
 
 class Predictor(Protocol):
-    """What both backends (``OpenSetRecognizer``, ``OnnxRecognizer``) offer; the classes
-    and the deciding scorer are read by ``class_names_of`` and ``decision_scorer_of``
-    (the estimator keeps them in fitted attributes, the ONNX backend as read)."""
+    """What both backends (``OpenSetRecognizer``, ``OnnxRecognizer``) offer."""
+
+    class_names_: list[str]
+    decision_scorer_: str
 
     def outputs(self, x: Any) -> Any: ...
     def scores_from_outputs(self, outputs: Any) -> dict[str, np.ndarray]: ...
@@ -45,18 +46,6 @@ def input_spec_of(model: Predictor) -> InputSpec:
     """The input spec a loaded model of either backend takes."""
     spec = getattr(model, "input_spec_", None)  # OpenSetRecognizer's fitted spec
     return spec if spec is not None else model.input_spec
-
-
-def class_names_of(model: Predictor) -> list[str]:
-    """The known classes of a model of either backend."""
-    names = getattr(model, "class_names_", None)  # OpenSetRecognizer's fitted classes
-    return names if names is not None else model.class_names
-
-
-def decision_scorer_of(model: Predictor) -> str:
-    """The scorer that decides, whichever the backend."""
-    name = getattr(model, "decision_scorer_", None)  # OpenSetRecognizer's fitted decision
-    return name if name is not None else model.decision_scorer
 
 
 def thresholds_of(model: Predictor) -> dict[str, float]:
@@ -93,14 +82,14 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
     scores = model.scores_from_outputs(outputs)
     labels = model.decide(outputs, scorer, scores)  # from the scores above, not scored again
     thresholds = {name: float(thresholds_of(model)[name]) for name in scores}  # one dict for all rows
-    decision = scorer or decision_scorer_of(model)
+    decision = scorer or model.decision_scorer_
     deciders = {name: deciding_members(f, scores) for name, f in model.fusions.items() if name in scores}
     # a fusion cuts each member at its own joint threshold, not at the member's own one
     cuts = model.fusions[decision].member_thresholds() if decision in deciders else None
     # thresholds are finite (checked on loading), so rows need cleaning only where a score is not
     finite = np.logical_and.reduce([np.isfinite(s) for s in scores.values()])
     decided_finite = np.isfinite(scores[decision])
-    class_names = class_names_of(model)
+    class_names = model.class_names_
     rows = []
     for i, label in enumerate(labels):
         idx = int(label)

@@ -23,7 +23,7 @@ import torch
 from osrkit._version import __version__
 from osrkit.errors import ConfigError, OsrkitError
 from osrkit.hardware import usable_cores
-from osrkit.jobs.predictions import class_names_of, decision_scorer_of, input_spec_of, thresholds_of
+from osrkit.jobs.predictions import input_spec_of, thresholds_of
 from osrkit.serve.batcher import MicroBatcher
 from osrkit.serve.images import (
     DEFAULT_MAX_PIXELS,
@@ -152,9 +152,9 @@ def model_info(model: Any, options: ServeOptions) -> dict:
     onnx = options.backend == "onnx"
     spec = input_spec_of(model)
     info = {
-        "class_names": list(class_names_of(model)),
+        "class_names": list(model.class_names_),
         "input_spec": spec.to_dict(),
-        "decision_scorer": decision_scorer_of(model),
+        "decision_scorer": model.decision_scorer_,
         "scorers": list(model.scorer_names if onnx else model.scorers_),
         "thresholds": dict(thresholds_of(model)),
         "backend": options.backend,
