@@ -226,24 +226,39 @@ def test_colour_cnn_refuses_images_too_small_in_one_line(stem, side, least):
 def test_colour_cnn_records_its_defaults_and_refuses_an_unknown_stem():
     net = create_backbone("colour_cnn", CIFAR10_SPEC, 4)
     # the widths follow the stem: recorded too, so a folder pins its network
-    assert net.backbone_options == {"stem": "patch", "widths": [32, 96, 192], "flip_tta": True}
+    assert net.backbone_options == {
+        "stem": "whiten",
+        "widths": [64, 256, 256],
+        "flip_tta": True,
+        "shift_tta": True,
+        "activation": "gelu",
+        "dirac_init": True,
+        "bn_momentum": 0.4,
+    }
     old = create_backbone("colour_cnn", CIFAR10_SPEC, 4, stem="space_to_depth")
     assert old.backbone_options["widths"] == [64, 128, 256]
+    assert create_backbone("colour_cnn", CIFAR10_SPEC, 4, stem="patch").backbone_options["widths"] == [
+        32,
+        96,
+        192,
+    ]
     assert (
         create_backbone("colour_cnn", CIFAR10_SPEC, 4, flip_tta=False).backbone_options["flip_tta"] is False
     )
-    with pytest.raises(ConfigError, match="stem must be one of patch, space_to_depth, got 'big'"):
+    with pytest.raises(ConfigError, match="stem must be one of whiten, patch, space_to_depth, got 'big'"):
         create_backbone("colour_cnn", CIFAR10_SPEC, 4, stem="big")
+    with pytest.raises(ConfigError, match="activation must be one of relu, gelu, got 'tanh'"):
+        create_backbone("colour_cnn", CIFAR10_SPEC, 4, activation="tanh")
 
 
 def test_flip_averaged_features_see_an_image_and_its_mirror_alike():
     """With flip_tta the network in eval mode scores an image and its mirror image the
     same (the mean of the two views' features); in training it sees one view."""
     torch.manual_seed(0)
-    net = create_backbone("colour_cnn", CIFAR10_SPEC, 4).eval()
+    net = create_backbone("colour_cnn", CIFAR10_SPEC, 4, shift_tta=False).eval()
     x = torch.rand(3, *CIFAR10_SPEC.shape)
     torch.testing.assert_close(net(x), net(x.flip(3)))
-    plain = create_backbone("colour_cnn", CIFAR10_SPEC, 4, flip_tta=False)
+    plain = create_backbone("colour_cnn", CIFAR10_SPEC, 4, flip_tta=False, shift_tta=False)
     plain.load_state_dict(net.state_dict())
     plain.eval()
     torch.testing.assert_close(
@@ -252,6 +267,47 @@ def test_flip_averaged_features_see_an_image_and_its_mirror_alike():
     assert not torch.allclose(plain(x), plain(x.flip(3)))
     net.train()
     torch.testing.assert_close(net.forward_features(x), plain.train().forward_features(x))
+
+
+def test_shifted_views_weigh_half_the_features():
+    """shift_tta: half the weight on the (mirror-averaged) image, a quarter on each of its
+    shifts by one pixel up-left and down-right (reflection padding); one view in training
+    and with test_views off (the training loop's validation)."""
+    torch.manual_seed(0)
+    net = create_backbone("colour_cnn", CIFAR10_SPEC, 4, widths=[8, 16, 16]).eval()
+    one = create_backbone("colour_cnn", CIFAR10_SPEC, 4, widths=[8, 16, 16], shift_tta=False).eval()
+    one.load_state_dict(net.state_dict())
+    x = torch.rand(2, *CIFAR10_SPEC.shape)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    expected = 0.5 * one.forward_features(x) + 0.25 * (
+        one.forward_features(padded[..., :-2, :-2]) + one.forward_features(padded[..., 2:, 2:])
+    )
+    torch.testing.assert_close(net.forward_features(x), expected)
+    net.test_views = False
+    torch.testing.assert_close(net.forward_features(x), net.body(net.normalized(x)))
+
+
+def test_whitening_stem_is_set_from_the_data_and_never_trained():
+    """init_from_data: the stem's first half whitens the 2x2 patches (their covariance
+    through it is the identity, up to the eps), the second half is its negative; its
+    weights take no gradient."""
+    torch.manual_seed(0)
+    net = create_backbone("colour_cnn", CIFAR10_SPEC, 4, widths=[8, 16, 16])
+    images = (torch.rand(200, *CIFAR10_SPEC.shape) ** 2 * 255).to(torch.uint8)
+    net.init_from_data(images)
+    stem = net.body[0]
+    assert not stem.weight.requires_grad and stem.out_channels == 24
+    torch.testing.assert_close(stem.weight[12:], -stem.weight[:12])
+    x = net.normalized(images.float() / 255)
+    out = torch.nn.functional.conv2d(x.double(), stem.weight[:12].double())  # (N, 12, 31, 31)
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = flat.T @ flat / len(flat)
+    # eps = 5e-4 shrinks each direction by var / (var + eps): within 2% for these images
+    torch.testing.assert_close(cov, torch.eye(12, dtype=cov.dtype), atol=0.02, rtol=0)
+    other = create_backbone("colour_cnn", CIFAR10_SPEC, 4, stem="patch")
+    before = other.state_dict()["body.0.weight"].clone()
+    other.init_from_data(images)  # nothing to set
+    torch.testing.assert_close(other.state_dict()["body.0.weight"], before)
 
 
 def test_model_folder_files_share_one_mode(tmp_path, fitted):

@@ -147,8 +147,13 @@ def test_benchmark_seed_end_to_end_and_cache_reuse(tmp_path, shared_data, capsys
     assert len(targets) == 4 and all(t.endswith((" ok", " short")) for t in targets)
     assert targets[0] in out
     assert set(result["sets"]["CIFAR-10"]["scorers"]) >= {"msp", "reconstruction", "combined"}
-    cached = list((tmp_path / "cache").iterdir())
+    cached = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     assert len(cached) == 1 and (cached[0] / "config.json").is_file()
+    # how it was trained goes beside it, and the protocol reports its training compute
+    assert json.loads(cached[0].with_suffix(".fit.json").read_text())["classifier"]["history"]
+    (model,) = result["training"]["models"]
+    assert model["epochs"] == 1 and model["pflop"] > 0 and not model["from_cache"]
+    assert result["training"]["mm_gflops"] > 0 and "Training compute: 1 network(s), 1 trained" in md
     # Stale scorer state in the cache (as after a change to a scorer) must not be reused:
     # the networks are, the scorers and thresholds are fitted again.
     cfg_path = cached[0] / "config.json"
@@ -158,7 +163,29 @@ def test_benchmark_seed_end_to_end_and_cache_reuse(tmp_path, shared_data, capsys
     stamp = cfg_path.stat().st_mtime_ns
     assert main(args) == 0  # second run reuses the cached networks
     assert cfg_path.stat().st_mtime_ns == stamp
-    assert json.loads((tmp_path / "seed.json").read_text())["sets"] == result["sets"]
+    again = json.loads((tmp_path / "seed.json").read_text())
+    assert again["sets"] == result["sets"]
+    assert again["training"]["models"][0]["from_cache"] and again["training"]["train_s_here"] == 0
+
+
+def test_protocol_budget_reaches_the_colour_recipe(monkeypatch, tmp_path):
+    from osrkit.cli import commands
+
+    seen = {}
+
+    def run_protocol(name, ctx):
+        seen["overrides"] = ctx.colour_overrides
+        (tmp_path / f"{name}.md").write_text("")
+
+    monkeypatch.setattr(commands, "run_protocol", run_protocol)
+    assert main(["protocol", "cifar10-train-speed", "--out", str(tmp_path), "--budget", "0.4"]) == 0
+    assert seen["overrides"] == {"budget_pflop": 0.4}
+
+
+def test_protocol_budget_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["protocol", "cifar10-train-speed", "--budget", "-1"])
+    assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
 def test_benchmark_unknown_name_is_refused(capsys):
@@ -179,7 +206,8 @@ def test_benchmark_mnist_splits_tiny(tmp_path, shared_data):
     md = (tmp_path / "mnist-splits.md").read_text()
     assert "pre-declared): `fusion`" in md
     assert md.rstrip().splitlines()[-1].startswith("target mnist-splits-closed-set-accuracy")
-    assert len(list((tmp_path / "cache").iterdir())) == 5
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 5
+    assert len(r["training"]["models"]) == 5
 
 
 def test_benchmark_bad_decision_scorer_fails_before_training(tmp_path, capsys):

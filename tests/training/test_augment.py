@@ -77,3 +77,29 @@ def test_crop_shifts_each_image_by_at_most_the_padding():
 def test_bad_crop_padding(padding):
     with pytest.raises(ConfigError, match="crop padding"):
         Augmentation(0, 0, crop_padding=padding)
+
+
+def test_alternating_flips_invert_every_other_epoch_and_flip_half():
+    from osrkit.training.augment import alternating_flips
+
+    rows = torch.arange(10000)
+    even, odd = alternating_flips(rows, 0), alternating_flips(rows, 1)
+    assert torch.equal(even, ~odd) and torch.equal(alternating_flips(rows, 2), even)
+    assert abs(even.float().mean().item() - 0.5) < 0.02
+    x = batch(8)
+    aug = Augmentation(0, 0.5, alternate_flip=True)
+    out = aug(x, torch.Generator().manual_seed(0), rows=torch.arange(8), epoch=1)
+    flipped = (out != x).flatten(1).any(1)
+    assert torch.equal(flipped, alternating_flips(torch.arange(8), 1))
+
+
+def test_reflect_crop_fills_with_the_image_not_zeros():
+    x = torch.arange(16.0).view(1, 1, 4, 4) + 1  # no zero anywhere
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        out = Augmentation(0, 0, crop_padding=2, crop_mode="reflect")(x, gen)
+        assert (out > 0).all()
+    zeros = Augmentation(0, 0, crop_padding=2)(x.repeat(50, 1, 1, 1), gen)
+    assert (zeros == 0).any()
+    with pytest.raises(ConfigError, match="crop mode must be one of zeros, reflect"):
+        Augmentation(0, 0, crop_mode="wrap")

@@ -152,6 +152,13 @@ _RECIPE_OPTIONS = (
         "random crop of the image padded by this many pixels",
     ),
     ("--label-smoothing", "label_smoothing", "smoothing", "EPS", "label smoothing of the cross-entropy"),
+    (
+        "--budget",
+        "budget_pflop",
+        "float",
+        "PFLOP",
+        "classifier training budget in PFLOP (forward and backward): sets the epochs, the same on any CPU",
+    ),
 )
 _PARSERS = {
     "int": _positive_int,
@@ -329,6 +336,8 @@ def _default_text(field: str) -> str:
     if field == "val_size" and value is None:
         share = round(100 * VAL_FRACTION)  # '%%': argparse formats help with %
         return f"{share}%% of the images, at least {VAL_MIN_PER_CLASS} per class, at most {VAL_MAX}"
+    if field == "budget_pflop" and value is None:
+        return "none, the recipe's epochs"
     return str(value)
 
 

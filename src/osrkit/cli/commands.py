@@ -158,6 +158,7 @@ def _cmd_protocol(args: argparse.Namespace, progress: bool) -> int:
         args.max_train,
         args.max_test,
         decision_scorer=args.decision_scorer,
+        colour_overrides={"budget_pflop": args.budget} if args.budget else {},
     )
     names = group_names().get(args.name, [args.name])
     t0 = time.perf_counter()

@@ -264,12 +264,19 @@ def _add_protocol_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ae-epochs", type=_positive_int, default=DEFAULTS.ae_epochs, help=argparse.SUPPRESS)
     p.add_argument("--val-size", type=_positive_int, default=DEFAULTS.val_size, help=argparse.SUPPRESS)
     p.add_argument(
+        "--budget",
+        type=_positive_float,
+        metavar="PFLOP",
+        help="training budget in PFLOP of each colour model trained from scratch (sets its epochs, the "
+        "same on any CPU; default: the recipe's epochs, about 0.34 PFLOP on 45,000 images)",
+    )
+    p.add_argument(
         "--decision-scorer",
         default=Context.decision_scorer,
         metavar="SCORER",
         help="scorer whose calibrated threshold makes the decisions (default: each model's "
-        "pre-declared default: fusion for the digit models, max_logit for the colour ones "
-        "trained from scratch, max_logit_knn for the pretrained track)",
+        "pre-declared default: fusion for the digit models, max_logit_knn for the colour ones, "
+        "from scratch or pretrained)",
     )
     p.add_argument("--max-train", type=_positive_int, help="subsample MNIST train (quick checks only)")
     p.add_argument("--max-test", type=_positive_int, help="subsample every test set (quick checks only)")

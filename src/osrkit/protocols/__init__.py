@@ -17,11 +17,13 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from osrkit._deprecation import renamed
 from osrkit._version import __version__
 from osrkit.errors import ConfigError, DataError
 from osrkit.files.atomic import atomic_write_json, atomic_write_text
+from osrkit.hardware import mm_gflops, native_bf16
 from osrkit.protocols.cifar import (
     CIFAR10_SPLITS,
     run_cifar10_far,
@@ -96,11 +98,13 @@ def run_protocol(name: str, ctx: Context) -> dict:
         raise ConfigError(f"unknown benchmark {name!r}; choose from {names} or a group")
     ctx.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    ctx.trained.clear()
     try:
         result = PROTOCOLS[name].run(ctx)
     except FileNotFoundError as exc:  # pragma: no cover - readers raise DataError themselves
         raise DataError(f"{exc}") from None
     result |= {
+        "training": training_compute(ctx.trained, ctx.config.use_bf16),
         "protocol": name,
         "wall_s": time.perf_counter() - t0,
         "accept_rate": 0.95,
@@ -111,6 +115,24 @@ def run_protocol(name: str, ctx: Context) -> dict:
     atomic_write_json(ctx.out / f"{name}.json", _jsonable(result))
     atomic_write_text(ctx.out / f"{name}.md", render(name, result))
     return result
+
+
+def training_compute(models: list[dict], bf16: bool) -> dict:
+    """The protocol's training compute: each model's (``Context.trained``), their sum, and
+    the FLOP-bound time at this machine's ``torch.mm`` rate in the training dtype, measured
+    now."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    rate = mm_gflops(n=512 if bf16 and not native_bf16() else 2048, dtype=dtype)  # emulated: smaller
+    pflop = sum(m["pflop"] or 0.0 for m in models)
+    seconds = [m["train_s"] for m in models if not m["from_cache"]]
+    return {
+        "models": models,
+        "pflop": pflop,
+        "dtype": "bfloat16" if bf16 else "float32",
+        "mm_gflops": rate,
+        "flop_bound_s": pflop * 1e15 / (rate * 1e9),
+        "train_s_here": sum(s or 0.0 for s in seconds),
+    }
 
 
 def _jsonable(x):

@@ -30,5 +30,20 @@ def render(name: str, r: dict) -> str:
     if entry.compare is not None:
         lines += ["", f"Ours beside the published numbers ({entry.published_metric}):", ""]
         lines += entry.compare(r)
+    if r.get("training", {}).get("models"):
+        lines += ["", *compute_lines(r["training"])]
     lines += ["", *r["targets"]]
     return "\n".join(lines) + "\n"
+
+
+def compute_lines(t: dict) -> list[str]:
+    """The training compute of a protocol's models, and the FLOP-bound time on this CPU."""
+    trained_here = [m for m in t["models"] if not m["from_cache"]]
+    known = [m for m in t["models"] if m["pflop"] is not None]
+    return [
+        f"Training compute: {len(t['models'])} network(s), {len(trained_here)} trained in this run "
+        f"(the others from the cache); {t['pflop']:.3f} PFLOP in all ({len(known)} with a known count; "
+        "forward and backward, `osrkit.training.flops`). At this run's "
+        f"{t['dtype']} `torch.mm` rate ({t['mm_gflops']:.0f} GFLOP/s) that is {t['flop_bound_s']:.0f} s; "
+        f"training in this run took {t['train_s_here']:.0f} s.",
+    ]

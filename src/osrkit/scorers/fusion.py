@@ -235,7 +235,9 @@ class ReconFusionScorer(FusionScorer):
 @register_scorer
 class LogitKnnFusionScorer(FusionScorer):
     """Max logit OR kNN distance: the default decision of the ImageNet-pretrained
-    backbones, declared before any of them was measured.
+    backbones and of ``colour_cnn`` trained from scratch, declared for each before it was
+    measured on any unknown set (for ``colour_cnn`` in issue "From scratch at the state of
+    the art per FLOP", before its far-unknown protocol ran with the new network).
 
     The max logit (Vaze et al., "Open-Set Recognition: a Good Closed-Set Classifier is All
     You Need?", ICLR 2022) is strong on unknowns close to the known classes, but a ReLU
@@ -243,7 +245,10 @@ class LogitKnnFusionScorer(FusionScorer):
     confidence predictions far away from the training data", CVPR 2019). The distance to
     the k-th nearest normalised training feature (Sun et al., "Out-of-Distribution
     Detection with Deep Nearest Neighbors", ICML 2022) holds there, and pretrained
-    features make it strong. Each is calibrated on known images (see ``FusionScorer``)."""
+    features make it strong. Noise and other inputs far from every photograph are where a
+    from-scratch network's logits are least to be trusted, and where a distance in feature
+    space is most reliable: the OR rule lets either member reject. Each is calibrated on
+    known images (see ``FusionScorer``)."""
 
     name = "max_logit_knn"
     label = "fusion: max logit + kNN (OR rule)"

@@ -76,10 +76,11 @@ def default_decision_scorer(signals: frozenset[str]) -> str:
       images. Pre-declared for the MNIST protocols before they first ran; it selects
       nothing. Where ``class_reconstruction`` cannot be fitted (over 4,096 pixel values),
       the digits baseline's ``combined``.
-    - Without one (colour images, wrapped networks): ``max_logit``. Vaze et al. (ICLR 2022)
-      show that on a well-trained classifier it beats most special-purpose open-set
+    - Without one (wrapped networks, and any backbone that declares none): ``max_logit``.
+      Vaze et al. (ICLR 2022) show that on a well-trained classifier it beats most special-purpose open-set
       methods, and natural images of unseen classes reconstruct about as well as known
-      ones, so no reconstruction member is on offer.
+      ones, so no reconstruction member is on offer. osrkit's colour backbones declare
+      their own (``register_backbone(decision_scorer=...)``): ``max_logit_knn``.
 
     Checked afterwards, never used to choose: ``benchmarks/decision_table.py`` puts every
     scorer beside the default on digits and photographs (BENCHMARKS.md).

@@ -22,6 +22,11 @@ class Augmentation:
     and a random crop of the image padded by ``crop_padding`` zero pixels on every side
     (a shift by up to that many pixels). Each is off when set to 0.
 
+    ``crop_mode``: the padding is zeros or the image reflected (airbench's translation).
+    ``alternate_flip``: each image's flip is drawn once, from its row index, and inverted on
+    every odd epoch, so that every image is seen both ways within two epochs (Jordan 2024);
+    the caller passes the rows and the epoch.
+
     Digits keep rotation without flips (flips change what a digit is; see BENCHMARKS.md);
     photographs use crop and flip, the usual CIFAR augmentation (He et al. 2016).
     """
@@ -29,6 +34,8 @@ class Augmentation:
     rotation_degrees: float = 10.0
     hflip_prob: float = 0.0
     crop_padding: int = 0
+    crop_mode: str = "zeros"
+    alternate_flip: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rotation_degrees <= 180.0:
@@ -37,6 +44,8 @@ class Augmentation:
             raise ConfigError(f"horizontal-flip probability must be within [0, 1], got {self.hflip_prob}")
         if not isinstance(self.crop_padding, int) or not 0 <= self.crop_padding <= 64:
             raise ConfigError(f"crop padding must be an integer within [0, 64], got {self.crop_padding!r}")
+        if self.crop_mode not in CROP_MODES:
+            raise ConfigError(f"crop mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}")
 
     @property
     def enabled(self) -> bool:
@@ -48,8 +57,13 @@ class Augmentation:
         generator: torch.Generator | None = None,
         total: int | None = None,
         offset: int = 0,
+        rows: torch.Tensor | None = None,
+        epoch: int = 0,
     ) -> torch.Tensor:
         """Augment a batch ``(B, C, H, W)`` of floats; returns a new tensor.
+
+        ``rows`` (the batch's row indices in the dataset) and ``epoch``: what
+        ``alternate_flip`` flips by; without ``rows`` the flips are drawn as random ones.
 
         ``x`` may be rows ``offset:offset + B`` of a batch of ``total`` rows (one rank's
         part, see ``osrkit.training.distributed``): the random draws are made for the whole batch
@@ -58,15 +72,16 @@ class Augmentation:
         if not self.enabled:
             return x
         b = x.shape[0]
-        rows = slice(offset, offset + b)
         total = total or b
         if self.hflip_prob > 0:
-            flip = (torch.rand(total, generator=generator) < self.hflip_prob)[rows]
+            flip = (torch.rand(total, generator=generator) < self.hflip_prob)[offset : offset + b]
+            if self.alternate_flip and rows is not None:
+                flip = alternating_flips(rows, epoch)
             x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
         if self.crop_padding > 0:
-            x = random_crop(x, self.crop_padding, generator, total, offset)
+            x = random_crop(x, self.crop_padding, generator, total, offset, self.crop_mode)
         if self.rotation_degrees > 0:
-            angle = (torch.rand(total, generator=generator) * 2 - 1)[rows] * math.radians(
+            angle = (torch.rand(total, generator=generator) * 2 - 1)[offset : offset + b] * math.radians(
                 self.rotation_degrees
             )
             cos, sin = angle.cos(), angle.sin()
@@ -77,19 +92,33 @@ class Augmentation:
         return x
 
 
+CROP_MODES = ("zeros", "reflect")
+
+
+def alternating_flips(rows: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Whether to flip each of ``rows`` (dataset row indices) in ``epoch``: a fixed
+    pseudo-random bit per row (the top bit of a multiplicative hash, Knuth's), inverted on
+    odd epochs."""
+    first = ((rows.to(torch.int64) * 2654435761) & 0xFFFFFFFF) >> 31
+    return (first ^ (epoch % 2)).bool()
+
+
 def random_crop(
     x: torch.Tensor,
     padding: int,
     generator: torch.Generator | None = None,
     total: int | None = None,
     offset: int = 0,
+    mode: str = "zeros",
 ) -> torch.Tensor:
-    """Each image of ``x`` ``(B, C, H, W)`` zero-padded by ``padding`` and cropped back to
-    ``H x W`` at a random offset, all in one gather (no per-image Python). ``total`` and
-    ``offset``: as in ``Augmentation.__call__``."""
+    """Each image of ``x`` ``(B, C, H, W)`` padded by ``padding`` (zeros, or the image
+    reflected with ``mode="reflect"``) and cropped back to ``H x W`` at a random offset, all
+    in one gather (no per-image Python). ``total`` and ``offset``: as in
+    ``Augmentation.__call__``."""
     b, c, h, w = x.shape
     total, rows = total or b, slice(offset, offset + b)
-    padded = F.pad(x, (padding, padding, padding, padding))
+    pad = (padding, padding, padding, padding)
+    padded = F.pad(x, pad, mode="reflect") if mode == "reflect" else F.pad(x, pad)
     dy = torch.randint(0, 2 * padding + 1, (total, 1), generator=generator)[rows]
     dx = torch.randint(0, 2 * padding + 1, (total, 1), generator=generator)[rows]
     rows = (torch.arange(h).unsqueeze(0) + dy).view(b, 1, h, 1)

@@ -31,6 +31,11 @@ class TrainConfig:
     rotation_degrees: float = 10.0
     hflip_prob: float = 0.0
     crop_padding: int = 0
+    # "zeros" or "reflect": how the crop's padding is filled (reflect: airbench's translation)
+    crop_mode: str = "zeros"
+    # Flip every image on every other epoch, each from its own first draw (airbench's
+    # "alternating flip", Jordan 2024), instead of a fresh coin per image and epoch.
+    alternate_flip: bool = False
     label_smoothing: float = 0.0
     # The classifier's optimiser: "adamw" (one-cycle schedule, the digit recipe) or "sgd"
     # (Nesterov, linear warm-up then linear decay, the fast CIFAR trainers' recipe; see
@@ -38,8 +43,17 @@ class TrainConfig:
     optimizer: str = "adamw"
     momentum: float = 0.9
     warmup: float = 0.3
+    # The SGD schedule's last learning rate, as a fraction of its peak.
+    lr_end: float = 0.0
     bias_lr_mult: float = 1.0
     freeze_bn_weight: bool = False
+    # Lookahead (Zhang et al., NeurIPS 2019) as airbench runs it: from 30% of training on,
+    # every 5 steps the weights move to an average of their past whose decay rises to the end.
+    lookahead: bool = False
+    # The classifier's training budget in PFLOP (forward and backward, osrkit.training.flops):
+    # when set, it decides the epochs (as many whole epochs as fit), so a protocol trains the
+    # same network on any CPU.
+    budget_pflop: float | None = None
     # CPU fast paths (OSRKIT_FAST=0 turns both off by default): channels-last tensors and
     # bfloat16 autocast (None = where the CPU has native support).
     channels_last: bool = field(default_factory=fast_by_default)
@@ -64,6 +78,18 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
         if not (0 <= self.momentum < 1 and 0 < self.warmup < 1 and self.bias_lr_mult > 0):
             raise ConfigError("momentum must be in [0, 1), warmup in (0, 1) and bias_lr_mult positive")
+        if not 0 <= self.lr_end < 1:
+            raise ConfigError(
+                f"lr-end must be a fraction of the peak learning rate in [0, 1), got {self.lr_end!r}"
+            )
+        budget = self.budget_pflop
+        if budget is not None and not (
+            isinstance(budget, (int, float))
+            and not isinstance(budget, bool)
+            and math.isfinite(budget)
+            and budget > 0
+        ):
+            raise ConfigError(f"budget must be a positive number of PFLOP, got {budget!r}")
         self.augmentation  # validates rotation and flip  # noqa: B018
 
     @classmethod
@@ -74,7 +100,9 @@ class TrainConfig:
 
     @property
     def augmentation(self) -> Augmentation:
-        return Augmentation(self.rotation_degrees, self.hflip_prob, self.crop_padding)
+        return Augmentation(
+            self.rotation_degrees, self.hflip_prob, self.crop_padding, self.crop_mode, self.alternate_flip
+        )
 
     @property
     def use_bf16(self) -> bool:

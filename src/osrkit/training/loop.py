@@ -12,6 +12,7 @@ import copy
 import functools
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -29,6 +30,8 @@ from osrkit.hardware import autocast
 from osrkit.training import distributed
 from osrkit.training.checkpoint import Checkpointer
 from osrkit.training.config import TrainConfig
+from osrkit.training.flops import epochs_for_budget
+from osrkit.training.lookahead import Lookahead
 from osrkit.training.optim import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,8 @@ def train_epoch(
     on_step: Callable[[float], None] | None = None,
     device: torch.device | None = None,
     shard: distributed.Shard | None = None,
+    epoch: int = 0,
+    lookahead: Lookahead | None = None,
 ) -> float:
     """One pass over ``batches`` (index tensors into the in-memory uint8 ``images``, or
     into a ``BatchSource`` such as a lazily read folder): slice, convert and augment
@@ -86,24 +91,28 @@ def train_epoch(
     weighted by its share of the batch, so DDP's average of the ranks' gradients is the
     gradient of the whole batch's mean loss (see ``osrkit.training.distributed``).
     The fast paths of ``cfg`` apply: channels-last tensors and bfloat16 autocast.
+    ``epoch`` (0-based) decides alternating flips; ``lookahead`` averages the weights after
+    each step (``osrkit.training.lookahead``).
     """
     model.train()
     device = device or torch.device("cpu")
     shard = shard or distributed.Shard()
     aug, fmt, bf16 = cfg.augmentation, cfg.memory_format, cfg.bf16_on(device)
     total, count = 0.0, 0
-    where: deque[tuple[int, int]] = deque()  # (global batch size, offset of this rank's rows)
+    # (global batch size, offset of this rank's rows, their indices)
+    where: deque[tuple[int, int, torch.Tensor]] = deque()
 
     def parts() -> Iterable[torch.Tensor]:
         for idx in batches:
             part, offset = shard.part(idx)
-            where.append((len(idx), offset))
+            where.append((len(idx), offset, part))
             yield part
 
     for xb, yb in batch_source(images, labels).fetch(parts()):
-        size, offset = where.popleft()
+        size, offset, rows = where.popleft()
         # augmentation draws from the CPU generator, so runs on any device are alike
-        x = aug(to_input(xb), gen, size, offset).to(device, non_blocking=True).contiguous(memory_format=fmt)
+        x = aug(to_input(xb), gen, size, offset, rows, epoch)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
         y = yb.to(device, non_blocking=True) if yb is not None else None
         with autocast(bf16, device.type):
             loss = loss_fn(model, x, y)
@@ -111,6 +120,8 @@ def train_epoch(
         (loss * (len(xb) * shard.world / size) if shard.world > 1 else loss).backward()
         opt.step()
         sched.step()
+        if lookahead is not None:
+            lookahead.step(sched.last_epoch)
         total += loss.item() * len(xb)
         count += len(xb)
         if on_step is not None:
@@ -148,6 +159,7 @@ def _fit(
     source = batch_source(images, labels)
     steps = shard.steps(len(source), cfg.batch_size)  # the batches each epoch really steps
     opt, sched = make_optimizer(model, lr, epochs * steps, cfg, optimizer)
+    lookahead = Lookahead(model, epochs * steps) if cfg.lookahead and stage == "classifier" else None
     gen = torch.Generator().manual_seed(cfg.seed + (0 if stage == "classifier" else 1))
     history: list[dict] = []
     best = {"metric": math.inf, "epoch": -1, "state": copy.deepcopy(model.state_dict())}
@@ -157,6 +169,8 @@ def _fit(
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
+        if lookahead is not None:
+            lookahead.load_state_dict(saved.get("lookahead", {}))
         gen.set_state(saved["generator"])
         # dropout draws from the global generator (one per rank under torchrun)
         torch.set_rng_state(saved["torch_rng_ranks"][shard.rank] if shard.world > 1 else saved["torch_rng"])
@@ -180,6 +194,7 @@ def _fit(
             leave=False,
             unit="batch",
         )
+        started = time.perf_counter()
         train_loss = train_epoch(
             net,
             opt,
@@ -193,7 +208,12 @@ def _fit(
             on_step=lambda loss, bar=bar: bar.set_postfix(loss=f"{loss:.4f}", refresh=False),
             device=device,
             shard=shard,
+            epoch=epoch,
+            lookahead=lookahead,
         )
+        if lookahead is not None:
+            lookahead.end_epoch()
+        train_s = time.perf_counter() - started
         distributed.sync_buffers(model)
         model.eval()
         with autocast(cfg.bf16_on(device), device.type):
@@ -202,11 +222,19 @@ def _fit(
             raise ConfigError(
                 f"{stage} training diverged (validation metric {metric}); lower the learning rate"
             )
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_metric": metric})
+        history.append(
+            {"epoch": epoch + 1, "train_loss": train_loss, "val_metric": metric, "train_s": train_s}
+        )
         if on_epoch is not None:
             history[-1] |= on_epoch(epoch + 1, model) or {}
         log.info(
-            "%s epoch %d/%d: train loss %.4f, validation %.5f", stage, epoch + 1, epochs, train_loss, metric
+            "%s epoch %d/%d: train loss %.4f, validation %s %.5f",
+            stage,
+            epoch + 1,
+            epochs,
+            train_loss,
+            "error" if stage == "classifier" else "MSE",
+            metric,
         )
         if metric < best["metric"]:
             best, bad = {"metric": metric, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}, 0
@@ -231,6 +259,7 @@ def _fit(
                     "best_state": best["state"],
                     "history": history,
                     "done": stop,
+                    "lookahead": lookahead.state_dict() if lookahead is not None else {},
                 }
                 | rng,
             )
@@ -262,6 +291,13 @@ def _predict_batched(
     return distributed.map_sharded(compute, len(images), torch.cat)
 
 
+def _first_rows(images: torch.Tensor | BatchSource, n: int) -> torch.Tensor:
+    """The first ``n`` uint8 images of the training rows (read from disk for a lazy folder)."""
+    if isinstance(images, torch.Tensor):
+        return images[:n]
+    return next(iter(batch_source(images, None).fetch([torch.arange(min(len(images), n))])))[0]
+
+
 def train_classifier(
     model: nn.Module,
     images: torch.Tensor,
@@ -275,10 +311,28 @@ def train_classifier(
     on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
 ) -> dict:
     """Train with cross-entropy; keep the weights with the lowest validation error
-    (``on_epoch``: see ``_fit``)."""
+    (``on_epoch``: see ``_fit``). A network with ``init_from_data`` (``colour_cnn``'s
+    whitening stem) is first set from the training images; ``cfg.budget_pflop`` decides
+    the epochs (``osrkit.training.flops.epochs_for_budget``)."""
+    first = _first_rows(images, 5000)
+    init = getattr(model, "init_from_data", None)
+    if init is not None:
+        init(first)
+    epochs = cfg.epochs
+    if cfg.budget_pflop is not None:
+        epochs = epochs_for_budget(model, cfg.budget_pflop, len(labels), tuple(to_input(first[:1]).shape[1:]))
 
     def validate(m: nn.Module) -> float:
-        logits = _predict_batched(m, val_images, cfg.memory_format, device=device)
+        # one view: the test-time views (colour_cnn's flips and shifts) would multiply the
+        # cost of every epoch's validation, and only rank the epochs
+        views = getattr(m, "test_views", None)
+        if views is not None:
+            m.test_views = False
+        try:
+            logits = _predict_batched(m, val_images, cfg.memory_format, device=device)
+        finally:
+            if views is not None:
+                m.test_views = views
         err = (logits.argmax(1) != val_labels).float().mean().item()
         # Ties in error are broken by the validation loss (scaled far below one error).
         return err + 1e-6 * F.cross_entropy(logits, val_labels).item()
@@ -290,7 +344,7 @@ def train_classifier(
         labels,
         functools.partial(classifier_loss, label_smoothing=cfg.label_smoothing),
         validate,
-        cfg.epochs,
+        epochs,
         cfg.lr,
         cfg,
         checkpoint,

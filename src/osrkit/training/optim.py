@@ -19,9 +19,10 @@ def make_optimizer(
 
     ``sgd``: Nesterov SGD (momentum ``cfg.momentum``), the learning rate rising linearly
     from a fifth of its peak over the first ``cfg.warmup`` of the steps, then falling
-    linearly to zero, as in the fast CIFAR-10 trainers (Page 2018; Jordan 2024's airbench):
-    biases and batch-norm parameters get no weight decay and ``cfg.bias_lr_mult`` times the
-    learning rate, and with ``cfg.freeze_bn_weight`` the batch-norm scales stay at 1.
+    linearly to ``cfg.lr_end`` of it (zero by default), as in the fast CIFAR-10 trainers
+    (Page 2018; Jordan 2024's airbench): biases and batch-norm parameters get no weight
+    decay and ``cfg.bias_lr_mult`` times the learning rate, and with
+    ``cfg.freeze_bn_weight`` the batch-norm scales stay at 1.
     """
     if optimizer == "adamw":
         fused = True if cfg.channels_last else None
@@ -43,6 +44,7 @@ def make_optimizer(
         anneal_strategy="linear",
         cycle_momentum=False,
         div_factor=5.0,
-        final_div_factor=1e6,
+        # OneCycleLR ends at the start rate (peak / 5) divided by this
+        final_div_factor=0.2 / cfg.lr_end if cfg.lr_end > 0 else 1e6,
     )
     return opt, sched
