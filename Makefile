@@ -60,7 +60,7 @@ benchmark-mnist: $(STAMP)
 	$(BIN)/osrkit protocol mnist --out benchmarks/results
 
 benchmark-cifar10: $(STAMP)
-	$(BIN)/osrkit protocol cifar10 --out benchmarks/results
+	$(BIN)/osrkit protocol cifar10 --budget 0.4 --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -267,8 +267,9 @@ def _add_protocol_parser(sub: argparse._SubParsersAction) -> None:
         "--budget",
         type=_positive_float,
         metavar="PFLOP",
-        help="training budget in PFLOP of each colour model trained from scratch (sets its epochs, the "
-        "same on any CPU; default: the recipe's epochs, about 0.34 PFLOP on 45,000 images)",
+        help="training budget in PFLOP of a colour model trained from scratch on CIFAR-10's 10 classes "
+        "(sets its epochs, the same on any CPU; the splits' 6-class models get the same per image; "
+        "default: the recipe's 11 epochs, 0.34 PFLOP; the published runs use 0.4)",
     )
     p.add_argument(
         "--decision-scorer",
