@@ -134,11 +134,13 @@ def _fit(
     device: torch.device | None = None,
     on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
     optimizer: str = "adamw",
+    metric_format: str = "validation metric %.5g",
 ) -> dict:
     """Generic loop: ``optimizer`` (``adamw`` or ``sgd``) with the recipe's schedule
     (``make_optimizer``), best-on-validation
     weights, early stopping, a checkpoint after every epoch. ``on_epoch(epoch, model)`` runs
     after each epoch's validation; what it returns joins that epoch's history entry.
+    ``metric_format`` labels the validation metric in each epoch's log line.
 
     Under torchrun the model trains as ``DistributedDataParallel``; every rank validates
     and keeps the same network (rank 0's buffers), and only rank 0 writes checkpoints."""
@@ -206,7 +208,7 @@ def _fit(
         if on_epoch is not None:
             history[-1] |= on_epoch(epoch + 1, model) or {}
         log.info(
-            "%s epoch %d/%d: train loss %.4f, validation %.5f", stage, epoch + 1, epochs, train_loss, metric
+            "%s epoch %d/%d: train loss %.4f, " + metric_format, stage, epoch + 1, epochs, train_loss, metric
         )
         if metric < best["metric"]:
             best, bad = {"metric": metric, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}, 0
@@ -298,6 +300,7 @@ def train_classifier(
         device,
         on_epoch,
         cfg.optimizer,
+        "validation error %.4f",  # the share of validation images misclassified
     )
 
 
@@ -329,4 +332,5 @@ def train_autoencoder(
         checkpoint,
         progress,
         device,
+        metric_format="validation MSE %.4g",  # mean squared reconstruction error
     )
