@@ -254,6 +254,10 @@ def test_predict_unreadable_image_is_one_line_error(tmp_path, capsys, fitted):
     assert_one_line_error(err, "notes.png", "not a readable image")
     code, _, err = run_cli(capsys, "predict", tmp_path / "nomodel", tmp_path / "notes.png")
     assert code == 2
+    assert_one_line_error(err, "nomodel does not exist")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "predict", tmp_path / "empty", tmp_path / "notes.png")
+    assert code == 2
     assert_one_line_error(err, "not an osrkit model folder")
 
 

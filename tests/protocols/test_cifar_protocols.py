@@ -19,6 +19,7 @@ from osrkit.training.config import TrainConfig
 from osrkit.training.flops import training_flops
 
 TINY = {"epochs": 1, "batch_size": 64, "val_size": 60}
+NARROW = {"widths": [16, 32, 32], "shift_tta": False}  # colour_cnn's stages, cheaper
 
 
 def test_splits_are_the_published_lists():
@@ -45,7 +46,9 @@ def colour_classes(n: int, seed: int) -> ImageSet:
 
 
 def tiny_context(tmp_path) -> Context:
-    ctx = Context(tmp_path, config=TrainConfig(seed=0), max_test=200, colour_overrides=TINY)
+    ctx = Context(
+        tmp_path, config=TrainConfig(seed=0), max_test=200, colour_overrides=TINY, colour_options=NARROW
+    )
     ctx._data[("cifar10:train", CIFAR10_SPEC)] = colour_classes(700, seed=0)
     ctx._data[("cifar10:test", CIFAR10_SPEC)] = colour_classes(300, seed=1)
     return ctx
@@ -153,7 +156,7 @@ def test_cifar10_train_speed_budget_sets_the_epochs(tmp_path, monkeypatch):
     monkeypatch.setattr(cifar, "mm_gflops", lambda **_: 100.0)
     ctx = tiny_context(tmp_path)
     n_train = 700 - 60
-    per_image = training_flops(create_backbone("colour_cnn", CIFAR10_SPEC, 10), CIFAR10_SPEC.shape)
+    per_image = training_flops(create_backbone("colour_cnn", CIFAR10_SPEC, 10, **NARROW), CIFAR10_SPEC.shape)
     ctx.colour_overrides = TINY | {"budget_pflop": 2.5 * per_image * n_train / 1e15}
     r = run_protocol("cifar10-train-speed", ctx)
     assert len(r["epochs"]) == 2  # whole epochs within the budget

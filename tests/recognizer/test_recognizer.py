@@ -241,8 +241,11 @@ def test_save_refuses_existing_folder(fitted, tmp_path):
 
 
 def test_from_pretrained_errors(fitted, tmp_path):
-    with pytest.raises(ModelFormatError, match="no config.json"):
+    with pytest.raises(ModelFormatError, match="model folder .*nowhere does not exist"):
         OpenSetRecognizer.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFormatError, match="no config.json"):
+        OpenSetRecognizer.from_pretrained(tmp_path / "empty")
     path = fitted.save_pretrained(tmp_path / "m")
     (path / "classifier.safetensors").unlink()
     with pytest.raises(ModelFormatError, match="classifier.safetensors"):

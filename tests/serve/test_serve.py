@@ -225,6 +225,7 @@ def test_sigterm_lets_requests_in_flight_finish(fitted, tmp_path, images):
     thread.join()
     assert results == [200] and code == 0, err
     assert "POST /v1/predict 200 1 image(s)" in err  # one log line per request
+    assert f"osrkit: listening on {url} (model {folder}: small_cnn, 10 classes" in err
 
 
 def test_serve_refuses_a_bad_model_folder_before_binding(tmp_path, capsys):
@@ -531,3 +532,19 @@ def test_an_app_whose_scoring_process_cannot_load_fails_in_one_line_before_servi
     with pytest.raises(Exception, match="the scoring process could not load the model") as err:
         create_app(fitted, ServeOptions(), model_dir=tmp_path / "gone")
     assert "\n" not in str(err.value) and "gone" in str(err.value)
+
+
+def test_serve_says_where_it_listens_in_one_line():
+    from osrkit.serve.app import listening_line
+
+    info = {"class_names": ["a", "b", "c"], "backbone": "small_cnn"}
+    line = listening_line(ServeOptions(port=8123), info, "runs/m/model")
+    assert line.startswith("listening on http://127.0.0.1:8123 (model runs/m/model: small_cnn, 3 classes")
+    assert "Ctrl+C to stop" in line and "\n" not in line and "{" not in line
+    assert "http://[::1]:80/docs" in listening_line(ServeOptions(host="::1", port=80), info)
+
+
+def test_check_port_finds_a_free_port_for_port_0():
+    from osrkit.serve import check_port
+
+    assert 0 < check_port("127.0.0.1", 0) < 65536

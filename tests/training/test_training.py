@@ -4,7 +4,7 @@ import torch
 
 from osrkit.data.split import auto_val_size
 from osrkit.errors import ConfigError
-from osrkit.models import Classifier, ConvAutoencoder
+from osrkit.models import AutoencoderConfig, Classifier, ClassifierConfig, ConvAutoencoder
 from osrkit.training.config import TrainConfig
 from osrkit.training.loop import Checkpointer, stratified_split, to_input, train_autoencoder, train_classifier
 from tests.conftest import synthetic_digits
@@ -172,3 +172,17 @@ def test_diverged_training_is_reported():
             None,
             False,
         )
+
+
+def test_each_epoch_logs_what_its_validation_figure_measures(caplog):
+    """The epoch line said "validation 0.66667": an error rate for the classifier, a mean
+    squared error for the autoencoder, unlabelled."""
+    x, y = data(120)
+    cfg = TrainConfig(epochs=1, ae_epochs=1, batch_size=32, val_size=20)
+    small = ClassifierConfig(channels=(4, 8, 8), feature_dim=8)
+    with caplog.at_level("INFO", logger="osrkit.training.loop"):
+        train_classifier(Classifier(small), x[:100], y[:100], x[100:], y[100:], cfg)
+        train_autoencoder(ConvAutoencoder(AutoencoderConfig((4, 8), 4)), x[:100], x[100:], cfg)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("classifier epoch 1/1: train loss ") and ", validation error 0." in lines[0]
+    assert lines[1].startswith("autoencoder epoch 1/1: train loss ") and ", validation MSE " in lines[1]

@@ -7,7 +7,6 @@ what each one does; ``main`` here runs one and turns expected failures into one 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -18,11 +17,10 @@ from collections.abc import Sequence
 from PIL import Image
 
 from osrkit.cli.commands import COMMANDS, format_summary
+from osrkit.cli.logs import cli_logging, log_level
 from osrkit.cli.parser import build_parser
 from osrkit.errors import OsrkitError
 from osrkit.files.atomic import os_error_line
-
-log = logging.getLogger("osrkit")
 
 __all__ = ["build_parser", "format_summary", "main"]
 
@@ -41,11 +39,11 @@ def _interrupt_on_termination() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not args.quiet:  # the training recipe is stated at the default level
-        logging.getLogger("osrkit.training.recipe").setLevel(logging.INFO)
+    with cli_logging(log_level(args.verbose, args.quiet)):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     _interrupt_on_termination()
     # the readers refuse an image over Pillow's pixel limit from its header, in one line

@@ -53,10 +53,13 @@ def _float_in(lo: float, hi: float, lo_open: bool = False):
 _positive_float = _float_in(0.0, math.inf, lo_open=True)
 
 
-def _add_data_root(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def _add_data_root(p: argparse.ArgumentParser | argparse._ArgumentGroup, top: bool = False) -> None:
+    """``--data-root``: given before the subcommand (``top``, default None) or after it (the
+    default suppressed, so that the subcommand keeps the value given before it)."""
     p.add_argument(
         "--data-root",
         metavar="DIR",
+        default=None if top else argparse.SUPPRESS,
         help="folder holding the datasets (default: $OSRKIT_DATA, else ./data, else ../shared/data)",
     )
 

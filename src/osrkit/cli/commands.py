@@ -52,16 +52,16 @@ def _cmd_run(args: argparse.Namespace, progress: bool) -> int:
         report = ReportOptions(args.embed_samples, seed=args.seed)
         metrics = run(args.out, data, config, args.accept_rate, args.overwrite, progress, report, options)
         if distributed.is_main():
+            _say_processes()
             print(format_summary(metrics))
-            print(f"training data {_trained_on(metrics['training']['data_source'])}")
             print(f"wrote {Path(args.out) / 'report.html'}, metrics.json, plots/ and model/")
     return 0
 
 
-def _trained_on(source: str) -> str:
-    where = "read lazily by DataLoader workers" if source == "lazy" else "held in memory"
-    ranks = distributed.world_size()
-    return where + (f"; {ranks} processes (torch.distributed)" if ranks > 1 else "")
+def _say_processes() -> None:
+    """Under torchrun, how many processes trained (rank 0 says it for all)."""
+    if distributed.world_size() > 1:
+        print(f"trained by {distributed.world_size()} processes (torch.distributed)")
 
 
 def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
@@ -69,7 +69,7 @@ def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
         data, config, options = _training_job(args)
         model = train_to_folder(args.out, data, config, args.accept_rate, args.overwrite, progress, options)
         if distributed.is_main():
-            print(f"training data {_trained_on(model.fit_report_.data_source)}")
+            _say_processes()
             print(f"saved model to {args.out}; thresholds: {json.dumps(model.thresholds_)}")
     return 0
 
@@ -123,8 +123,6 @@ def _cmd_perf(args: argparse.Namespace, progress: bool) -> int:
         compile=args.compile,
         eval_images=args.eval_images,
     )
-    if progress:
-        logging.getLogger("osrkit.perf.speed").setLevel(logging.INFO)
     result = speed(args.out, options)
     print(render(result), end="")
     print(f"wrote {Path(args.out) / 'speed.json'} and speed.md")
@@ -133,8 +131,6 @@ def _cmd_perf(args: argparse.Namespace, progress: bool) -> int:
 
 def _cmd_perf_serve(args: argparse.Namespace, progress: bool) -> int:
     options = ServeBenchOptions(args.model, args.data_root, requests=args.requests, seconds=args.seconds)
-    if progress:
-        logging.getLogger("osrkit.perf.serve_load").setLevel(logging.INFO)
     result = serve_load(args.out, options)
     print(render_serve(result), end="")
     print(f"wrote {Path(args.out) / 'serve.json'} and serve.md")
@@ -187,8 +183,6 @@ def _cmd_serve(args: argparse.Namespace, progress: bool) -> int:
         threads=args.threads,
         worker=args.worker,
     )
-    if not args.quiet:
-        logging.getLogger("osrkit.serve").setLevel(logging.INFO)  # one line per request
     with contextlib.suppress(KeyboardInterrupt):  # SIGTERM or Ctrl-C: requests in flight finished
         serve(args.model, options)
     logging.getLogger("osrkit.serve").info("stopped")

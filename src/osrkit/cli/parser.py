@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 from typing import NoReturn
 
 from osrkit._version import __version__
@@ -28,10 +29,42 @@ from osrkit.serve.worker import WORKERS
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message instead of the usage block."""
+    """argparse with a one-line error message instead of the usage block; an option the
+    subcommand does not have is named there, with the nearest ones it has."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = _chosen_subparser(self, parsed)
+            command.error(f"unrecognized arguments: {' '.join(extras)}{_nearest_options(command, extras)}")
+        return parsed
+
+
+def _chosen_subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subcommand parser that ``args`` went through (``osrkit perf speed``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _chosen_subparser(chosen, args)
+    return parser
+
+
+def _nearest_options(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """'; did you mean --max-train?' for the unknown options among ``extras`` that are
+    close to options ``parser`` has ('' when none is)."""
+    known = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    nearest: list[str] = []
+    for extra in (e.partition("=")[0] for e in extras if e.startswith("-")):
+        ratios = {o: difflib.SequenceMatcher(None, extra, o).ratio() for o in known}
+        best = max(ratios.values(), default=0.0)
+        # the closest, and those nearly as close (a typo is close to one option, not three)
+        close = sorted((o for o, r in ratios.items() if r >= max(0.6, best - 0.1)), key=lambda o: -ratios[o])
+        nearest += [o for o in close[:3] if o not in nearest]
+    return f"; did you mean {' or '.join(nearest)}?" if nearest else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="osrkit", description="Open-set recognition: classify known classes, reject unknown inputs."
     )
     parser.add_argument("--version", action="version", version=f"osrkit {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    _add_fast_arg(parser, top=True)
+    _add_global_flags(parser, top=True)
+    _add_data_root(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -132,22 +164,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_global_flags(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """``-v``, ``-q`` and ``--no-fast``: on the top-level parser with their defaults; on a
+    subcommand (where it lacks them) with a suppressed default, so that they set the global
+    value only when given there."""
+    taken = {s for a in p._actions for s in a.option_strings}
+    default = {} if top else {"default": argparse.SUPPRESS}
+    if "-v" not in taken:
+        p.add_argument("-v", "--verbose", action="store_true", help="log debug details too", **default)
+    if "-q" not in taken:
+        p.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            help="log only warnings and errors; no progress bars",
+            **default,
+        )
+    if "--no-fast" not in taken:
+        _add_fast_arg(p, top=top)
+
+
 def _allow_global_flags_anywhere(parser: argparse.ArgumentParser) -> None:
-    """``-v`` and ``-q`` after the subcommand too (``osrkit run ... -q``): every subcommand
-    gets them with a suppressed default, so they set the global value only when given."""
+    """The global flags after the subcommand too (``osrkit run ... -q``); ``--data-root``
+    is taken before the subcommand by the top-level parser and after it by the commands
+    that read datasets."""
     for action in parser._actions:
         if not isinstance(action, argparse._SubParsersAction):
             continue
         for sub in dict.fromkeys(action.choices.values()):
-            taken = {s for a in sub._actions for s in a.option_strings}
-            if "-v" not in taken:
-                sub.add_argument(
-                    "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log details"
-                )
-            if "-q" not in taken:
-                sub.add_argument(
-                    "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
-                )
+            _add_global_flags(sub)
             _allow_global_flags_anywhere(sub)
 
 

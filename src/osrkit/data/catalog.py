@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import logging
 import os
 import tarfile
@@ -278,12 +280,26 @@ def native_spec(dataset: str, root: str | os.PathLike | None = None) -> InputSpe
 
 
 def _unknown_dataset(dataset: str) -> DataError:
-    """One line on a dataset name that is neither catalogued nor an existing folder."""
+    """One line on a dataset name that is neither catalogued nor an existing folder: no
+    such folder, no such dataset, and the nearest folder or dataset name where one is close."""
+    path = Path(dataset)
+    if path.exists():  # a file
+        return DataError(f"{dataset} is a file; give an image folder laid out as <class>/<image>")
+    name, _, split = dataset.partition(":")
+    close = difflib.get_close_matches(name.lower(), DATASET_NAMES, n=2)
+    names = [n + (f":{split}" if split else "") for n in close]
+    parent = path.parent
+    if parent.is_dir() and not (split and close):  # 'mnst:train' is a mistyped name, not a folder
+        with contextlib.suppress(OSError):  # an unreadable parent: no folder to suggest
+            folders = [p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            names += [str(parent / n) for n in difflib.get_close_matches(path.name, folders, n=2)]
+    nearest = f" (did you mean {' or '.join(repr(n) for n in names)}?)" if names else ""
     if any(sep in dataset for sep in ("/", "\\")) or dataset.startswith("."):
-        return DataError(f"image folder {dataset} does not exist; check the path")
+        return DataError(f"image folder {dataset} does not exist{nearest or '; check the path'}")
     return DataError(
-        f"unknown dataset {dataset!r}: use one of {', '.join(DATASET_NAMES)} (with :train or :test) "
-        "or the path of an image folder laid out as <class>/<image>"
+        f"there is no folder {dataset!r} here and no dataset of that name{nearest}; datasets: "
+        f"{', '.join(DATASET_NAMES)} (with :train or :test), or give the path of an image folder "
+        "laid out as <class>/<image>"
     )
 
 

@@ -96,7 +96,7 @@ def infer_spec(paths: list[Path], seed: int = 0) -> InputSpec:
         side = int(statistics.median(min(s) for s in sizes))
         side = max(16, min(MAX_INFERRED_SIDE, side) // 4 * 4)
         spec = InputSpec(channels, side, side, "shorter_side_crop")
-    log.info("input spec chosen from %d sampled images: %s", len(sample), spec.describe())
+    log.debug("input spec chosen from %d sampled images: %s", len(sample), spec.describe())
     return spec
 
 
@@ -181,7 +181,7 @@ def read_image_folder(
     paths, labels, names = folder_images(root, class_names)
     spec = spec or infer_spec(paths)
     images = load_images(paths, invert=invert, progress=progress, spec=spec)
-    log.info("read %d images in %d classes from %s", len(paths), len(names), root)
+    log.debug("read %d images in %d classes from %s", len(paths), len(names), root)
     return ImageSet(
         torch.from_numpy(images),
         torch.tensor(labels, dtype=torch.int64),

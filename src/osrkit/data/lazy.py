@@ -217,7 +217,7 @@ def open_image_folder(
     lazy = lazy.take(sample, seed)
     gib = 2**30
     if lazy.nbytes <= budget:
-        log.info(
+        log.debug(
             "training data %s: %d images, %.2f GiB decoded, within the %.2f GiB memory budget: "
             "read into memory",
             root,
@@ -226,7 +226,7 @@ def open_image_folder(
             budget / gib,
         )
         return lazy.load(progress)
-    log.info(
+    log.debug(
         "training data %s: %d images, %.2f GiB decoded, over the %.2f GiB memory budget: read lazily "
         "by DataLoader workers",
         root,

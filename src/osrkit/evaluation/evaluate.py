@@ -102,5 +102,5 @@ def evaluate(
             for name in recognizer.scorers_
         },
     }
-    log.info("closed-set accuracy %.4f on %d known images", metrics["closed_set_accuracy"], len(known))
+    log.debug("closed-set accuracy %.4f on %d known images", metrics["closed_set_accuracy"], len(known))
     return Evaluation(known, unknown, k_out, u_out, k_scores, u_scores, metrics)

@@ -236,5 +236,5 @@ def export_onnx(
         atomic_write_bytes(path, data)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-    log.info("wrote %s (%d bytes, opset %d)", path, len(data), opset)
+    log.debug("wrote %s (%d bytes, opset %d)", path, len(data), opset)
     return path

@@ -12,16 +12,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from osrkit._deprecation import renamed
 from osrkit.data.catalog import canonical_name, folder_of, load_dataset, native_spec
 from osrkit.data.imageset import ImageSet
-from osrkit.data.lazy import LazyImageSet, open_image_folder
+from osrkit.data.lazy import LazyImageSet, describe_source, open_image_folder
 from osrkit.data.spec import InputSpec
 from osrkit.errors import ConfigError, OutputExistsError
 from osrkit.evaluation import ReportOptions, confident_mistakes, evaluate, write_figures, write_report
 from osrkit.files.atomic import atomic_write_json, staged_outputs
 from osrkit.files.ownership import check_replaceable_model, check_replaceable_outputs
 from osrkit.recognizer.estimator import OpenSetRecognizer
+from osrkit.recognizer.params import check_several_classes
 from osrkit.training import distributed
 from osrkit.training.config import TrainConfig
 
@@ -82,13 +85,15 @@ class JobData:
         split = "train" if which == "train" else "test"
         folder = folder_of(self.train) if which == "train" else None
         if folder is not None:  # in memory, or lazily when over the memory budget
-            return open_image_folder(
+            data = open_image_folder(
                 folder, spec, self.memory_budget, progress, sample=self.max_train, seed=self.seed
             )
-        data = load_dataset(
-            getattr(self, which), self.root, self.download, progress, default_split=split, input_spec=spec
-        )
-        return data.take(getattr(self, f"max_{which}"), seed=self.seed)
+        else:
+            data = load_dataset(
+                getattr(self, which), self.root, self.download, progress, default_split=split, input_spec=spec
+            ).take(getattr(self, f"max_{which}"), seed=self.seed)
+        log.info("%s", describe_data(which, data))
+        return data
 
     def check_distinct(self) -> None:
         """Refuse to test on the very images the model is trained on."""
@@ -97,6 +102,26 @@ class JobData:
                 f"--train and --known are the same data ({canonical_name(self.train, 'train')}); "
                 "test on images held out from training"
             )
+
+
+def describe_data(which: str, data: ImageSet | LazyImageSet) -> str:
+    """One line for the log on what ``JobData.load`` found: which data, how many images in
+    how many classes (each training class's count when there are few), their size, and for training
+    data whether it is held in memory or read lazily."""
+    role = {"train": "training data", "known": "known test data", "unknown": "unknown test data"}[which]
+    shape = data.spec.describe() if data.spec is not None else "x".join(map(str, data.shape))
+    line = f"{role} {data.name}: {len(data)} images"
+    if which != "unknown":
+        classes = data.class_names
+        line += f" in {len(classes)} {'class' if len(classes) == 1 else 'classes'}"
+        if which == "train" and len(classes) <= 10:
+            counts = torch.bincount(data.labels, minlength=len(classes)).tolist()
+            line += f" ({', '.join(f'{name}: {n}' for name, n in zip(classes, counts))})"
+    line += f", {shape}"
+    if which == "train":
+        lazy = describe_source(data) == "lazy"
+        line += ", read lazily by DataLoader workers" if lazy else ", held in memory"
+    return line
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool, outputs: tuple[str, ...] = RUN_OUTPUTS) -> Path:
@@ -284,6 +309,7 @@ def run(
     data.check_distinct()
     spec = data.input_spec()
     train_set = data.load("train", progress, spec)
+    check_several_classes(train_set.name, train_set.class_names)  # before the test data's own checks
     known, unknown = data.load("known", progress, spec), data.load("unknown", progress, spec)
     if known.class_names != train_set.class_names:
         raise ConfigError(

@@ -52,6 +52,9 @@ class Context:
     spec: InputSpec = MNIST_SPEC
     # Changes to the colour backbone's recipe (quick runs and tests only, e.g. fewer epochs).
     colour_overrides: dict = field(default_factory=dict)
+    # Options of colour_cnn, the colour network trained from scratch, over its registered ones
+    # (quick runs and tests only, e.g. a narrower network).
+    colour_options: dict = field(default_factory=dict)
     # The pretrained track: colour models start from ImageNet weights (efficientnet_lite0,
     # its recipe sized from the data). False: every network trains from scratch, as the
     # literature's protocols require.
@@ -112,7 +115,8 @@ class Context:
         """
         config = config or (self.sized_config(train) if self.pretrained else self.config)
         backbone = self.backbone(train)
-        key = cache_key(train, config, backbone)
+        options = self.colour_options if backbone == "colour_cnn" else {}
+        key = cache_key(train, config, backbone, options)
         folder = self.out / "cache" / key
         model = None
         if (folder / "config.json").is_file():
@@ -134,6 +138,7 @@ class Context:
                 decision_scorer=self.decision_scorer,
                 scorers="all",
                 backbone=backbone,
+                backbone_options=options,
                 pretrained=self.pretrained,
             )
             model.fit(train, config, ckpt, self.progress)
@@ -150,7 +155,9 @@ class Context:
     def fit_report(self, train: ImageSet, config: TrainConfig) -> dict | None:
         """The fit report (``FitReport`` as a dict) of the cached model ``recognizer`` trains
         on ``train`` with ``config``; None when there is none."""
-        path = self.out / "cache" / f"{cache_key(train, config, self.backbone(train))}.fit.json"
+        backbone = self.backbone(train)
+        options = self.colour_options if backbone == "colour_cnn" else {}
+        path = self.out / "cache" / f"{cache_key(train, config, backbone, options)}.fit.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -175,7 +182,9 @@ def compute_of(model: OpenSetRecognizer, report: dict | None, cached: bool) -> d
     }
 
 
-def cache_key(train: ImageSet, config: TrainConfig, backbone: str | None = None) -> str:
+def cache_key(
+    train: ImageSet, config: TrainConfig, backbone: str | None = None, options: dict | None = None
+) -> str:
     """Identity of a trained model: data, classes, backbone (default: the from-scratch one
     for the data) and its options, training config (seed included), the CPU fast paths in
     effect and the osrkit version."""
@@ -184,7 +193,7 @@ def cache_key(train: ImageSet, config: TrainConfig, backbone: str | None = None)
         "data": data_fingerprint(train.images, train.labels),
         "classes": train.class_names,
         # the network a recognizer builds by default (its options change between versions)
-        "backbone": {"name": backbone, "options": backbone_entry(backbone).options},
+        "backbone": {"name": backbone, "options": backbone_entry(backbone).options | (options or {})},
         "config": config.to_dict() | {"bf16_resolved": config.use_bf16},
         "osrkit": __version__,
     }

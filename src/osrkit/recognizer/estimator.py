@@ -39,7 +39,12 @@ from osrkit.recognizer.fitting import (
     wrap_network,
 )
 from osrkit.recognizer.inference import UNKNOWN, RecognizerInference, sharded_outputs
-from osrkit.recognizer.params import ResolvedParams, resolve_params, warn_legacy_configs
+from osrkit.recognizer.params import (
+    ResolvedParams,
+    check_several_classes,
+    resolve_params,
+    warn_legacy_configs,
+)
 from osrkit.recognizer.persistence import config_dict, load_pretrained, save_pretrained
 from osrkit.scorers import needs_of, scorer_class
 from osrkit.scorers.calibration import check_accept_rate
@@ -239,11 +244,8 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
         """
         params = self.check_params()
         wrapped = self.pretrained_
-        if len(train.class_names) < 2 and not wrapped:
-            raise ConfigError(
-                f"{train.name} holds one class ({train.class_names[0]!r}); a recognizer learns to tell "
-                "at least 2 known classes apart, so add the other known classes' folders"
-            )
+        if not wrapped:
+            check_several_classes(train.name, train.class_names)
         if train.class_names != params.class_names:
             raise ConfigError(
                 f"training classes {train.class_names} differ from the recognizer's {params.class_names}"
@@ -368,12 +370,9 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
             self.linear_head() if any(s.needs_head for s in chosen) else None,
         )
         self.accept_rate_, self.decision_scorer_ = rate, decision
-        log.info(
-            "fitted scorers on %d known training images, calibrated on %d known images: %s",
-            len(reference_outputs),
-            len(outputs),
-            self.thresholds_,
-        )
+        fitted = f"fitted scorers {', '.join(self.scorers_)} on {len(reference_outputs)} known images"
+        log.info("%s; thresholds accept %.0f%% of %d others", fitted, 100 * rate, len(outputs))
+        log.debug("thresholds: %s", self.thresholds_)
         return self
 
     # ---------------------------------------------------------------- persistence

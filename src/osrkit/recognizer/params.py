@@ -12,7 +12,7 @@ them, never by the constructor.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,4 +129,15 @@ def warn_legacy_configs(classifier_config: object, autoencoder_config: object, s
             "release; use autoencoder=AutoencoderConfig(...)",
             DeprecationWarning,
             stacklevel=stacklevel + 1,
+        )
+
+
+def check_several_classes(name: str, class_names: Sequence[str]) -> None:
+    """One line when the training data ``name`` holds a single class: a recognizer learns
+    to tell at least 2 known classes apart (``fit``, and ``osrkit run`` before it loads its
+    test data)."""
+    if len(class_names) < 2:
+        raise ConfigError(
+            f"{name} holds one class ({class_names[0]!r}); a recognizer learns to tell at least 2 "
+            "known classes apart, so add the other known classes' folders"
         )

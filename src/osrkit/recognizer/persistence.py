@@ -19,6 +19,7 @@ and give the same scores.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
 import platform
@@ -38,6 +39,7 @@ from osrkit.files.atomic import atomic_directory, atomic_write_bytes, atomic_wri
 from osrkit.files.config_json import read_config
 from osrkit.files.integrity import CHECKSUMS_KEY, check_finite_arrays, checksums_of, read_verified, sha256_hex
 from osrkit.files.ownership import MODEL_FORMAT, check_replaceable_model
+from osrkit.hardware import resolve_device
 from osrkit.models import AutoencoderConfig, ConvAutoencoder, backbone_entry, create_backbone
 from osrkit.recognizer.engine import FastPaths
 from osrkit.scorers import SCORERS, FusionScorer, Scorer, create_scorer, scorer_from_state
@@ -146,8 +148,23 @@ def save_pretrained(model: FittedRecognizer, path: str | os.PathLike, overwrite:
     return path
 
 
+def _folders_in(folder: Path) -> list[str]:
+    """The names of the folders in ``folder`` (none where it cannot be listed)."""
+    try:
+        return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     config_path = path / "config.json"
+    if not path.exists():
+        near = difflib.get_close_matches(path.name, _folders_in(path.parent), n=1)
+        hint = f"did you mean {path.parent / near[0]}?" if near else "check the path"
+        raise ModelFormatError(f"model folder {path} does not exist; {hint} (`osrkit train` writes one)")
+    if not path.is_dir():
+        onnx = "; an ONNX export is read with --backend onnx" if path.suffix.lower() == ".onnx" else ""
+        raise ModelFormatError(f"{path} is a file, not a model folder (one written by `osrkit train`){onnx}")
     if not config_path.is_file():
         raise ModelFormatError(
             f"{path} is not an osrkit model folder (no config.json); train one with `osrkit train`"
@@ -236,6 +253,7 @@ def load_pretrained(
     path = Path(path)
     cfg = _read_config(path)
     checksums = checksums_of(cfg, path)
+    resolve_device(device)  # a device this machine lacks is the device's fault, not the folder's
     try:
         spec, name, options, ae_cfg = _architecture(cfg)
         try:

@@ -6,6 +6,7 @@ unless told otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -32,8 +33,9 @@ def load_model(model_dir: str | os.PathLike, options: ServeOptions) -> Any:
     return predictions.load_model(model_dir, options.backend, options.device)
 
 
-def check_port(host: str, port: int) -> None:
-    """One line, before any model is served, when ``host:port`` cannot be bound."""
+def check_port(host: str, port: int) -> int:
+    """One line, before any model is served, when ``host:port`` cannot be bound; else the
+    port (a free one for port 0)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -45,6 +47,7 @@ def check_port(host: str, port: int) -> None:
             raise ConfigError(
                 f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port"
             ) from None
+        return int(s.getsockname()[1])
 
 
 def serve(model_dir: str | os.PathLike, options: ServeOptions = ServeOptions()) -> None:
@@ -54,7 +57,8 @@ def serve(model_dir: str | os.PathLike, options: ServeOptions = ServeOptions()) 
     except ImportError:
         raise ConfigError(SERVE_EXTRA_HINT) from None
     model = load_model(model_dir, options)
-    check_port(options.host, options.port)
+    port = check_port(options.host, options.port)
+    options = dataclasses.replace(options, port=port)  # port 0: the free port found, in the log
     if options.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: reachable from other machines", options.host)
     app = create_app(model, options, model_dir)
@@ -68,7 +72,8 @@ def serve(model_dir: str | os.PathLike, options: ServeOptions = ServeOptions()) 
         host=options.host,
         port=options.port,
         access_log=False,  # the app logs one line per request itself
-        log_level="info" if logging.getLogger("osrkit").getEffectiveLevel() <= logging.INFO else "warning",
+        # uvicorn's own lines with -v; osrkit logs where it listens (create_app)
+        log_level="info" if logging.getLogger("osrkit").getEffectiveLevel() <= logging.DEBUG else "warning",
         timeout_graceful_shutdown=30,
         # uvicorn counts open connections, slow ones included: the guard closes those whose
         # request is not in within request_timeout_s, and the longest waiting for one when

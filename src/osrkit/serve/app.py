@@ -177,6 +177,19 @@ def model_info(model: Any, options: ServeOptions) -> dict:
     return info
 
 
+def listening_line(options: ServeOptions, info: dict, model_dir: str | os.PathLike | None = None) -> str:
+    """The line ``osrkit serve`` logs once it is ready: the URL it listens on, what it
+    serves and how to stop it."""
+    host = f"[{options.host}]" if ":" in options.host else options.host  # an IPv6 address
+    model = f"model {model_dir}" if model_dir is not None else "the model"
+    classes = len(info["class_names"])
+    what = f"{info.get('backbone', 'ONNX')}, {classes} classes, {options.backend} backend"
+    return (
+        f"listening on http://{host}:{options.port} ({model}: {what}); "
+        f"API docs at http://{host}:{options.port}/docs; Ctrl+C to stop"
+    )
+
+
 def create_app(
     model: Any, options: ServeOptions = ServeOptions(), model_dir: str | os.PathLike | None = None
 ) -> Any:
@@ -216,12 +229,8 @@ def create_app(
         await batcher.start()
         await batcher.submit(np.zeros((1, *spec.shape), np.uint8))  # warm up before declaring ready
         app.state.ready = True
-        log.info(
-            "serving %s model (%s backend), %s",
-            info.get("backbone", "ONNX"),
-            options.backend,
-            asdict(options),
-        )
+        log.info("%s", listening_line(options, info, model_dir))
+        log.debug("serve options: %s", asdict(options))
         yield
         app.state.ready = False
         await batcher.stop()

@@ -145,11 +145,13 @@ def _fit(
     device: torch.device | None = None,
     on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
     optimizer: str = "adamw",
+    metric_format: str = "validation metric %.5g",
 ) -> dict:
     """Generic loop: ``optimizer`` (``adamw`` or ``sgd``) with the recipe's schedule
     (``make_optimizer``), best-on-validation
     weights, early stopping, a checkpoint after every epoch. ``on_epoch(epoch, model)`` runs
     after each epoch's validation; what it returns joins that epoch's history entry.
+    ``metric_format`` labels the validation metric in each epoch's log line.
 
     Under torchrun the model trains as ``DistributedDataParallel``; every rank validates
     and keeps the same network (rank 0's buffers), and only rank 0 writes checkpoints."""
@@ -228,13 +230,7 @@ def _fit(
         if on_epoch is not None:
             history[-1] |= on_epoch(epoch + 1, model) or {}
         log.info(
-            "%s epoch %d/%d: train loss %.4f, validation %s %.5f",
-            stage,
-            epoch + 1,
-            epochs,
-            train_loss,
-            "error" if stage == "classifier" else "MSE",
-            metric,
+            "%s epoch %d/%d: train loss %.4f, " + metric_format, stage, epoch + 1, epochs, train_loss, metric
         )
         if metric < best["metric"]:
             best, bad = {"metric": metric, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}, 0
@@ -352,6 +348,7 @@ def train_classifier(
         device,
         on_epoch,
         cfg.optimizer,
+        "validation error %.4f",  # the share of validation images misclassified
     )
 
 
@@ -383,4 +380,5 @@ def train_autoencoder(
         checkpoint,
         progress,
         device,
+        metric_format="validation MSE %.4g",  # mean squared reconstruction error
     )
