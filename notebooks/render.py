@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbconvert import MarkdownExporter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         nb = nbformat.read(NOTEBOOK, as_version=4)
         try:
             seconds = execute(nb)
-        except CellExecutionError as e:
-            message = f"the notebook failed, docs/{NAME}.md is left as it was: {e.ename}: {e.evalue}"
+        except (CellExecutionError, DeadKernelError) as e:
+            cause = f"{e.ename}: {e.evalue}" if isinstance(e, CellExecutionError) else "its kernel died"
+            message = f"the notebook failed, docs/{NAME}.md is left as it was: {cause}"
             print(message, file=sys.stderr)
             return 1
         nb.metadata["osrkit_render"] = {
