@@ -1,4 +1,4 @@
-"""The quick-start notebook and the README's Python blocks use only osrkit's public API.
+"""The quick-start notebook and the Python blocks of the README and docs/ use only osrkit's public API.
 
 The public API is ``osrkit`` and the subpackages listed in ``PUBLIC_MODULES``: each has an
 ``__all__``, and a name is public when it is in its module's ``__all__``. Everything else
@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
 README = REPO / "README.md"
+DOCS = REPO / "docs"  # the documentation site's pages
 
 # The layers a Python program builds on. osrkit.protocols, osrkit.serve and osrkit.cli have
 # an __all__ too, but are reached through the command line and are not listed here.
@@ -44,16 +45,18 @@ def is_private(name: str) -> bool:
 
 
 def sources() -> list[tuple[str, str]]:
-    """(where, code) of every notebook code cell and README python block."""
+    """(where, code) of every notebook code cell and python block of the README and docs/."""
     cells = json.loads(NOTEBOOK.read_text())["cells"]
     found = [
         (f"{NOTEBOOK.name} cell {i}", "".join(c["source"]))
         for i, c in enumerate(cells)
         if c["cell_type"] == "code"
     ]
-    text = README.read_text()
-    for m in PYTHON_BLOCK.finditer(text):
-        found.append((f"README.md line {text.count(chr(10), 0, m.start()) + 1}", m.group("code")))
+    for page in (README, *sorted(DOCS.glob("*.md"))):
+        text = page.read_text()
+        where = page.relative_to(REPO).as_posix()
+        for m in PYTHON_BLOCK.finditer(text):
+            found.append((f"{where} line {text.count(chr(10), 0, m.start()) + 1}", m.group("code")))
     return found
 
 
@@ -120,9 +123,10 @@ def test_public_modules_define_what_they_export(module):
     assert not missing, f"{module}.__all__ names what it lacks: {missing}"
 
 
-def test_the_notebook_and_readme_use_only_the_public_api():
+def test_the_notebook_readme_and_docs_use_only_the_public_api():
     found = sources()
-    assert sum(where.startswith("README") for where, _ in found) >= 3  # the blocks were found
+    assert sum(where.startswith("README") for where, _ in found) >= 1  # the blocks were found
+    assert sum(where.startswith("docs/") for where, _ in found) >= 5
     assert sum(where.startswith(NOTEBOOK.name) for where, _ in found) >= 8
     bad = [f"{where}, {v}" for where, code in found for v in violations(code)]
     assert not bad, "internal osrkit names (not in a public module's __all__):\n" + "\n".join(bad)

@@ -1,9 +1,10 @@
-"""Every python and shell code block of README.md runs as written.
+"""Every python and shell code block of README.md and of the documentation's pages
+(docs/*.md, but the rendered notebook, whose cells test_notebook.py runs) runs as written.
 
-Each block runs on its own, in a fresh folder holding what the README's examples expect:
+Each block runs on its own, in a fresh folder holding what the examples expect:
 ``examples/`` (the repository's), ``models/mnist`` (a small model trained here on 2,000
 MNIST digits, standing for the one ``osrkit train`` writes) and the image folders of
-"Your own data" (``my_train``, ``my_test``, ``my_unknown``, from CIFAR-10 test images).
+docs/own-data.md (``my_train``, ``my_test``, ``my_unknown``, from CIFAR-10 test images).
 ``osrkit`` on the PATH is this checkout's. A block preceded by
 ``<!-- readme-test: skip (reason) -->`` is left out; the marker is kept for blocks that
 need the full data or minutes of training (and for ``pip install``/``make``).
@@ -30,9 +31,12 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+# the pages whose blocks run: all of docs/ but the rendered notebook (its cells are the
+# notebook's, run by test_notebook.py) and the page that includes BENCHMARKS.md
+DOCS = sorted(p for p in (REPO / "docs").glob("*.md") if p.name not in {"notebook.md", "benchmarks.md"})
 RUNNABLE = {"python": "python", "bash": "bash", "sh": "bash", "console": "console"}
 BLOCK = re.compile(
-    r"(?:<!--\s*readme-test:\s*(?P<marker>.*?)\s*-->\s*\n)?^```(?P<lang>[\w-]*)[^\n]*\n(?P<code>.*?)^```",
+    r"(?:<!--\s*readme-test:\s*(?P<marker>[^\n]*?)\s*-->\s*\n)?^```(?P<lang>[\w-]*)[^\n]*\n(?P<code>.*?)^```",
     re.M | re.S,
 )
 SKIP = re.compile(r"skip \((?P<reason>[^)]+)\)")
@@ -43,6 +47,7 @@ WRITES = re.compile(r"--out (?P<a>[\w/.-]+)|save_pretrained\(\"(?P<b>[^\"]+)\"\)
 
 @dataclass
 class Block:
+    page: str  # README.md, or a page of docs/
     line: int
     lang: str
     code: str
@@ -50,11 +55,15 @@ class Block:
 
     @property
     def id(self) -> str:
-        return f"line{self.line}-{self.lang}"
+        return f"{self.page}:line{self.line}-{self.lang}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.page} block at line {self.line}"
 
 
-def readme_blocks(text: str) -> list[Block]:
-    """The README's fenced code blocks, with their line and skip marker."""
+def readme_blocks(text: str, page: str = "README.md") -> list[Block]:
+    """The fenced code blocks of ``text`` (the page ``page``), with their line and skip marker."""
     blocks = []
     for m in BLOCK.finditer(text):
         marker, skip = m.group("marker"), None
@@ -62,11 +71,11 @@ def readme_blocks(text: str) -> list[Block]:
             found = SKIP.fullmatch(marker)
             if not found:
                 raise ValueError(
-                    f"README line {text.count(chr(10), 0, m.start()) + 1}: bad marker {marker!r}"
+                    f"{page} line {text.count(chr(10), 0, m.start()) + 1}: bad marker {marker!r}"
                 )
             skip = found.group("reason")
         line = text.count("\n", 0, m.start("code"))
-        blocks.append(Block(line, m.group("lang"), m.group("code"), skip))
+        blocks.append(Block(page, line, m.group("lang"), m.group("code"), skip))
     return blocks
 
 
@@ -75,13 +84,20 @@ def console_commands(code: str) -> str:
     return "\n".join(line[2:] for line in code.splitlines() if line.startswith("$ "))
 
 
-BLOCKS = [b for b in readme_blocks(README.read_text()) if b.lang in RUNNABLE]
+BLOCKS = [
+    b
+    for path in (README, *DOCS)
+    for b in readme_blocks(path.read_text(), path.relative_to(REPO).as_posix())
+    if b.lang in RUNNABLE
+]
 
 
-def test_the_readme_has_runnable_blocks_and_few_skips():
+def test_the_readme_and_docs_have_runnable_blocks_and_few_skips():
     """Most shell and python blocks run; a skip gives its reason, one of those allowed."""
+    assert {p.name for p in DOCS} >= {"quickstart.md", "own-data.md", "serving.md", "onnx.md"}
     run = [b for b in BLOCKS if b.skip is None]
     assert len(run) >= 8
+    assert [b for b in run if b.page == "README.md" and b.lang == "python"]  # its short example
     for b in BLOCKS:
         assert b.skip is None or re.search(r"full data|minutes|installs packages", b.skip), b
     assert {b.lang for b in run} >= {"python", "bash"}
@@ -91,7 +107,7 @@ def test_the_readme_has_runnable_blocks_and_few_skips():
 
 @pytest.fixture(scope="module")
 def workspace(shared_data, tmp_path_factory) -> Path:
-    """What the README's examples expect to find in the current folder."""
+    """What the examples of the README and of docs/ expect to find in the current folder."""
     from PIL import Image
 
     from osrkit import OpenSetRecognizer, TrainConfig, load_dataset
@@ -140,7 +156,7 @@ def _port_free(port: int) -> bool:
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.skip is None], ids=lambda b: b.id)
 def test_readme_block_runs(block, workspace, shared_data, tmp_path):
     if "osrkit serve" in block.code and not _port_free(8000):
-        pytest.skip("port 8000, which the README's serve example uses, is taken on this machine")
+        pytest.skip("port 8000, which the serve example uses, is taken on this machine")
     cwd = tmp_path / "cwd"
     shutil.copytree(workspace, cwd, ignore=shutil.ignore_patterns("bin"))
     if block.lang == "python":
@@ -164,13 +180,11 @@ def test_readme_block_runs(block, workspace, shared_data, tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         out, _ = proc.communicate()
-        pytest.fail(f"README block at line {block.line} ran over {BLOCK_TIMEOUT_S} s:\n{out[-3000:]}")
+        pytest.fail(f"{block.where} ran over {BLOCK_TIMEOUT_S} s:\n{out[-3000:]}")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-    assert proc.returncode == 0, (
-        f"README block at line {block.line} failed:\n{block.code}\n---\n{out[-3000:]}"
-    )
+    assert proc.returncode == 0, f"{block.where} failed:\n{block.code}\n---\n{out[-3000:]}"
     for m in WRITES.finditer(block.code):
         written = cwd / next(g for g in m.groups() if g)
-        assert written.exists(), f"README block at line {block.line} did not write {written.name}"
+        assert written.exists(), f"{block.where} did not write {written.name}"
