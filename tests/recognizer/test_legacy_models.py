@@ -125,7 +125,15 @@ def test_colour_folder_saved_before_the_stem_option_keeps_its_network(tmp_path):
     scores = check_scores_and_decisions(model, images, expected, "v3-colour")
     model.save_pretrained(tmp_path / "m")
     recorded = json.loads((tmp_path / "m" / "config.json").read_text())["backbone"]["options"]
-    assert recorded == {"widths": [8, 16], "stem": "space_to_depth", "flip_tta": False}
+    assert recorded == {
+        "widths": [8, 16],
+        "stem": "space_to_depth",
+        "flip_tta": False,
+        "shift_tta": False,
+        "activation": "relu",
+        "dirac_init": False,
+        "bn_momentum": 0.1,
+    }
     again = OpenSetRecognizer.from_pretrained(tmp_path / "m", fast_paths=FastPaths.off(), device="cpu")
     for name, values in again.score_all(images).items():
         np.testing.assert_array_equal(values, scores[name])

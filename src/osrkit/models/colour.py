@@ -229,8 +229,10 @@ class ColourNet(Backbone):
         "flip_tta": False,
         "shift_tta": False,
         "activation": "relu",
+        "dirac_init": False,
+        "bn_momentum": 0.1,
     },
-    # declared before any protocol measured it: see MaxLogitKnnScorer
+    # declared before any protocol measured it: see osrkit.scorers.fusion.LogitKnnFusionScorer
     decision_scorer="max_logit_knn",
 )
 def colour_cnn(
