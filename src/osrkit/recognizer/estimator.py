@@ -235,6 +235,8 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
         wrapped classifier (``from_classifier``) nothing is trained: the split only
         separates the images the scorers are fitted on from those that set thresholds.
         The parameters are checked first, before any data is read; none is changed.
+        ``health_`` then holds what the checks of ``osrkit.recognizer.health`` found (whether
+        the classifier learned), each failed one also a warning line in the log.
         """
         params = self.check_params()
         wrapped = self.pretrained_
