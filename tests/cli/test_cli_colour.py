@@ -70,6 +70,11 @@ def test_colour_folder_run_gets_a_colour_model(tmp_path, colour_folders, capsys)
     metrics = json.loads((out / "metrics.json").read_text())
     assert "reconstruction" not in metrics["scorers"] and "max_logit" in metrics["scorers"]
     assert not (out / "plots" / "reconstructions.png").exists()
+    # the model's health, checked after training: in metrics.json, the model folder and the report
+    health = metrics["health"]
+    assert health["checked"] == ["accuracy", "validation_curve", "optimizer_steps", "predicted_classes"]
+    assert cfg["health"] == health
+    assert ("class='health'" in (out / "report.html").read_text()) == (not health["ok"])
     # predict takes a grey JPEG of another size and a colour PNG, with the model's spec
     files = [
         str(next(colour_folders["unknown"].rglob("*.jpg"))),
@@ -79,8 +84,29 @@ def test_colour_folder_run_gets_a_colour_model(tmp_path, colour_folders, capsys)
     assert main(["predict", str(out / "model"), *files, "--device", "cpu"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 2 and set(rows[0]["scores"]) == set(cfg["scorers"])
+    assert all("decided_by" not in r for r in rows)  # no fusion: no member decides (was {})
     model = OpenSetRecognizer.from_pretrained(out / "model")
     assert [r["class_index"] for r in rows] == model.predict(files).tolist()
+
+
+def test_a_colour_model_that_learned_nothing_says_so(tmp_path, caplog, capsys):
+    """The issue's small colour folder whose model ended at chance, with a flat validation
+    curve, and nothing said so: three classes of the same kind of image (no class can be
+    told from another) give one warning line per failed check, and the model folder keeps
+    them."""
+    train = tmp_path / "same"
+    for name in ("cat", "dog", "frog"):  # every class the same: a square of the same colour
+        _colour_folder(train, 40, seed=len(name) + ord(name[0]), classes=(name,))
+    out = tmp_path / "model"
+    args = ["train", "--no-pretrained", "--out", str(out), "--train", str(train), "--device", "cpu"]
+    args += ["--epochs", "3", "--val-size", "45", "--batch-size", "16"]
+    with caplog.at_level("WARNING", logger="osrkit"):
+        assert main(args) == 0, capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model health: ")]
+    health = json.loads((out / "config.json").read_text())["health"]
+    assert health["ok"] is False and len(lines) == len(health["warnings"])
+    assert "accuracy" in {w["check"] for w in health["warnings"]}
+    assert any("near chance" in line for line in lines)
 
 
 def test_gray_path_for_colour_data_and_autoencoder_option(tmp_path, colour_folders, capsys):

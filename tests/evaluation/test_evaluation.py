@@ -1,3 +1,6 @@
+import copy
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +10,7 @@ from osrkit.errors import ConfigError, OutputExistsError
 from osrkit.evaluation import ReportOptions
 from osrkit.evaluation.evaluate import evaluate
 from osrkit.jobs.pipeline import check_output_dir, evaluate_to_folder
+from osrkit.recognizer.health import Finding, ModelHealth
 from tests.conftest import synthetic_set, synthetic_unknowns
 
 
@@ -41,6 +45,20 @@ def test_evaluate_to_folder_writes_everything(fitted, tmp_path):
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "report.html").is_file()
     assert len(list((tmp_path / "plots").glob("*.png"))) == 5
     assert m["timing_s"]["evaluate"] >= 0
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["health"] == fitted.health_.to_dict()
+    assert ("class='health'" in (tmp_path / "report.html").read_text()) == (not fitted.health_.ok)
+
+
+@pytest.mark.parametrize("findings", [(), (Finding("accuracy", "at chance", "train longer"),)])
+def test_metrics_say_whether_the_model_is_healthy(fitted, findings):
+    model = copy.copy(fitted)  # the same networks, another health
+    model.health_ = ModelHealth(findings, ("accuracy",), {"validation_accuracy": 0.5})
+    health = evaluate(model, synthetic_set(50, seed=12), unknown_set(30)).metrics["health"]
+    assert health["ok"] is (not findings)
+    assert health["warnings"] == [f.to_dict() for f in findings]
+    model.health_ = None  # a model folder saved before the checks existed
+    assert "health" not in evaluate(model, synthetic_set(50, seed=12), unknown_set(30)).metrics
 
 
 def test_check_output_dir(tmp_path):

@@ -100,3 +100,24 @@ def test_roc_legend_leaves_the_curves_visible():
     for ax in fig.axes:
         assert not box.overlaps(ax.get_window_extent(renderer))
     plots.plt.close(fig)
+
+
+def test_histograms_of_scores_that_barely_differ_have_no_offset_label():
+    """A model that learned nothing scores every image alike (1 - max softmax 0.6667 give
+    or take 1e-5): matplotlib wrote the axis as an offset ("1e-6-1.7606e-1") over the
+    axis title. The ticks are plain numbers now, clear of each other and of the title."""
+    rng = np.random.default_rng(0)
+    k = {"msp": 0.6667 + rng.random(200) * 1e-5, "energy": -1.0986 + rng.random(200) * 1e-6}
+    u = {"msp": 0.6667 + rng.random(100) * 1e-5, "energy": -1.0986 + rng.random(100) * 1e-6}
+    fig = plots.histograms_figure(k, u, {"msp": 0.66670, "energy": -1.0986})
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.xaxis.get_offset_text().get_text() == "", ax.get_title()
+        lo, hi = sorted(ax.get_xlim())
+        shown = [t for t, x in zip(ax.get_xticklabels(), ax.get_xticks()) if lo <= x <= hi]
+        ticks = _extent(fig, shown)
+        assert len(ticks) >= 2
+        assert not any(a.overlaps(b) for i, a in enumerate(ticks) for b in ticks[i + 1 :]), ax.get_title()
+        (label,) = _extent(fig, [ax.xaxis.label])
+        assert not any(t.overlaps(label) for t in ticks)
+    plots.plt.close(fig)

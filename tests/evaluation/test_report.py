@@ -91,3 +91,32 @@ def test_metrics_table_rows_text_markdown_and_html():
     html = table._repr_html_()
     assert html == table.to_html() and html.count("<tr>") == 4
     assert html in render_report(METRICS, {})  # the report's table is this one
+
+
+UNHEALTHY = {
+    "ok": False,
+    "warnings": [
+        {
+            "check": "accuracy",
+            "message": "closed-set accuracy on the 90 known validation images is 0.333, near chance <0.333>",
+            "advice": "train longer (--epochs)",
+        }
+    ],
+    "checked": ["accuracy"],
+    "measured": {},
+}
+
+
+def test_an_unhealthy_model_gets_a_banner_at_the_top():
+    html = render_report(METRICS | {"health": UNHEALTHY}, {})
+    assert html.count("class='health'") == 1
+    body = html.split("<body>", 1)[1]
+    assert body.index("class='health'") < body.index("Known test images")  # above everything else
+    assert "near chance &lt;0.333&gt;" in html and "train longer (--epochs)" in html
+
+
+def test_a_healthy_model_or_one_of_unknown_health_gets_no_banner():
+    healthy = {"ok": True, "warnings": [], "checked": ["accuracy"], "measured": {}}
+    for metrics in (METRICS | {"health": healthy}, METRICS):
+        html = render_report(metrics, {})
+        assert "class='health'" not in html and "may be no good" not in html

@@ -102,5 +102,8 @@ def evaluate(
             for name in recognizer.scorers_
         },
     }
+    health = getattr(recognizer, "health_", None)  # fit's checks (osrkit.recognizer.health)
+    if health is not None:
+        metrics["health"] = health.to_dict()
     log.debug("closed-set accuracy %.4f on %d known images", metrics["closed_set_accuracy"], len(known))
     return Evaluation(known, unknown, k_out, u_out, k_scores, u_scores, metrics)

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
@@ -140,6 +141,11 @@ def histograms_figure(
         ax.set_title(scorer_label(name))
         ax.set_xlabel(("log10 " if log_scale else "") + "score (larger = more likely unknown)")
         ax.set_yscale("log")
+        # Scores that barely differ (a model that learned nothing scores all alike) would get
+        # an offset label ("1e-6-1.7606e-1") over the axis title: plain numbers instead, few
+        # enough to fit side by side.
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
         ax.legend(fontsize=7)
     return fig
 

@@ -35,6 +35,8 @@ figure{margin:1.5em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:
 code,pre{background:#f6f6f6;padding:2px 4px}pre{padding:8px;overflow:auto}
 .gallery{display:flex;flex-wrap:wrap;gap:12px}.mistake{margin:0;width:128px;font-size:12px}
 .mistake img{display:block;width:64px;image-rendering:pixelated}
+.health{background:#fff4e5;border:2px solid #d9822b;padding:0.5em 1em;margin:1em 0}
+.health h2{margin:0.2em 0;color:#a84300}
 """
 
 
@@ -132,6 +134,23 @@ def render_rules(metrics: dict) -> str:
     return f"<h2>Decision rules</h2><p>Scores: larger means more likely unknown.</p><ul>{items}</ul>"
 
 
+def render_health(metrics: dict) -> str:
+    """The banner at the top of the report when a health check failed (``health`` in
+    ``metrics``, see ``osrkit.recognizer.health``): each finding and what to try; empty
+    for a healthy model, or one whose health is not known."""
+    health = metrics.get("health")
+    if not health or health.get("ok", True):
+        return ""
+    e = html.escape
+    items = "".join(
+        f"<li>{e(w['message'])}. <i>Try:</i> {e(w['advice'])}.</li>" for w in health.get("warnings", [])
+    )
+    return (
+        "<div class='health' role='alert'><h2>This model may be no good</h2><p>Checks on the known "
+        f"validation images (no unknowns needed) failed:</p><ul>{items}</ul></div>"
+    )
+
+
 def _img(path: Path) -> str:
     return png_data_uri(path.read_bytes())
 
@@ -164,7 +183,7 @@ def render_report(
     cfg = f"<h2>Configuration</h2><pre>{e(_pretty(config))}</pre>" if config else ""
     return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>{summary}"
+        f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>{render_health(metrics)}{summary}"
         f"<h2>Metrics per scorer</h2>{metrics_table(metrics).to_html()}"
         f"<p>Scores: larger means more likely unknown. AUROC, AUPR-out: unknowns positive; "
         f"AUPR-in: knowns positive; FPR@95%TPR: unknowns accepted when 95% of knowns are; "

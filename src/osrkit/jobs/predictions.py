@@ -71,7 +71,8 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
       ``member_threshold`` the fusion cuts it at (joint calibration: not the member's own
       threshold);
     - ``scores``, ``thresholds`` and ``margins`` of every fitted scorer (larger score =
-      more likely unknown), and ``decided_by`` for every fusion among them.
+      more likely unknown), and ``decided_by`` for every fusion among them (no such key
+      when the model has no fusion).
 
     A score that is not finite (NaN or infinity: a damaged model or input) means unknown,
     never known (``calibration.rejects``); such a row's ``decision`` says so in ``reason``,
@@ -118,8 +119,9 @@ def prediction_rows(model: Predictor, images: torch.Tensor, scorer: str | None =
             "scores": row_scores,
             "thresholds": dict(thresholds),  # a copy: rows are independent
             "margins": margins,
-            "decided_by": {name: members[i] for name, members in deciders.items()},
         }
+        if deciders:  # only a model with a fusion has members that decide
+            row["decided_by"] = {name: members[i] for name, members in deciders.items()}
         rows.append(row if finite[i] else json_safe(row))
     return rows
 

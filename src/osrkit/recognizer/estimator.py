@@ -38,6 +38,7 @@ from osrkit.recognizer.fitting import (
     training_config,
     wrap_network,
 )
+from osrkit.recognizer.health import ModelHealth, assess_fit
 from osrkit.recognizer.inference import UNKNOWN, RecognizerInference, sharded_outputs
 from osrkit.recognizer.params import (
     ResolvedParams,
@@ -46,7 +47,7 @@ from osrkit.recognizer.params import (
     warn_legacy_configs,
 )
 from osrkit.recognizer.persistence import config_dict, load_pretrained, save_pretrained
-from osrkit.scorers import needs_of, scorer_class
+from osrkit.scorers import ModelOutputs, needs_of, scorer_class
 from osrkit.scorers.calibration import check_accept_rate
 from osrkit.scorers.selection import (
     ScorerChoice,
@@ -71,7 +72,8 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
     ``set_params``, ``sklearn.base.clone``); ``fit``, ``calibrate`` and the loaders check
     them and keep what they decide in fitted attributes, never in a parameter:
     ``class_names_``, ``accept_rate_``, ``decision_scorer_``, ``device_``, ``classifier_``,
-    ``autoencoder_``, ``input_spec_``, ``scorers_``, ``thresholds_``, ``fit_report_``...
+    ``autoencoder_``, ``input_spec_``, ``scorers_``, ``thresholds_``, ``fit_report_``,
+    ``health_`` (``osrkit.recognizer.health``: whether the model learned, said plainly)...
 
     Parameters
     ----------
@@ -97,10 +99,6 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
     autoencoder: train the autoencoder (True/False, or an ``AutoencoderConfig``); default:
         the backbone's default (on for the digit network, off for the colour one).
     device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-    scorers: the scorers to fit: registered names or unfitted ``Scorer`` instances
-        (``osrkit.scorers.create_scorer("knn", k=10)``), or ``"all"`` (every scorer the model
-        can compute); default: ``osrkit.scorers.selection.DEFAULT_SCORERS``. The decision scorer and
-        a fusion's members are always added.
     pretrained: start from ImageNet weights. None (default): where the backbone has them
         (the default for colour images, ``efficientnet_lite0``, does); False: train from
         scratch (colour images then get ``colour_cnn``); True: require them.
@@ -112,6 +110,7 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
     pretrained_: bool = False  # True for a wrapped classifier: fit trains nothing
     train_config_: TrainConfig | None = None
     fit_report_: FitReport | None = None
+    health_: ModelHealth | None = None  # set by fit, saved in the model folder
     _head_to_fit: nn.Linear | None = None  # from_classifier(head=...), fitted by fit
 
     def __init__(
@@ -241,6 +240,8 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
         wrapped classifier (``from_classifier``) nothing is trained: the split only
         separates the images the scorers are fitted on from those that set thresholds.
         The parameters are checked first, before any data is read; none is changed.
+        ``health_`` then holds what the checks of ``osrkit.recognizer.health`` found (whether
+        the classifier learned), each failed one also a warning line in the log.
         """
         params = self.check_params()
         wrapped = self.pretrained_
@@ -297,9 +298,11 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
             )
             self._engine = None
         self.train_config_ = config
-        return self.calibrate(
-            split.val_images, reference=split.images, reference_labels=split.labels, decision_scorer=decision
-        )
+        val = self._calibrate(split.val_images, None, split.images, split.labels, decision)
+        report, trained = self.fit_report_, None if wrapped else config
+        self.health_ = assess_fit(val.predictions, split.val_labels, params.class_names, report, trained)
+        self.health_.log_warnings()
+        return self
 
     def calibrate(
         self,
@@ -329,6 +332,18 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
         (default: the parameter, else the decision scorer fitted before, else the default
         rule) set ``accept_rate_`` and ``decision_scorer_``; the parameters stay as they are.
         """
+        self._calibrate(known, accept_rate, reference, reference_labels, decision_scorer)
+        return self
+
+    def _calibrate(
+        self,
+        known: ImagesLike,
+        accept_rate: float | None,
+        reference: ImagesLike | None,
+        reference_labels: torch.Tensor | np.ndarray | None,
+        decision_scorer: str | None,
+    ) -> ModelOutputs:
+        """``calibrate``, returning the outputs of the images that set the thresholds."""
         self._check_networks()
         params = self.check_params()
         rate = params.accept_rate if accept_rate is None else check_accept_rate(accept_rate)
@@ -373,7 +388,7 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
         fitted = f"fitted scorers {', '.join(self.scorers_)} on {len(reference_outputs)} known images"
         log.info("%s; thresholds accept %.0f%% of %d others", fitted, 100 * rate, len(outputs))
         log.debug("thresholds: %s", self.thresholds_)
-        return self
+        return outputs
 
     # ---------------------------------------------------------------- persistence
     def config_dict(self) -> dict:

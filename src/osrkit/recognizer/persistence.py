@@ -1,9 +1,9 @@
 """The model folder: what a recognizer needs travels with it, and loads back alike.
 
 A folder holds ``config.json`` (format, classes, input spec, backbone name and options,
-autoencoder or none, scorers with their state, thresholds, the training recipe),
-``classifier.safetensors``, ``autoencoder.safetensors`` (when there is one) and
-``scorers.safetensors`` (the scorers' arrays). Nothing is pickled: the architecture is
+autoencoder or none, scorers with their state, thresholds, the training recipe, the
+model's health as ``fit`` found it), ``classifier.safetensors``, ``autoencoder.safetensors``
+(when there is one) and ``scorers.safetensors`` (the scorers' arrays). Nothing is pickled: the architecture is
 recorded by its registered backbone name and options and rebuilt from the registry, so a
 model folder can never run code of its own.
 
@@ -42,6 +42,7 @@ from osrkit.files.ownership import MODEL_FORMAT, check_replaceable_model
 from osrkit.hardware import resolve_device
 from osrkit.models import AutoencoderConfig, ConvAutoencoder, backbone_entry, create_backbone
 from osrkit.recognizer.engine import FastPaths
+from osrkit.recognizer.health import ModelHealth
 from osrkit.scorers import SCORERS, FusionScorer, Scorer, create_scorer, scorer_from_state
 from osrkit.training.config import TrainConfig
 
@@ -63,6 +64,7 @@ class FittedRecognizer(Protocol):
     input_spec_: InputSpec
     pretrained_: bool
     train_config_: TrainConfig | None
+    health_: ModelHealth | None
 
     def check_params(self) -> Any: ...
     def set_params(self, **params: Any) -> Any: ...
@@ -107,6 +109,8 @@ def config_dict(model: FittedRecognizer) -> dict[str, Any]:
         },
         "autoencoder": model.autoencoder_.config.to_dict() if model.autoencoder_ is not None else None,
         "training": train.to_dict() if train else None,
+        # what fit found of the model's health (osrkit.recognizer.health); None: not known
+        "health": model.health_.to_dict() if model.health_ is not None else None,
         # Thresholds hold for the arithmetic they were calibrated with; a machine that
         # resolves the fast paths differently gets a warning on loading.
         "runtime": {
@@ -309,6 +313,8 @@ def load_pretrained(
             model._check_scorer_available(scorer_name)
         if cfg.get("training"):
             model.train_config_ = TrainConfig.from_dict(cfg["training"])
+        if cfg.get("health") is not None:
+            model.health_ = ModelHealth.from_dict(cfg["health"])
         # One blank image through every scorer: arrays that do not fit the networks
         # (a scorers.safetensors from another model) fail here, not in predict().
         model.scores_from_outputs(model.outputs(torch.zeros(1, *spec.shape)))

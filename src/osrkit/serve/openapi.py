@@ -49,7 +49,11 @@ PREDICTION_SCHEMA: dict[str, Any] = {
         "scores": NUMBERS,
         "thresholds": NUMBERS,
         "margins": NUMBERS,
-        "decided_by": {"type": "object", "additionalProperties": {"type": "string"}},
+        "decided_by": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "for each fusion among the scorers, the member that decided; absent without one",
+        },
     },
     "required": ["name", "label", "class_index", "known", "decision", "scores", "thresholds", "margins"],
 }
