@@ -64,7 +64,7 @@ def test_colour_folder_run_gets_a_colour_model(tmp_path, colour_folders, capsys)
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["format_version"] == 3 and cfg["backbone"]["name"] == "colour_cnn"
     assert cfg["input_spec"]["channels"] == 3 and cfg["input_spec"]["resize"] == "shorter_side_crop"
-    assert cfg["autoencoder"] is None and cfg["decision_scorer"] == "max_logit"
+    assert cfg["autoencoder"] is None and cfg["decision_scorer"] == "max_logit_knn"
     assert cfg["training"]["crop_padding"] == 2 and cfg["training"]["hflip_prob"] == 0.5
     assert cfg["training"]["optimizer"] == "sgd" and cfg["training"]["rotation_degrees"] == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -84,7 +84,7 @@ def test_colour_folder_run_gets_a_colour_model(tmp_path, colour_folders, capsys)
     assert main(["predict", str(out / "model"), *files, "--device", "cpu"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 2 and set(rows[0]["scores"]) == set(cfg["scorers"])
-    assert all("decided_by" not in r for r in rows)  # no fusion: no member decides (was {})
+    assert all(r["decided_by"]["max_logit_knn"] in ("max_logit", "knn") for r in rows)  # a fusion decides
     model = OpenSetRecognizer.from_pretrained(out / "model")
     assert [r["class_index"] for r in rows] == model.predict(files).tolist()
 

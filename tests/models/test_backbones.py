@@ -127,8 +127,8 @@ def test_colour_model_fits_saves_and_loads_alike(tmp_path, autoencoder):
     model = OpenSetRecognizer(train.class_names, backbone="colour_cnn", autoencoder=autoencoder, device="cpu")
     model.fit(train, COLOUR_FAST)
     assert model.input_spec_ == InputSpec(3, 16, 16) and model.backbone_name_ == "colour_cnn"
-    assert model.decision_scorer_ == ("fusion" if autoencoder else "max_logit")
-    assert ("reconstruction" in model.scorers_) == autoencoder
+    assert model.decision_scorer_ == "max_logit_knn"  # declared by colour_cnn, autoencoder or not
+    assert model.has_autoencoder == autoencoder
     test = _colour_set(90, seed=1)
     assert (model.predict(test) == test.labels.numpy()).mean() > 0.5
     model.save_pretrained(tmp_path / "m")

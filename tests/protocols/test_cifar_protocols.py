@@ -67,7 +67,7 @@ def test_grayscale_unknown_sets_are_brought_to_colour(shared_data, tmp_path):
 def test_cifar10_splits_end_to_end_trains_each_class_set_once(tmp_path):
     ctx = tiny_context(tmp_path)
     r = run_protocol("cifar10-splits", ctx)
-    assert len(r["splits"]) == 5 and r["decision_scorer"] == "max_logit"
+    assert len(r["splits"]) == 5 and r["decision_scorer"] == "max_logit_knn"
     assert [sp["known_classes"] for sp in r["splits"]] == [list(s) for s in CIFAR10_SPLITS]
     models = [p for p in (tmp_path / "cache").iterdir() if (p / "config.json").is_file()]
     assert len(models) == 4  # splits 0 and 1: one model
@@ -76,7 +76,7 @@ def test_cifar10_splits_end_to_end_trains_each_class_set_once(tmp_path):
         assert set(v) == {"auroc", "oscr", "macro_f1"} and 0 <= v["auroc"][0] <= 1, s
     text = (tmp_path / "cifar10-splits.md").read_text()
     assert "ARPL+CS" in text and "MLS" in text and "Splits 0 and 1" in text
-    assert "target cifar10-splits-mean-auroc (max_logit, pre-declared)" in text
+    assert "target cifar10-splits-mean-auroc (max_logit_knn, pre-declared)" in text
     assert json.loads((tmp_path / "cifar10-splits.json").read_text())["protocol"] == "cifar10-splits"
 
 
@@ -97,7 +97,7 @@ def test_cifar10_far_end_to_end(tmp_path):
     assert list(r["sets"]) == list(FAR_SETS)
     assert r["sets"]["uniform noise"]["count"] == 200  # noise made in the colour spec, then limited
     text = (tmp_path / "cifar10-far.md").read_text()
-    assert "OpenOOD v1.5 ViM" in text and "target cifar10-far-mnist-auroc (max_logit)" in text
+    assert "OpenOOD v1.5 ViM" in text and "target cifar10-far-mnist-auroc (max_logit_knn)" in text
 
 
 def test_cifar10_far_pretrained_track(tmp_path):
