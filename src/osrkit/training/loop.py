@@ -310,13 +310,14 @@ def train_classifier(
     (``on_epoch``: see ``_fit``). A network with ``init_from_data`` (``colour_cnn``'s
     whitening stem) is first set from the training images; ``cfg.budget_pflop`` decides
     the epochs (``osrkit.training.flops.epochs_for_budget``)."""
-    first = _first_rows(images, 5000)
+    # read only where needed: from a lazily read folder these rows are decoded from disk
     init = getattr(model, "init_from_data", None)
     if init is not None:
-        init(first)
+        init(_first_rows(images, 5000))
     epochs = cfg.epochs
     if cfg.budget_pflop is not None:
-        epochs = epochs_for_budget(model, cfg.budget_pflop, len(labels), tuple(to_input(first[:1]).shape[1:]))
+        shape = tuple(to_input(_first_rows(images, 1)).shape[1:])
+        epochs = epochs_for_budget(model, cfg.budget_pflop, len(labels), shape)
 
     def validate(m: nn.Module) -> float:
         # one view: the test-time views (colour_cnn's flips and shifts) would multiply the
