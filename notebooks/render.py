@@ -89,25 +89,30 @@ def header(nb: nbformat.NotebookNode) -> str:
     )
 
 
-def render(nb: nbformat.NotebookNode) -> None:
-    """Write docs/notebook.md and docs/notebook_files/ from the executed ``nb``."""
+def render(nb: nbformat.NotebookNode, docs: Path = DOCS) -> None:
+    """Write docs/notebook.md and docs/notebook_files/ from the executed ``nb``.
+
+    Only the files the page links are kept: an output offered in several formats (a PIL
+    image comes as PNG and JPEG) is linked once, in the format the exporter prefers, and
+    nbconvert would still write the others."""
     exporter = MarkdownExporter()
     body, resources = exporter.from_notebook_node(
         nb, resources={"unique_key": NAME, "output_files_dir": f"{NAME}_files"}
     )
-    files_dir = DOCS / f"{NAME}_files"
-    staging = DOCS / f".{NAME}_files.tmp"
+    files_dir = docs / f"{NAME}_files"
+    staging = docs / f".{NAME}_files.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    for rel, data in resources["outputs"].items():
-        (staging / Path(rel).name).write_bytes(data)
+    linked = [rel for rel in resources["outputs"] if f"]({rel})" in body]
+    for rel in linked:
+        (staging / Path(rel).name).write_bytes(resources["outputs"][rel])
     shutil.rmtree(files_dir, ignore_errors=True)
     staging.rename(files_dir)
-    page = DOCS / f"{NAME}.md"
+    page = docs / f"{NAME}.md"
     tmp = page.with_suffix(".md.tmp")
     tmp.write_text(header(nb) + body.strip() + "\n")
     tmp.replace(page)
-    print(f"wrote {page.relative_to(REPO)} and {len(resources['outputs'])} figures in {files_dir.name}/")
+    print(f"wrote {page} and {len(linked)} figures in {files_dir.name}/")
 
 
 def main(argv: list[str] | None = None) -> int:

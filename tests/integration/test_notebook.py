@@ -88,3 +88,22 @@ def test_notebook_runs_top_to_bottom(shared_data, tmp_path, monkeypatch):
     assert "examples/cat.png: unknown" in text  # the digit model rejects the cat
     assert "backbone: efficientnet_lite0" in text  # photos get the pretrained network
     assert (tmp_path / "runs" / "notebook" / "report.html").is_file()
+
+
+def test_render_writes_only_the_figures_the_page_links(tmp_path, monkeypatch):
+    """An image offered as PNG and JPEG (as a PIL image is) is linked once: the other file
+    is not written, so docs/notebook_files/ holds what docs/notebook.md shows and no more."""
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbconvert")
+    monkeypatch.syspath_prepend(str(REPO / "notebooks"))
+    import render
+
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+    jpeg = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+    cell = nbformat.v4.new_code_cell("image")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png, "image/jpeg": jpeg})]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    render.render(nb, docs=tmp_path)
+    written = sorted(p.name for p in (tmp_path / "notebook_files").iterdir())
+    assert len(written) == 1 and written[0].endswith(".png")
+    assert FIGURE.findall((tmp_path / "notebook.md").read_text()) == [f"notebook_files/{written[0]}"]

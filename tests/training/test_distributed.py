@@ -154,8 +154,9 @@ def test_two_process_training_resumes_and_matches_one_process(tmp_path, shared_d
     assert rcs(logs) == [130, 130]
     assert (tmp_path / "two.checkpoints" / "classifier.pt").is_file() and not two.exists()
 
-    # the same command again resumes from it; rank 0 alone writes the model folder
-    spawn(_train_rank, (free_port(), ["train", "--out", str(two), *common], False, str(logs)))
+    # the same command again resumes from it; rank 0 alone writes the model folder. -v: the
+    # log at DEBUG on both ranks (rank 1 logs warnings only by default, -q on all ranks)
+    spawn(_train_rank, (free_port(), ["train", "--out", str(two), *common, "-v"], False, str(logs)))
     assert rcs(logs) == [0, 0]
     for rank in range(2):
         assert "resuming from checkpoint after epoch 1" in Path(f"{logs}.{rank}").read_text()
