@@ -13,7 +13,7 @@ from osrkit import hardware
 from osrkit.data.imageset import ImageSet
 from osrkit.data.spec import CIFAR10_SPEC
 from osrkit.models import create_backbone
-from osrkit.protocols import CIFAR10_SPLITS, Context, cifar, group_names, run_protocol, split_classes
+from osrkit.protocols import CIFAR10_SPLITS, Context, context, group_names, run_protocol, split_classes
 from osrkit.protocols.cifar import FAR_SETS
 from osrkit.training.config import TrainConfig
 from osrkit.training.flops import training_flops
@@ -120,7 +120,7 @@ def test_cifar10_train_speed_end_to_end(tmp_path, monkeypatch, native):
     """Both kinds of CPU on this one: bfloat16 native (training in bfloat16, emulated here
     if need be, only slower) or not; the matrix-multiply rates are stand-ins, one per dtype."""
     monkeypatch.setattr(hardware, "native_bf16", lambda: native)
-    monkeypatch.setattr(cifar, "native_bf16", lambda: native)
+    monkeypatch.setattr(context, "native_bf16", lambda: native)
     monkeypatch.delenv("OSRKIT_FAST", raising=False)
     measured = []
 
@@ -128,7 +128,7 @@ def test_cifar10_train_speed_end_to_end(tmp_path, monkeypatch, native):
         measured.append((n, dtype))
         return 400.0 if dtype == torch.bfloat16 else 100.0
 
-    monkeypatch.setattr(cifar, "mm_gflops", mm_gflops)
+    monkeypatch.setattr(context, "mm_gflops", mm_gflops)
     ctx = tiny_context(tmp_path)
     assert ctx.colour_config.use_bf16 is native
     r = run_protocol("cifar10-train-speed", ctx)
@@ -147,13 +147,15 @@ def test_cifar10_train_speed_end_to_end(tmp_path, monkeypatch, native):
     assert r["flop_bound_s"] == pytest.approx(r["training_flops"] / ((400.0 if native else 100.0) * 1e9))
     assert r["matrix_rate_share"] == pytest.approx(r["flop_bound_s"] / r["train_s"])
     assert (2048 if native else 512, torch.bfloat16) in measured  # emulated: a smaller product
+    assert len(measured) == 2  # once per dtype: the protocol's training compute reuses the rate
+    assert r["training"]["mm_gflops"] == (400.0 if native else 100.0)
     # checkpointed: a second run resumes from the finished checkpoint and trains nothing
     again = run_protocol("cifar10-train-speed", ctx)
     assert again["epochs"] == r["epochs"] and again["test_accuracy"] == r["test_accuracy"]
 
 
 def test_cifar10_train_speed_budget_sets_the_epochs(tmp_path, monkeypatch):
-    monkeypatch.setattr(cifar, "mm_gflops", lambda **_: 100.0)
+    monkeypatch.setattr(context, "mm_gflops", lambda **_: 100.0)
     ctx = tiny_context(tmp_path)
     n_train = 700 - 60
     per_image = training_flops(create_backbone("colour_cnn", CIFAR10_SPEC, 10, **NARROW), CIFAR10_SPEC.shape)

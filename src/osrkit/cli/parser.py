@@ -21,6 +21,7 @@ from osrkit.cli.arguments import (
     _positive_float,
     _positive_int,
 )
+from osrkit.cli.global_flags import add_global_flags, allow_global_flags_anywhere
 from osrkit.perf.speed import SpeedOptions
 from osrkit.protocols import Context, group_names
 from osrkit.scorers import SCORERS
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="osrkit", description="Open-set recognition: classify known classes, reject unknown inputs."
     )
     parser.add_argument("--version", action="version", version=f"osrkit {__version__}")
-    _add_global_flags(parser, top=True)
+    add_global_flags(parser, top=True)
     _add_data_root(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -160,40 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(sub)
     _add_perf_parser(sub)
     _add_protocol_parser(sub)
-    _allow_global_flags_anywhere(parser)
+    allow_global_flags_anywhere(parser)
     return parser
-
-
-def _add_global_flags(p: argparse.ArgumentParser, top: bool = False) -> None:
-    """``-v``, ``-q`` and ``--no-fast``: on the top-level parser with their defaults; on a
-    subcommand (where it lacks them) with a suppressed default, so that they set the global
-    value only when given there."""
-    taken = {s for a in p._actions for s in a.option_strings}
-    default = {} if top else {"default": argparse.SUPPRESS}
-    if "-v" not in taken:
-        p.add_argument("-v", "--verbose", action="store_true", help="log debug details too", **default)
-    if "-q" not in taken:
-        p.add_argument(
-            "-q",
-            "--quiet",
-            action="store_true",
-            help="log only warnings and errors; no progress bars",
-            **default,
-        )
-    if "--no-fast" not in taken:
-        _add_fast_arg(p, top=top)
-
-
-def _allow_global_flags_anywhere(parser: argparse.ArgumentParser) -> None:
-    """The global flags after the subcommand too (``osrkit run ... -q``); ``--data-root``
-    is taken before the subcommand by the top-level parser and after it by the commands
-    that read datasets."""
-    for action in parser._actions:
-        if not isinstance(action, argparse._SubParsersAction):
-            continue
-        for sub in dict.fromkeys(action.choices.values()):
-            _add_global_flags(sub)
-            _allow_global_flags_anywhere(sub)
 
 
 def _add_serve_parser(sub: argparse._SubParsersAction) -> None:

@@ -17,13 +17,11 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from osrkit._deprecation import renamed
 from osrkit._version import __version__
 from osrkit.errors import ConfigError, DataError
 from osrkit.files.atomic import atomic_write_json, atomic_write_text
-from osrkit.hardware import mm_gflops, native_bf16
 from osrkit.protocols.cifar import (
     CIFAR10_SPLITS,
     run_cifar10_far,
@@ -104,7 +102,7 @@ def run_protocol(name: str, ctx: Context) -> dict:
     except FileNotFoundError as exc:  # pragma: no cover - readers raise DataError themselves
         raise DataError(f"{exc}") from None
     result |= {
-        "training": training_compute(ctx.trained, ctx.config.use_bf16),
+        "training": training_compute(ctx.trained, ctx.config.use_bf16, ctx.matrix_rate(ctx.config.use_bf16)),
         "protocol": name,
         "wall_s": time.perf_counter() - t0,
         "accept_rate": 0.95,
@@ -117,12 +115,10 @@ def run_protocol(name: str, ctx: Context) -> dict:
     return result
 
 
-def training_compute(models: list[dict], bf16: bool) -> dict:
+def training_compute(models: list[dict], bf16: bool, rate: float) -> dict:
     """The protocol's training compute: each model's (``Context.trained``), their sum, and
-    the FLOP-bound time at this machine's ``torch.mm`` rate in the training dtype, measured
-    now."""
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    rate = mm_gflops(n=512 if bf16 and not native_bf16() else 2048, dtype=dtype)  # emulated: smaller
+    the FLOP-bound time at ``rate``, this machine's ``torch.mm`` GFLOP/s in the training
+    dtype (``Context.matrix_rate``)."""
     pflop = sum(m["pflop"] or 0.0 for m in models)
     seconds = [m["train_s"] for m in models if not m["from_cache"]]
     return {

@@ -17,7 +17,6 @@ import torch
 from osrkit.data.spec import CIFAR10_SPEC
 from osrkit.errors import OsrkitError
 from osrkit.evaluation.report import target_line
-from osrkit.hardware import mm_gflops, native_bf16
 from osrkit.protocols.context import Context
 from osrkit.protocols.mnist import splits_comparison
 from osrkit.protocols.registry import register_protocol
@@ -250,8 +249,7 @@ def run_cifar10_train_speed(ctx: Context) -> dict:
     float32). Checkpointed after every epoch, so an interrupted run resumes."""
     cfg = ctx.colour_config
     train, test = ctx.data("cifar10:train", CIFAR10_SPEC), ctx.data("cifar10:test", CIFAR10_SPEC)
-    rate_bf16 = mm_gflops(n=2048 if native_bf16() else 512, dtype=torch.bfloat16)
-    rate_fp32 = mm_gflops()
+    rate_bf16, rate_fp32 = ctx.matrix_rate(True), ctx.matrix_rate(False)
     # the model cifar10-far decides with: trained once, cached (and resumable) in out/cache
     model = ctx.recognizer(train, cfg)
     report = ctx.fit_report(train, cfg)

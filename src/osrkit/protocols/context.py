@@ -12,12 +12,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from osrkit._version import __version__
 from osrkit.data.catalog import load_dataset
 from osrkit.data.imageset import ImageSet
 from osrkit.data.spec import MNIST_SPEC, InputSpec
 from osrkit.errors import OsrkitError
 from osrkit.files.atomic import atomic_write_json
+from osrkit.hardware import mm_gflops, native_bf16
 from osrkit.models import backbone_entry, default_backbone
 from osrkit.protocols.unknowns import gaussian_noise, uniform_noise
 from osrkit.recognizer.estimator import OpenSetRecognizer
@@ -63,6 +66,16 @@ class Context:
     # compute (``compute_of``), for the protocol's report.
     trained: list[dict] = field(default_factory=list)
     _data: dict[tuple[str, InputSpec], ImageSet] = field(default_factory=dict, repr=False)
+    _rates: dict[bool, float] = field(default_factory=dict, repr=False)
+
+    def matrix_rate(self, bf16: bool) -> float:
+        """This machine's ``torch.mm`` rate (GFLOP/s) in bfloat16 or float32, measured once
+        per run: the FLOP bound every protocol's training compute is set against."""
+        if bf16 not in self._rates:
+            # emulated bfloat16 is slow: a smaller product measures it in a second or two
+            n = 512 if bf16 and not native_bf16() else 2048
+            self._rates[bf16] = mm_gflops(n=n, dtype=torch.bfloat16 if bf16 else torch.float32)
+        return self._rates[bf16]
 
     def data(self, name: str, spec: InputSpec | None = None) -> ImageSet:
         """A dataset (or a noise set) in ``spec`` (default: this context's), loaded once

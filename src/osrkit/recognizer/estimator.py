@@ -25,7 +25,7 @@ from osrkit.data.imageset import ImageSet
 from osrkit.data.inputs import ImagesLike, as_input_tensor
 from osrkit.data.lazy import LazyImageSet
 from osrkit.data.spec import InputSpec
-from osrkit.errors import ConfigError, DataError
+from osrkit.errors import ConfigError
 from osrkit.models import AutoencoderConfig, ClassifierConfig, backbone_entry, default_backbone
 from osrkit.models.choice import network_options, rgb_spec
 from osrkit.recognizer.engine import FastPaths
@@ -33,6 +33,7 @@ from osrkit.recognizer.fitting import (
     FitReport,
     Split,
     build_networks,
+    calibration_halves,
     fit_head,
     train_networks,
     training_config,
@@ -359,13 +360,7 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
         known_labels = known.labels if isinstance(known, ImageSet) else None
         known = self._as_input(known)
         if reference is None:
-            if len(known) < 2:
-                raise DataError("calibration without reference images needs at least 2 known images")
-            perm = np.random.default_rng(0).permutation(len(known))
-            ref_index, cal_index = np.sort(perm[: len(known) // 2]), np.sort(perm[len(known) // 2 :])
-            reference, known = known[torch.from_numpy(ref_index)], known[torch.from_numpy(cal_index)]
-            if known_labels is not None and reference_labels is None:
-                reference_labels = known_labels[torch.from_numpy(ref_index)]
+            known, reference, reference_labels = calibration_halves(known, known_labels, reference_labels)
         elif reference_labels is None and isinstance(reference, ImageSet):
             reference_labels = reference.labels
         if isinstance(reference_labels, torch.Tensor):

@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from osrkit.data.imageset import ImageSet
 from osrkit.data.lazy import LazyImageSet, describe_source, fingerprint, memory_rows, training_rows
 from osrkit.data.spec import InputSpec
+from osrkit.errors import DataError
 from osrkit.models import ConvAutoencoder, backbone_entry, create_backbone, wrap_classifier
 from osrkit.models.choice import as_registered, describe_backbone
 from osrkit.models.head import fit_linear_head, replace_head
@@ -164,3 +166,19 @@ def wrap_network(
         net = as_registered(net, backbone, input_spec, num_classes, options)
     net.backbone_name, net.backbone_options = backbone or "", options
     return net, (net.get_submodule(f"net.{head}") if head is not None else None)
+
+
+def calibration_halves(
+    known: torch.Tensor, known_labels: torch.Tensor | None, reference_labels: torch.Tensor | np.ndarray | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | np.ndarray | None]:
+    """``known`` split in two halves by a seeded (seed 0) permutation, for a calibration
+    without reference images: (the images that set the thresholds, those the scorers are
+    fitted on, their labels: ``reference_labels`` if given, else ``known_labels``'s)."""
+    if len(known) < 2:
+        raise DataError("calibration without reference images needs at least 2 known images")
+    perm = np.random.default_rng(0).permutation(len(known))
+    ref_index = torch.from_numpy(np.sort(perm[: len(known) // 2]))
+    cal_index = torch.from_numpy(np.sort(perm[len(known) // 2 :]))
+    if known_labels is not None and reference_labels is None:
+        reference_labels = known_labels[ref_index]
+    return known[cal_index], known[ref_index], reference_labels
