@@ -15,6 +15,7 @@ from osrkit.data.spec import CIFAR10_SPEC
 from osrkit.models import create_backbone
 from osrkit.protocols import CIFAR10_SPLITS, Context, context, group_names, run_protocol, split_classes
 from osrkit.protocols.cifar import FAR_SETS
+from osrkit.recognizer import OpenSetRecognizer
 from osrkit.training.config import TrainConfig
 from osrkit.training.flops import training_flops
 
@@ -91,13 +92,19 @@ def with_far_sets(ctx: Context) -> Context:
     return ctx
 
 
-def test_cifar10_far_end_to_end(tmp_path):
+def test_cifar10_far_end_to_end(tmp_path, monkeypatch):
     ctx = with_far_sets(tiny_context(tmp_path))
     r = run_protocol("cifar10-far", ctx)
     assert list(r["sets"]) == list(FAR_SETS)
     assert r["sets"]["uniform noise"]["count"] == 200  # noise made in the colour spec, then limited
     text = (tmp_path / "cifar10-far.md").read_text()
     assert "OpenOOD v1.5 ViM" in text and "target cifar10-far-mnist-auroc (max_logit_knn)" in text
+    # the protocols of one run (cifar10-train-speed next, in the cifar10 group) share the
+    # fitted recognizer: its scorers are not fitted again on the same split
+    model = ctx._fitted[next(iter(ctx._fitted))]
+    monkeypatch.setattr(OpenSetRecognizer, "calibrate", lambda *a, **k: pytest.fail("fitted again"))
+    assert ctx.recognizer(ctx.data("cifar10:train", CIFAR10_SPEC), ctx.colour_config) is model
+    assert ctx.trained[-1]["from_cache"] and ctx.trained[-1]["pflop"] == r["training"]["pflop"]
 
 
 def test_cifar10_far_pretrained_track(tmp_path):
