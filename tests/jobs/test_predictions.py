@@ -43,6 +43,7 @@ def test_a_model_with_a_fusion_names_the_member_that_decided(fitted, scorer):
         assert set(row) == ROW_KEYS | {"decided_by"}
         assert set(row["decided_by"]) == set(fitted.fusions)
         deciding = row["decision"]["scorer"]
+        assert (deciding in fitted.fusions) == (scorer is None)  # both branches below are taken
         if deciding in fitted.fusions:
             assert row["decision"]["decided_by"] == row["decided_by"][deciding]
         else:  # the fusion is fitted beside the deciding scorer: its member is still named

@@ -220,7 +220,7 @@ def useless(tmp_path_factory):
     return tiny_model(data).fit(data, {"epochs": 3, "batch_size": 32, "val_size": 90, "lr": 1e-3})
 
 
-def test_a_model_that_learned_nothing_says_so(useless, caplog, tmp_path):
+def test_a_model_that_learned_nothing_says_so(useless, tmp_path):
     health = useless.health_
     assert not health.ok
     assert "accuracy" in {f.check for f in health.findings}

@@ -137,7 +137,7 @@ class Context:
         if key in self._fitted:
             log.info("reusing the recognizer fitted earlier in this run (%s)", key)
             model = self._fitted[key]
-            self.trained.append(compute_of(model, self.fit_report(train, config), cached=True))
+            self.trained.append(compute_of(model, self._fit_report_at(key), cached=True))
             return model
         folder = self.out / "cache" / key
         model = None
@@ -169,9 +169,7 @@ class Context:
             # how it was trained (epochs, validation, seconds), for the protocols that report it
             atomic_write_json(folder.with_suffix(".fit.json"), dataclasses.asdict(model.fit_report_))
             shutil.rmtree(ckpt, ignore_errors=True)
-        self.trained.append(
-            compute_of(model, self.fit_report(train, config), cached=model.fit_report_ is None)
-        )
+        self.trained.append(compute_of(model, self._fit_report_at(key), cached=model.fit_report_ is None))
         self._fitted[key] = model
         return model
 
@@ -180,7 +178,10 @@ class Context:
         on ``train`` with ``config``; None when there is none."""
         backbone = self.backbone(train)
         options = self.colour_options if backbone == "colour_cnn" else {}
-        path = self.out / "cache" / f"{cache_key(train, config, backbone, options)}.fit.json"
+        return self._fit_report_at(cache_key(train, config, backbone, options))
+
+    def _fit_report_at(self, key: str) -> dict | None:
+        path = self.out / "cache" / f"{key}.fit.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -26,8 +26,8 @@ from osrkit.data.inputs import ImagesLike, as_input_tensor
 from osrkit.data.lazy import LazyImageSet
 from osrkit.data.spec import InputSpec
 from osrkit.errors import ConfigError
-from osrkit.models import AutoencoderConfig, ClassifierConfig, backbone_entry, default_backbone
-from osrkit.models.choice import network_options, rgb_spec
+from osrkit.models import AutoencoderConfig, ClassifierConfig, backbone_entry
+from osrkit.models.choice import network_options
 from osrkit.recognizer.engine import FastPaths
 from osrkit.recognizer.fitting import (
     FitReport,
@@ -35,6 +35,7 @@ from osrkit.recognizer.fitting import (
     build_networks,
     calibration_halves,
     fit_head,
+    fit_input,
     train_networks,
     training_config,
     wrap_network,
@@ -252,21 +253,9 @@ class OpenSetRecognizer(RecognizerInference, BaseEstimator):
             raise ConfigError(
                 f"training classes {train.class_names} differ from the recognizer's {params.class_names}"
             )
-        spec = self.input_spec_ if wrapped else (params.input_spec or train.spec or InputSpec(*train.shape))
-        name = (
-            self.backbone_name_
-            if wrapped
-            else (params.backbone or default_backbone(spec, params.pretrained is not False))
+        train, spec, name = fit_input(
+            train, params, (self.input_spec_, self.backbone_name_) if wrapped else None
         )
-        spec = rgb_spec(spec, name)
-        if train.shape != spec.shape:
-            log.info(
-                "bringing %s from %s to the model's %s",
-                train.name,
-                "x".join(map(str, train.shape)),
-                spec.describe(),
-            )
-            train = train.to_spec(spec)
         # the options of the networks fit builds (a wrapped classifier builds none)
         options = {} if wrapped else network_options(name, params.backbone_options, params.pretrained)
         config = training_config(config, name, train, params.class_names, options, wrapped)

@@ -20,8 +20,8 @@ from osrkit.data.imageset import ImageSet
 from osrkit.data.lazy import LazyImageSet, describe_source, fingerprint, memory_rows, training_rows
 from osrkit.data.spec import InputSpec
 from osrkit.errors import DataError
-from osrkit.models import ConvAutoencoder, backbone_entry, create_backbone, wrap_classifier
-from osrkit.models.choice import as_registered, describe_backbone
+from osrkit.models import ConvAutoencoder, backbone_entry, create_backbone, default_backbone, wrap_classifier
+from osrkit.models.choice import as_registered, describe_backbone, rgb_spec
 from osrkit.models.head import fit_linear_head, replace_head
 from osrkit.recognizer.params import ResolvedParams
 from osrkit.training.config import TrainConfig
@@ -182,3 +182,22 @@ def calibration_halves(
     if known_labels is not None and reference_labels is None:
         reference_labels = known_labels[ref_index]
     return known[cal_index], known[ref_index], reference_labels
+
+
+def fit_input(
+    train: ImageSet | LazyImageSet, params: ResolvedParams, wrapped: tuple[InputSpec, str | None] | None
+) -> tuple[ImageSet | LazyImageSet, InputSpec, str | None]:
+    """What ``fit`` trains on: the model's input spec and backbone (a wrapped classifier's
+    own ``wrapped``, else the parameters', else what suits ``train``) and ``train``
+    brought to that spec."""
+    if wrapped is not None:
+        spec, name = wrapped
+    else:
+        spec = params.input_spec or train.spec or InputSpec(*train.shape)
+        name = params.backbone or default_backbone(spec, params.pretrained is not False)
+    spec = rgb_spec(spec, name)
+    if train.shape != spec.shape:
+        shape = "x".join(map(str, train.shape))
+        log.info("bringing %s from %s to the model's %s", train.name, shape, spec.describe())
+        train = train.to_spec(spec)
+    return train, spec, name

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import binom
 
 from osrkit.recognizer.fitting import FitReport
 from osrkit.training.config import TrainConfig
@@ -107,14 +108,7 @@ class ModelHealth:
 
 def binomial_tail(k: int, n: int, p: float) -> float:
     """P(X >= k) for X ~ Binomial(n, p): the one-sided p-value of ``k`` successes in ``n``."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    f64 = torch.float64
-    dist = torch.distributions.Binomial(torch.tensor(float(n), dtype=f64), probs=torch.tensor(p, dtype=f64))
-    log_p = dist.log_prob(torch.arange(k, n + 1, dtype=torch.float64))
-    return float(torch.logsumexp(log_p, 0).exp().clamp(max=1.0))
+    return float(binom.sf(k - 1, n, p))
 
 
 def chance_accuracy(labels: np.ndarray, num_classes: int) -> float:
